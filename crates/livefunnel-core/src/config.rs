@@ -1,0 +1,243 @@
+//! Checked engine configuration: what the window engine needs, already validated.
+//! The binary maps its layered TOML/env configuration into these types.
+
+use std::fmt;
+
+/// One configured window (contract §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowSpec {
+    /// `hop` (slide < size) or `tumble` (slide == size); both are [start, start + size)
+    /// with starts at multiples of `slide_ms` since the epoch.
+    Hop {
+        size_ms: i64,
+        slide_ms: i64,
+    },
+    Session,
+}
+
+impl WindowSpec {
+    /// Parses a window name: `1m`, `5m/10s`, `10m/1m`, `90s/30s`, `session`.
+    pub fn parse(name: &str) -> Result<WindowSpec, String> {
+        let name = name.trim();
+        if name == "session" {
+            return Ok(WindowSpec::Session);
+        }
+        let (size, slide) = match name.split_once('/') {
+            Some((size, slide)) => (parse_duration_s(size)?, parse_duration_s(slide)?),
+            None => {
+                let size = parse_duration_s(name)?;
+                (size, size)
+            }
+        };
+        if size % slide != 0 {
+            return Err(format!("slide {slide}s must divide size {size}s exactly"));
+        }
+        Ok(WindowSpec::Hop { size_ms: size * 1000, slide_ms: slide * 1000 })
+    }
+
+    /// The canonical name (contract §2): size, then `/slide` when they differ,
+    /// each in the largest unit that divides it exactly.
+    pub fn name(&self) -> String {
+        match *self {
+            WindowSpec::Session => "session".to_owned(),
+            WindowSpec::Hop { size_ms, slide_ms } if size_ms == slide_ms => format_duration_s(size_ms / 1000),
+            WindowSpec::Hop { size_ms, slide_ms } => {
+                format!("{}/{}", format_duration_s(size_ms / 1000), format_duration_s(slide_ms / 1000))
+            }
+        }
+    }
+}
+
+/// `5s`, `10m`, `2h`, or a bare number of seconds; whole seconds, at least 1.
+fn parse_duration_s(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: i64 = digits.parse().map_err(|_| {
+        format!("`{text}` is not a duration: write a whole number with s, m or h, like `10s` or `5m`")
+    })?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        _ => None,
+    }
+    .ok_or_else(|| format!("`{text}` is not a duration: use the units s, m or h, like `10s` or `5m`"))?;
+    if secs < 1 || secs > 7 * 24 * 3600 {
+        return Err(format!("`{text}` is out of range: a window size or slide is between 1s and 7 days"));
+    }
+    Ok(secs)
+}
+
+fn format_duration_s(secs: i64) -> String {
+    if secs % 3600 == 0 {
+        format!("{}h", secs / 3600)
+    } else if secs % 60 == 0 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// How `ts_out_of_range` is judged (contract §1.4 reason 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeMode {
+    /// Against the partition's largest accepted `ts`.
+    Replay,
+    /// Against the wall clock passed to each call.
+    Live,
+}
+
+/// Validated engine parameters. Times are milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub out_of_orderness_ms: i64,
+    pub allowed_lateness_ms: i64,
+    pub idle_grace_ms: i64,
+    pub presence_timeout_ms: i64,
+    pub session_idle_timeout_ms: i64,
+    pub max_future_skew_ms: i64,
+    /// Hop/tumble windows in configured order; `session_rows` says whether `session` was listed.
+    pub windows: Vec<WindowSpec>,
+    /// Distinct counts are exact up to this many values per row.
+    pub exact_distinct_limit: usize,
+    pub mode: TimeMode,
+}
+
+/// A configuration value that cannot be used, naming the key and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config key `{}`: {}", self.key, self.message)
+    }
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError { key: key.into(), message: message.into() }
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            out_of_orderness_ms: 5_000,
+            allowed_lateness_ms: 120_000,
+            idle_grace_ms: 30_000,
+            presence_timeout_ms: 600_000,
+            session_idle_timeout_ms: 1_800_000,
+            max_future_skew_ms: 3_600_000,
+            windows: ["1m", "5m/10s", "10m/1m", "session"]
+                .into_iter()
+                .map(|n| WindowSpec::parse(n).expect("default windows parse"))
+                .collect(),
+            exact_distinct_limit: 100_000,
+            mode: TimeMode::Replay,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn hop_windows(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.windows.iter().filter_map(|w| match *w {
+            WindowSpec::Hop { size_ms, slide_ms } => Some((size_ms, slide_ms)),
+            WindowSpec::Session => None,
+        })
+    }
+
+    pub fn session_rows(&self) -> bool {
+        self.windows.contains(&WindowSpec::Session)
+    }
+
+    /// Checks the relations between parameters that the engine relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let non_negative = [
+            ("time.out_of_orderness", self.out_of_orderness_ms),
+            ("time.allowed_lateness", self.allowed_lateness_ms),
+            ("time.idle_grace", self.idle_grace_ms),
+            ("time.max_future_skew", self.max_future_skew_ms),
+        ];
+        for (key, v) in non_negative {
+            if v < 0 {
+                return Err(ConfigError::new(key, "must not be negative"));
+            }
+        }
+        if self.presence_timeout_ms < 1_000 {
+            return Err(ConfigError::new("time.presence_timeout", "must be at least 1s"));
+        }
+        if self.windows.is_empty() {
+            return Err(ConfigError::new(
+                "windows.set",
+                "lists no window: give at least one, e.g. [\"1m\", \"5m/10s\", \"10m/1m\", \"session\"]",
+            ));
+        }
+        for (i, w) in self.windows.iter().enumerate() {
+            if self.windows[..i].contains(w) {
+                return Err(ConfigError::new(
+                    "windows.set",
+                    format!("lists `{}` twice: remove one", w.name()),
+                ));
+            }
+        }
+        let max_size = self.hop_windows().map(|(size, _)| size).max().unwrap_or(0);
+        // Retirement frees a room's windows; it must only happen once none of them can change.
+        let needed = max_size + self.out_of_orderness_ms + self.allowed_lateness_ms + self.idle_grace_ms;
+        if self.session_idle_timeout_ms < needed {
+            return Err(ConfigError::new(
+                "time.session_idle_timeout",
+                format!(
+                    "must be at least the largest window size plus out_of_orderness, allowed_lateness and idle_grace ({}s here): raise it or shrink the windows",
+                    needed / 1000
+                ),
+            ));
+        }
+        if self.exact_distinct_limit == 0 {
+            return Err(ConfigError::new("limits.exact_distinct_limit", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_names_round_trip_in_the_largest_unit() {
+        for (input, name) in [
+            ("1m", "1m"),
+            ("60s", "1m"),
+            ("5m/10s", "5m/10s"),
+            ("10m/1m", "10m/1m"),
+            ("90s/30s", "90s/30s"),
+            ("600s/60s", "10m/1m"),
+            ("1h/1h", "1h"),
+            ("session", "session"),
+        ] {
+            assert_eq!(WindowSpec::parse(input).unwrap().name(), name, "{input}");
+        }
+    }
+
+    #[test]
+    fn window_parse_errors_say_the_fix() {
+        assert!(WindowSpec::parse("5m/7s").unwrap_err().contains("divide"));
+        assert!(WindowSpec::parse("5x").unwrap_err().contains("units"));
+        assert!(WindowSpec::parse("0s").unwrap_err().contains("between"));
+        assert!(WindowSpec::parse("abc").unwrap_err().contains("not a duration"));
+    }
+
+    #[test]
+    fn default_config_is_valid_and_short_idle_timeout_is_not() {
+        let mut cfg = EngineConfig::default();
+        cfg.validate().unwrap();
+        cfg.session_idle_timeout_ms = 60_000;
+        assert_eq!(cfg.validate().unwrap_err().key, "time.session_idle_timeout");
+    }
+}

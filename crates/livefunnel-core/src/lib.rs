@@ -1,0 +1,14 @@
+//! livefunnel's pure core: the event model, decoding and validation, the
+//! event-time window engine and every measure of the contract
+//! (`../shared/spec/contract.md`). No IO, no async runtime, no clock reads:
+//! time comes in as arguments, so everything here is tested without sleeps.
+
+pub mod config;
+pub mod engine;
+pub mod event;
+pub mod row;
+
+pub use config::{ConfigError, EngineConfig, TimeMode, WindowSpec};
+pub use engine::{Engine, EngineStats, Outcome};
+pub use event::{Event, EventType, Platform, Reason, Rejection, Source, SourceClass};
+pub use row::{BreakdownCounts, BreakdownKind, BreakdownRow, Counts, Identity, Row, SessionRow, WindowRow};

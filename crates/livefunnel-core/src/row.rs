@@ -1,0 +1,569 @@
+//! Result rows (contract §3) and their JSONL form (contract §6).
+//!
+//! Every measure is computed here from a row's own counts, so a metric's formula
+//! lives in exactly one place: [`Counts::ratios`].
+
+use std::sync::Arc;
+
+use crate::event::Platform;
+
+/// The additive and distinct counts behind one result row. Ratios derive from these.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Counts {
+    pub room_impressions: u64,
+    pub watch_pv: u64,
+    pub watch_uv: u64,
+    pub online_end: u64,
+    pub online_peak: u64,
+    /// Presence inside the row's range, milliseconds summed over viewers.
+    pub watch_ms: i128,
+    /// Distinct viewers online at any instant of the range.
+    pub present_uv: u64,
+    pub stranger_watch_ms: i128,
+    pub stranger_present_uv: u64,
+    pub product_impressions: u64,
+    pub product_clicks: u64,
+    pub product_click_uv: u64,
+    pub orders_created: u64,
+    pub orders_paid: u64,
+    pub buyer_uv: u64,
+    pub items_sold: i64,
+    pub gmv_cents: i64,
+    pub refund_cents: i64,
+    pub comments: u64,
+    pub comment_uv: u64,
+    pub likes: u64,
+    pub shares: u64,
+    pub follows: u64,
+    pub fan_club_joins: u64,
+    pub reservation_creates: u64,
+    pub reservation_opens: u64,
+    pub watch_uv_private: u64,
+    pub watch_uv_public: u64,
+    pub watch_uv_paid: u64,
+    pub gmv_cents_private: i64,
+    pub gmv_cents_public: i64,
+    pub gmv_cents_paid: i64,
+    pub orders_paid_known_city: u64,
+    pub orders_paid_out_of_city: u64,
+}
+
+/// The ratio measures of §3. `None` when the denominator is 0 (JSON `null`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Ratios {
+    pub watch_seconds: f64,
+    pub avg_watch_seconds: Option<f64>,
+    pub stranger_avg_watch_seconds: Option<f64>,
+    pub gpm: Option<f64>,
+    pub uv_value: Option<f64>,
+    pub impression_to_watch_rate: Option<f64>,
+    pub product_click_rate: Option<f64>,
+    pub click_to_pay_rate: Option<f64>,
+    pub watch_to_pay_rate: Option<f64>,
+    pub order_pay_rate: Option<f64>,
+    pub aov: Option<f64>,
+    pub comment_rate: Option<f64>,
+    pub public_private_ratio: Option<f64>,
+    pub out_of_city_order_share: Option<f64>,
+    pub refund_rate: Option<f64>,
+}
+
+fn ratio(num: f64, den: f64) -> Option<f64> {
+    if den == 0.0 {
+        None
+    } else {
+        Some(num / den)
+    }
+}
+
+impl Counts {
+    /// Contract §3, formula by formula, exactly as written there.
+    pub fn ratios(&self) -> Ratios {
+        let gmv = self.gmv_cents as f64;
+        let watch_seconds = self.watch_ms as f64 / 1000.0;
+        let stranger_watch_seconds = self.stranger_watch_ms as f64 / 1000.0;
+        let watch_uv = self.watch_uv as f64;
+        let den = |d: u64| d as f64;
+        Ratios {
+            watch_seconds,
+            avg_watch_seconds: ratio(watch_seconds, den(self.present_uv)),
+            stranger_avg_watch_seconds: ratio(stranger_watch_seconds, den(self.stranger_present_uv)),
+            gpm: (self.watch_pv != 0).then(|| gmv / 100.0 / self.watch_pv as f64 * 1000.0),
+            uv_value: (self.watch_uv != 0).then(|| gmv / 100.0 / watch_uv),
+            impression_to_watch_rate: ratio(self.watch_pv as f64, den(self.room_impressions)),
+            product_click_rate: ratio(self.product_click_uv as f64, watch_uv),
+            click_to_pay_rate: ratio(self.buyer_uv as f64, den(self.product_click_uv)),
+            watch_to_pay_rate: ratio(self.buyer_uv as f64, watch_uv),
+            order_pay_rate: ratio(self.orders_paid as f64, den(self.orders_created)),
+            aov: (self.orders_paid != 0).then(|| gmv / 100.0 / self.orders_paid as f64),
+            comment_rate: ratio(self.comment_uv as f64, watch_uv),
+            public_private_ratio: ratio(
+                (self.watch_uv_public + self.watch_uv_paid) as f64,
+                den(self.watch_uv_private),
+            ),
+            out_of_city_order_share: ratio(
+                self.orders_paid_out_of_city as f64,
+                den(self.orders_paid_known_city),
+            ),
+            refund_rate: ratio(self.refund_cents as f64, gmv),
+        }
+    }
+}
+
+/// Identity columns of a row (§3): from the room's accepted event with the
+/// largest `ts` below `window_end`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub session_id: Arc<str>,
+    pub org_id: Arc<str>,
+    pub account_id: Option<Arc<str>>,
+    pub platform: Platform,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowRow {
+    pub room_id: Arc<str>,
+    pub window: Arc<str>,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub version: u64,
+    pub identity: Identity,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BreakdownKind {
+    Source,
+    Plan,
+    Product,
+}
+
+impl BreakdownKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakdownKind::Source => "source",
+            BreakdownKind::Plan => "plan",
+            BreakdownKind::Product => "product",
+        }
+    }
+
+    /// The dimension column's name.
+    pub fn column(self) -> &'static str {
+        match self {
+            BreakdownKind::Source => "source",
+            BreakdownKind::Plan => "plan_id",
+            BreakdownKind::Product => "product_id",
+        }
+    }
+}
+
+/// The measures of a breakdown row; which of them a row carries depends on its kind (§3).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct BreakdownCounts {
+    pub watch_pv: u64,
+    pub watch_uv: u64,
+    pub product_impressions: u64,
+    pub product_clicks: u64,
+    pub product_click_uv: u64,
+    pub orders_created: u64,
+    pub orders_paid: u64,
+    pub buyer_uv: u64,
+    pub items_sold: i64,
+    pub gmv_cents: i64,
+    pub comments: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakdownRow {
+    pub kind: BreakdownKind,
+    pub room_id: Arc<str>,
+    pub window: Arc<str>,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub version: u64,
+    pub org_id: Arc<str>,
+    /// The source name, `plan_id` or `product_id`.
+    pub key: Arc<str>,
+    pub counts: BreakdownCounts,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRow {
+    pub room_id: Arc<str>,
+    pub session_id: Arc<str>,
+    pub version: u64,
+    pub org_id: Arc<str>,
+    pub account_id: Option<Arc<str>>,
+    pub platform: Platform,
+    pub session_start_ts: i64,
+    pub session_end_ts: Option<i64>,
+    pub duration_ms: i64,
+    pub peak_online: u64,
+    pub peak_online_ts: Option<i64>,
+    pub counts: Counts,
+    pub first30m: Counts,
+    pub cold_start: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Row {
+    Window(WindowRow),
+    Breakdown(BreakdownRow),
+    Session(SessionRow),
+}
+
+impl Row {
+    /// The `kind` field of §6.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Row::Window(_) => "window",
+            Row::Breakdown(b) => b.kind.as_str(),
+            Row::Session(_) => "session",
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        match self {
+            Row::Window(r) => r.version,
+            Row::Breakdown(r) => r.version,
+            Row::Session(r) => r.version,
+        }
+    }
+
+    /// Appends the row as one JSON object and a newline (contract §6).
+    pub fn write_jsonl(&self, out: &mut Vec<u8>) {
+        let mut w = JsonWriter::new(out);
+        w.str_field("kind", self.kind());
+        match self {
+            Row::Window(r) => {
+                w.str_field("room_id", &r.room_id);
+                w.str_field("window", &r.window);
+                w.int_field("window_start", r.window_start);
+                w.int_field("window_end", r.window_end);
+                w.int_field("version", r.version as i64);
+                w.str_field("session_id", &r.identity.session_id);
+                w.str_field("org_id", &r.identity.org_id);
+                w.opt_str_field("account_id", r.identity.account_id.as_deref());
+                w.str_field("platform", r.identity.platform.as_str());
+                write_measures(&mut w, "", &r.counts);
+            }
+            Row::Breakdown(r) => {
+                w.str_field("room_id", &r.room_id);
+                w.str_field("window", &r.window);
+                w.int_field("window_start", r.window_start);
+                w.int_field("window_end", r.window_end);
+                w.int_field("version", r.version as i64);
+                w.str_field("org_id", &r.org_id);
+                w.str_field(r.kind.column(), &r.key);
+                let c = &r.counts;
+                match r.kind {
+                    BreakdownKind::Source | BreakdownKind::Plan => {
+                        w.uint_field("watch_pv", c.watch_pv);
+                        w.uint_field("watch_uv", c.watch_uv);
+                        w.uint_field("product_clicks", c.product_clicks);
+                        w.uint_field("product_click_uv", c.product_click_uv);
+                        w.uint_field("orders_paid", c.orders_paid);
+                        w.uint_field("buyer_uv", c.buyer_uv);
+                        w.int_field("gmv_cents", c.gmv_cents);
+                        w.uint_field("comments", c.comments);
+                    }
+                    BreakdownKind::Product => {
+                        w.uint_field("product_impressions", c.product_impressions);
+                        w.uint_field("product_clicks", c.product_clicks);
+                        w.uint_field("product_click_uv", c.product_click_uv);
+                        w.uint_field("orders_created", c.orders_created);
+                        w.uint_field("orders_paid", c.orders_paid);
+                        w.uint_field("buyer_uv", c.buyer_uv);
+                        w.int_field("items_sold", c.items_sold);
+                        w.int_field("gmv_cents", c.gmv_cents);
+                    }
+                }
+            }
+            Row::Session(r) => {
+                w.str_field("room_id", &r.room_id);
+                w.str_field("window", "session");
+                w.str_field("session_id", &r.session_id);
+                w.int_field("version", r.version as i64);
+                w.str_field("org_id", &r.org_id);
+                w.opt_str_field("account_id", r.account_id.as_deref());
+                w.str_field("platform", r.platform.as_str());
+                w.int_field("session_start_ts", r.session_start_ts);
+                w.opt_int_field("session_end_ts", r.session_end_ts);
+                w.float_field("duration_s", r.duration_ms as f64 / 1000.0);
+                w.uint_field("peak_online", r.peak_online);
+                w.opt_int_field("peak_online_ts", r.peak_online_ts);
+                write_measures(&mut w, "", &r.counts);
+                write_measures(&mut w, "first30m_", &r.first30m);
+                w.bool_field("cold_start", r.cold_start);
+            }
+        }
+        w.finish();
+    }
+}
+
+fn write_measures(w: &mut JsonWriter<'_>, prefix: &str, c: &Counts) {
+    let r = c.ratios();
+    let mut u = |name: &str, v: u64| w.prefixed(prefix, name, |w| w.raw_uint(v));
+    u("room_impressions", c.room_impressions);
+    u("watch_pv", c.watch_pv);
+    u("watch_uv", c.watch_uv);
+    u("online_end", c.online_end);
+    u("online_peak", c.online_peak);
+    w.prefixed(prefix, "watch_seconds", |w| w.raw_float(r.watch_seconds));
+    w.prefixed(prefix, "avg_watch_seconds", |w| w.raw_opt_float(r.avg_watch_seconds));
+    w.prefixed(prefix, "stranger_avg_watch_seconds", |w| w.raw_opt_float(r.stranger_avg_watch_seconds));
+    let mut u = |name: &str, v: u64| w.prefixed(prefix, name, |w| w.raw_uint(v));
+    u("product_impressions", c.product_impressions);
+    u("product_clicks", c.product_clicks);
+    u("product_click_uv", c.product_click_uv);
+    u("orders_created", c.orders_created);
+    u("orders_paid", c.orders_paid);
+    u("buyer_uv", c.buyer_uv);
+    w.prefixed(prefix, "items_sold", |w| w.raw_int(c.items_sold));
+    w.prefixed(prefix, "gmv_cents", |w| w.raw_int(c.gmv_cents));
+    w.prefixed(prefix, "refund_cents", |w| w.raw_int(c.refund_cents));
+    let mut u = |name: &str, v: u64| w.prefixed(prefix, name, |w| w.raw_uint(v));
+    u("comments", c.comments);
+    u("comment_uv", c.comment_uv);
+    u("likes", c.likes);
+    u("shares", c.shares);
+    u("follows", c.follows);
+    u("fan_club_joins", c.fan_club_joins);
+    u("reservation_creates", c.reservation_creates);
+    u("reservation_opens", c.reservation_opens);
+    u("watch_uv_private", c.watch_uv_private);
+    u("watch_uv_public", c.watch_uv_public);
+    u("watch_uv_paid", c.watch_uv_paid);
+    w.prefixed(prefix, "gmv_cents_private", |w| w.raw_int(c.gmv_cents_private));
+    w.prefixed(prefix, "gmv_cents_public", |w| w.raw_int(c.gmv_cents_public));
+    w.prefixed(prefix, "gmv_cents_paid", |w| w.raw_int(c.gmv_cents_paid));
+    let mut u = |name: &str, v: u64| w.prefixed(prefix, name, |w| w.raw_uint(v));
+    u("orders_paid_known_city", c.orders_paid_known_city);
+    u("orders_paid_out_of_city", c.orders_paid_out_of_city);
+    let ratios = [
+        ("gpm", r.gpm),
+        ("uv_value", r.uv_value),
+        ("impression_to_watch_rate", r.impression_to_watch_rate),
+        ("product_click_rate", r.product_click_rate),
+        ("click_to_pay_rate", r.click_to_pay_rate),
+        ("watch_to_pay_rate", r.watch_to_pay_rate),
+        ("order_pay_rate", r.order_pay_rate),
+        ("aov", r.aov),
+        ("comment_rate", r.comment_rate),
+        ("public_private_ratio", r.public_private_ratio),
+        ("out_of_city_order_share", r.out_of_city_order_share),
+        ("refund_rate", r.refund_rate),
+    ];
+    for (name, v) in ratios {
+        w.prefixed(prefix, name, |w| w.raw_opt_float(v));
+    }
+}
+
+/// A minimal JSON object writer: fixed field order, shortest round-trip floats.
+struct JsonWriter<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> JsonWriter<'a> {
+    fn new(out: &'a mut Vec<u8>) -> JsonWriter<'a> {
+        out.push(b'{');
+        JsonWriter { out, first: true }
+    }
+
+    fn key(&mut self, prefix: &str, name: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(prefix.as_bytes());
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn prefixed(&mut self, prefix: &str, name: &str, value: impl FnOnce(&mut Self)) {
+        self.key(prefix, name);
+        value(self);
+    }
+
+    fn str_field(&mut self, name: &str, v: &str) {
+        self.key("", name);
+        write_json_string(self.out, v);
+    }
+
+    fn opt_str_field(&mut self, name: &str, v: Option<&str>) {
+        self.key("", name);
+        match v {
+            Some(v) => write_json_string(self.out, v),
+            None => self.out.extend_from_slice(b"null"),
+        }
+    }
+
+    fn int_field(&mut self, name: &str, v: i64) {
+        self.key("", name);
+        self.raw_int(v);
+    }
+
+    fn uint_field(&mut self, name: &str, v: u64) {
+        self.key("", name);
+        self.raw_uint(v);
+    }
+
+    fn opt_int_field(&mut self, name: &str, v: Option<i64>) {
+        self.key("", name);
+        match v {
+            Some(v) => self.raw_int(v),
+            None => self.out.extend_from_slice(b"null"),
+        }
+    }
+
+    fn float_field(&mut self, name: &str, v: f64) {
+        self.key("", name);
+        self.raw_float(v);
+    }
+
+    fn bool_field(&mut self, name: &str, v: bool) {
+        self.key("", name);
+        self.out.extend_from_slice(if v { b"true" } else { b"false" });
+    }
+
+    fn raw_int(&mut self, v: i64) {
+        self.out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+
+    fn raw_uint(&mut self, v: u64) {
+        self.out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+
+    fn raw_float(&mut self, v: f64) {
+        // Ratios never divide by zero, but an overflowed sum could still be huge:
+        // keep the output valid JSON whatever happens.
+        if v.is_finite() {
+            self.out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+        } else {
+            self.out.extend_from_slice(b"null");
+        }
+    }
+
+    fn raw_opt_float(&mut self, v: Option<f64>) {
+        match v {
+            Some(v) => self.raw_float(v),
+            None => self.out.extend_from_slice(b"null"),
+        }
+    }
+
+    fn finish(self) {
+        self.out.extend_from_slice(b"}\n");
+    }
+}
+
+/// Writes `s` as a JSON string literal.
+pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        match escape {
+            Some(e) => out.extend_from_slice(e),
+            None => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+            }
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_are_null_on_zero_denominators() {
+        let r = Counts::default().ratios();
+        assert_eq!(r.watch_seconds, 0.0);
+        for v in [
+            r.avg_watch_seconds,
+            r.stranger_avg_watch_seconds,
+            r.gpm,
+            r.uv_value,
+            r.impression_to_watch_rate,
+            r.product_click_rate,
+            r.click_to_pay_rate,
+            r.watch_to_pay_rate,
+            r.order_pay_rate,
+            r.aov,
+            r.comment_rate,
+            r.public_private_ratio,
+            r.out_of_city_order_share,
+            r.refund_rate,
+        ] {
+            assert_eq!(v, None);
+        }
+    }
+
+    #[test]
+    fn ratios_follow_the_contract_formulas() {
+        let c = Counts {
+            room_impressions: 400,
+            watch_pv: 200,
+            watch_uv: 150,
+            watch_ms: 90_500,
+            present_uv: 10,
+            stranger_watch_ms: 3_000,
+            stranger_present_uv: 4,
+            product_click_uv: 30,
+            orders_created: 12,
+            orders_paid: 15,
+            buyer_uv: 9,
+            gmv_cents: 123_456,
+            refund_cents: 10_000,
+            comment_uv: 21,
+            watch_uv_private: 50,
+            watch_uv_public: 80,
+            watch_uv_paid: 40,
+            orders_paid_known_city: 8,
+            orders_paid_out_of_city: 3,
+            ..Counts::default()
+        };
+        let r = c.ratios();
+        assert_eq!(r.watch_seconds, 90.5);
+        assert_eq!(r.avg_watch_seconds, Some(9.05));
+        assert_eq!(r.stranger_avg_watch_seconds, Some(0.75));
+        assert_eq!(r.gpm, Some(123_456.0 / 100.0 / 200.0 * 1000.0));
+        assert_eq!(r.uv_value, Some(1234.56 / 150.0));
+        assert_eq!(r.impression_to_watch_rate, Some(0.5));
+        assert_eq!(r.product_click_rate, Some(0.2));
+        assert_eq!(r.click_to_pay_rate, Some(0.3));
+        assert_eq!(r.watch_to_pay_rate, Some(0.06));
+        // order_pay_rate may exceed 1 inside a window: not clamped.
+        assert_eq!(r.order_pay_rate, Some(1.25));
+        assert_eq!(r.aov, Some(1234.56 / 15.0));
+        assert_eq!(r.comment_rate, Some(0.14));
+        assert_eq!(r.public_private_ratio, Some(2.4));
+        assert_eq!(r.out_of_city_order_share, Some(0.375));
+        assert_eq!(r.refund_rate, Some(10_000.0 / 123_456.0));
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut out = Vec::new();
+        write_json_string(&mut out, "a\"b\\c\nd\u{1}é直播");
+        assert_eq!(String::from_utf8(out).unwrap(), "\"a\\\"b\\\\c\\nd\\u0001é直播\"");
+    }
+}
