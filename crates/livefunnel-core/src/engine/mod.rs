@@ -1,8 +1,27 @@
-//! The event-time window engine of one input partition (contract §1.5, §2, §3).
+//! The event-time window engine of one input partition (contract §1.5, §2, §3;
+//! every interpretation is written down in `docs/semantics.md`).
+//!
+//! A pure state machine: events and time in, rows out. The async runtime that feeds
+//! it from Kafka lives elsewhere; here there is no IO and no clock.
 
-use crate::config::EngineConfig;
+mod agg;
+pub mod distinct;
+mod emit;
+mod pane;
+pub mod presence;
+mod room;
+mod session;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::config::{EngineConfig, TimeMode, WindowSpec};
 use crate::event::{Event, Reason};
 use crate::row::Row;
+use emit::Scratch;
+use room::Room;
 
 /// What happened to one validated event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,15 +46,107 @@ pub struct EngineStats {
     pub rooms_retired: u64,
 }
 
+/// One configured hop/tumble window.
+#[derive(Debug, Clone)]
+pub(crate) struct Def {
+    pub size: i64,
+    pub slide: i64,
+    pub name: Arc<str>,
+}
+
+/// The configuration in the form the hot path wants it.
+#[derive(Debug, Clone)]
+pub(crate) struct Params {
+    pub ooo: i64,
+    pub lateness: i64,
+    pub idle_grace: i64,
+    pub presence_timeout: i64,
+    pub session_idle_timeout: i64,
+    pub max_future_skew: i64,
+    pub limit: usize,
+    pub pane_ms: i64,
+    pub max_size: i64,
+    /// Slide of the smallest window: live session rows are emitted at its multiples.
+    pub tick: i64,
+    pub defs: Vec<Def>,
+    pub session_rows: bool,
+    pub mode: TimeMode,
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+impl Params {
+    fn new(cfg: &EngineConfig) -> Params {
+        let defs: Vec<Def> = cfg
+            .windows
+            .iter()
+            .filter_map(|w| match *w {
+                WindowSpec::Hop { size_ms, slide_ms } => {
+                    Some(Def { size: size_ms, slide: slide_ms, name: w.name().into() })
+                }
+                WindowSpec::Session => None,
+            })
+            .collect();
+        let pane_ms = defs.iter().fold(0, |g, d| gcd(g, d.slide)).max(1000);
+        let tick = defs.iter().min_by_key(|d| (d.size, d.slide)).map_or(60_000, |d| d.slide);
+        Params {
+            ooo: cfg.out_of_orderness_ms,
+            lateness: cfg.allowed_lateness_ms,
+            idle_grace: cfg.idle_grace_ms,
+            presence_timeout: cfg.presence_timeout_ms,
+            session_idle_timeout: cfg.session_idle_timeout_ms,
+            max_future_skew: cfg.max_future_skew_ms,
+            limit: cfg.exact_distinct_limit,
+            pane_ms,
+            max_size: defs.iter().map(|d| d.size).max().unwrap_or(0),
+            tick,
+            defs,
+            session_rows: cfg.session_rows(),
+            mode: cfg.mode,
+        }
+    }
+}
+
 /// One partition's engine.
 pub struct Engine {
     cfg: EngineConfig,
+    p: Params,
     stats: EngineStats,
+    rooms: Vec<Room>,
+    room_index: FxHashMap<Arc<str>, u32>,
+    /// `partition_max_ts`; `i64::MIN` before the first accepted event.
+    partition_max_ts: i64,
+    seq: u64,
+    /// Rooms by the emission watermark at which they next have something to emit.
+    due: BTreeSet<(i64, u32)>,
+    /// Rooms whose sessions all ended, by `room_max_ts + session_idle_timeout`.
+    retiring: BTreeSet<(i64, u32)>,
+    scratch: Scratch,
 }
 
 impl Engine {
+    /// Builds an engine; `cfg` must have passed [`EngineConfig::validate`].
     pub fn new(cfg: EngineConfig) -> Engine {
-        Engine { cfg, stats: EngineStats::default() }
+        debug_assert!(cfg.validate().is_ok(), "engine config must be validated first");
+        let p = Params::new(&cfg);
+        Engine {
+            cfg,
+            p,
+            stats: EngineStats::default(),
+            rooms: Vec::new(),
+            room_index: FxHashMap::default(),
+            partition_max_ts: i64::MIN,
+            seq: 0,
+            due: BTreeSet::new(),
+            retiring: BTreeSet::new(),
+            scratch: Scratch::default(),
+        }
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -46,16 +157,149 @@ impl Engine {
         &self.stats
     }
 
+    pub fn rooms(&self) -> usize {
+        self.rooms.len()
+    }
+
+    pub fn partition_max_ts(&self) -> Option<i64> {
+        (self.partition_max_ts != i64::MIN).then_some(self.partition_max_ts)
+    }
+
     /// Processes one validated event. `wall_clock_ms` is only read in live mode.
     /// Emitted rows are appended to `out`.
     pub fn process(&mut self, ev: &Event<'_>, wall_clock_ms: i64, out: &mut Vec<Row>) -> Outcome {
-        let _ = (ev, wall_clock_ms, out);
-        Outcome::Accepted { late: false }
+        let p = &self.p;
+        let limit = match p.mode {
+            TimeMode::Replay if self.partition_max_ts != i64::MIN => Some(self.partition_max_ts),
+            TimeMode::Replay => None,
+            TimeMode::Live => Some(wall_clock_ms),
+        };
+        if limit.is_some_and(|l| ev.ts > l.saturating_add(p.max_future_skew)) {
+            self.stats.ts_out_of_range += 1;
+            return Outcome::Rejected(Reason::TsOutOfRange);
+        }
+        let ri = match self.room_index.get(&*ev.room_id) {
+            Some(&i) => i,
+            None => {
+                let i = self.rooms.len() as u32;
+                let id: Arc<str> = Arc::from(&*ev.room_id);
+                self.rooms.push(Room::new(id.clone(), p.pane_ms));
+                self.room_index.insert(id, i);
+                i
+            }
+        };
+        let room = &mut self.rooms[ri as usize];
+        let w = room.watermark(p);
+        let horizon = room.horizon(p);
+        if ev.ts < horizon {
+            self.stats.too_late += 1;
+            return Outcome::Rejected(Reason::TooLate);
+        }
+        if room.dedupe.contains(&ev.event_id, horizon) {
+            self.stats.duplicates += 1;
+            return Outcome::Duplicate;
+        }
+        let late = ev.ts < w;
+        self.seq += 1;
+        self.stats.accepted += 1;
+        self.stats.late_accepted += u64::from(late);
+        room.dedupe.insert(&ev.event_id, ev.ts);
+        room.apply(ev, self.seq, p, &mut self.stats.after_session_final);
+
+        let sc = &mut self.scratch;
+        let room = &mut self.rooms[ri as usize];
+        room.reemit_after(ev.ts, p, sc, out);
+        if ev.kind == crate::event::EventType::SessionEnd {
+            // Windows that end at or before the broadcast's end are shown now.
+            room.advance(ev.ts, p, sc, out);
+            if let Some(&si) = room.session_index.get(&*ev.session_id) {
+                room.emit_session(si as usize, true, p, sc, out);
+            }
+        } else if let Some(&si) = room.session_index.get(&*ev.session_id) {
+            if room.sessions[si as usize].latest_end.is_some() {
+                room.emit_session(si as usize, false, p, sc, out);
+            }
+        }
+        self.partition_max_ts = self.partition_max_ts.max(ev.ts);
+        let e = self.partition_max_ts.saturating_sub(p.idle_grace).saturating_sub(p.ooo);
+        let room = &mut self.rooms[ri as usize];
+        room.advance(room.watermark(p).max(e), p, &mut self.scratch, out);
+        room.collect(p);
+        self.requeue(ri);
+        self.advance_partition(out);
+        self.retire_due(out);
+        Outcome::Accepted { late }
+    }
+
+    /// `partition_max_ts - idle_grace - out_of_orderness`: the floor of every room's `E`.
+    fn partition_emission(&self) -> i64 {
+        self.partition_max_ts.saturating_sub(self.p.idle_grace).saturating_sub(self.p.ooo)
+    }
+
+    /// Emits for every room whose pending emission the partition's progress has reached.
+    fn advance_partition(&mut self, out: &mut Vec<Row>) {
+        let e = self.partition_emission();
+        while let Some(&(due, ri)) = self.due.first() {
+            if due > e {
+                break;
+            }
+            self.due.pop_first();
+            let room = &mut self.rooms[ri as usize];
+            room.due_key = None;
+            room.advance(room.watermark(&self.p).max(e), &self.p, &mut self.scratch, out);
+            self.requeue(ri);
+        }
+    }
+
+    /// Puts room `ri` back in the due and retirement indexes after its state changed.
+    fn requeue(&mut self, ri: u32) {
+        let room = &mut self.rooms[ri as usize];
+        if let Some(k) = room.due_key.take() {
+            self.due.remove(&(k, ri));
+        }
+        if let Some(k) = room.next_due(&self.p) {
+            room.due_key = Some(k);
+            self.due.insert((k, ri));
+        }
+        if let Some(k) = room.retire_key.take() {
+            self.retiring.remove(&(k, ri));
+        }
+        if room.all_sessions_ended() {
+            let k = room.max_ts.saturating_add(self.p.session_idle_timeout);
+            room.retire_key = Some(k);
+            self.retiring.insert((k, ri));
+        }
+    }
+
+    fn retire_due(&mut self, out: &mut Vec<Row>) {
+        while let Some(&(at, ri)) = self.retiring.first() {
+            if self.partition_max_ts <= at {
+                break;
+            }
+            self.retiring.pop_first();
+            let room = &mut self.rooms[ri as usize];
+            room.retire_key = None;
+            room.flush(&self.p, &mut self.scratch, out);
+            room.retire(&self.p);
+            self.stats.rooms_retired += 1;
+            self.requeue(ri);
+            // A retired room has nothing pending until its next event.
+            let room = &mut self.rooms[ri as usize];
+            if let Some(k) = room.retire_key.take() {
+                self.retiring.remove(&(k, ri));
+            }
+        }
     }
 
     /// End of a bounded input: the watermark goes to +infinity; every window and
     /// session not yet emitted in its latest state is emitted.
     pub fn finish(&mut self, out: &mut Vec<Row>) {
-        let _ = out;
+        for room in &mut self.rooms {
+            room.flush(&self.p, &mut self.scratch, out);
+        }
+        self.due.clear();
     }
 }
+
+#[cfg(test)]
+mod tests;

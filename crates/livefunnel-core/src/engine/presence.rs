@@ -1,0 +1,282 @@
+//! Presence (contract §1.5): each viewer's online segments, derived in event time
+//! from its accepted events, and the differences to apply when an event changes them.
+//!
+//! Every accepted event has `ts >= H` (the acceptance horizon), and an event can only
+//! change presence at instants at or after its own `ts`: so segments that end before
+//! `H` are final. [`Viewer::fold`] drops them, keeping memory per viewer small.
+
+/// A viewer event, reduced to what presence needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PKind {
+    Enter { stranger: bool, session: u32 },
+    Leave,
+    Refresh,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PEvent {
+    pub ts: i64,
+    pub seq: u64,
+    pub kind: PKind,
+}
+
+/// `[start, end)` online, with the class and entered session of the `enter` that began it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seg {
+    pub start: i64,
+    pub end: i64,
+    pub stranger: bool,
+    pub session: u32,
+}
+
+/// The state carried over from folded events: online since `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Open {
+    start: i64,
+    stranger: bool,
+    session: u32,
+    last_refresh: i64,
+}
+
+/// Parameters of the timeline: the presence timeout and each session's end.
+pub trait Ends {
+    fn presence_timeout(&self) -> i64;
+    /// The smallest accepted `session_end` ts of a session, if any.
+    fn session_end(&self, session: u32) -> Option<i64>;
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Viewer {
+    pub hash: u64,
+    base: Option<Open>,
+    /// Unfolded events, sorted by (ts, seq).
+    events: Vec<PEvent>,
+    /// Segments derived from `base` and `events`.
+    segs: Vec<Seg>,
+}
+
+impl Viewer {
+    pub fn new(hash: u64) -> Viewer {
+        Viewer { hash, ..Viewer::default() }
+    }
+
+    pub fn segs(&self) -> &[Seg] {
+        &self.segs
+    }
+
+    /// The end of the viewer's last segment, or `i64::MIN`.
+    pub fn max_end(&self) -> i64 {
+        self.segs.last().map_or(i64::MIN, |s| s.end)
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.base.is_none() && self.events.is_empty() && self.segs.is_empty()
+    }
+
+    pub fn insert(&mut self, ev: PEvent) {
+        let at = self.events.partition_point(|e| (e.ts, e.seq) < (ev.ts, ev.seq));
+        self.events.insert(at, ev);
+    }
+
+    /// Recomputes the segments; returns the old ones for diffing.
+    pub fn recompute(&mut self, ends: &impl Ends) -> Vec<Seg> {
+        let (segs, _, _) = run(self.base, &self.events, self.events.len(), ends);
+        std::mem::replace(&mut self.segs, segs)
+    }
+
+    /// Folds events below `cut` into the base state and forgets final segments.
+    /// Must be called with `cut <= H`, where no accepted event can be below `H`.
+    pub fn fold(&mut self, cut: i64, ends: &impl Ends) {
+        let n = self.events.partition_point(|e| e.ts < cut);
+        if n > 0 {
+            let (_, open, closed_by_events) = run(self.base, &self.events, n, ends);
+            // Those segments closed before an event below the cut: none can change.
+            self.segs.drain(..closed_by_events);
+            self.events.drain(..n);
+            self.base = open;
+        }
+        if self.events.is_empty() && self.base.is_some_and(|o| close_at(&o, ends) <= cut) {
+            // Offline for good before the cut: its last segment is final too.
+            self.base = None;
+            self.segs.clear();
+        }
+        debug_assert!(self.segs.windows(2).all(|w| w[0].end <= w[1].start));
+    }
+}
+
+fn close_at(o: &Open, ends: &impl Ends) -> i64 {
+    let timeout = o.last_refresh.saturating_add(ends.presence_timeout());
+    match ends.session_end(o.session) {
+        Some(end) => timeout.min(end),
+        None => timeout,
+    }
+}
+
+/// Runs the presence state machine over `events[..n]` from `base`. Returns the
+/// segments (the last one closed by timeout or session end if still open), the
+/// open state after the `n` events, and how many segments the events closed.
+fn run(base: Option<Open>, events: &[PEvent], n: usize, ends: &impl Ends) -> (Vec<Seg>, Option<Open>, usize) {
+    let mut segs = Vec::new();
+    let mut open = base;
+    let push = |segs: &mut Vec<Seg>, o: &Open, end: i64| {
+        if end > o.start {
+            segs.push(Seg { start: o.start, end, stranger: o.stranger, session: o.session });
+        }
+    };
+    for ev in &events[..n] {
+        if let Some(o) = open {
+            let end = close_at(&o, ends);
+            if end <= ev.ts {
+                push(&mut segs, &o, end);
+                open = None;
+            }
+        }
+        match ev.kind {
+            PKind::Enter { stranger, session } => {
+                if let Some(o) = open {
+                    push(&mut segs, &o, ev.ts);
+                }
+                open = Some(Open { start: ev.ts, stranger, session, last_refresh: ev.ts });
+            }
+            PKind::Leave => {
+                if let Some(o) = open.take() {
+                    push(&mut segs, &o, ev.ts);
+                }
+            }
+            PKind::Refresh => {
+                if let Some(o) = &mut open {
+                    o.last_refresh = ev.ts;
+                }
+            }
+        }
+    }
+    let closed_by_events = segs.len();
+    if let Some(o) = open {
+        push(&mut segs, &o, close_at(&o, ends));
+    }
+    (segs, open, closed_by_events)
+}
+
+/// A change of one viewer's coverage: `sign` +1 adds `[start, end)`, -1 removes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delta {
+    pub start: i64,
+    pub end: i64,
+    pub stranger: bool,
+    pub session: u32,
+    pub sign: i64,
+}
+
+/// The changes that turn `old` into `new`. Shared prefixes cost nothing, and a
+/// segment whose end moved yields only the moved part, so a heartbeat extending
+/// an open segment touches only the panes it extends into.
+pub fn diff(old: &[Seg], new: &[Seg], out: &mut Vec<Delta>) {
+    let common = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let (mut old, mut new) = (&old[common..], &new[common..]);
+    if let (Some(a), Some(b)) = (old.first(), new.first()) {
+        if a.start == b.start && a.stranger == b.stranger && a.session == b.session {
+            let (lo, hi, sign) = if a.end < b.end { (a.end, b.end, 1) } else { (b.end, a.end, -1) };
+            out.push(Delta { start: lo, end: hi, stranger: a.stranger, session: a.session, sign });
+            old = &old[1..];
+            new = &new[1..];
+        }
+    }
+    for s in old {
+        out.push(Delta { start: s.start, end: s.end, stranger: s.stranger, session: s.session, sign: -1 });
+    }
+    for s in new {
+        out.push(Delta { start: s.start, end: s.end, stranger: s.stranger, session: s.session, sign: 1 });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct E {
+        pt: i64,
+        end: Option<i64>,
+    }
+
+    impl Ends for E {
+        fn presence_timeout(&self) -> i64 {
+            self.pt
+        }
+        fn session_end(&self, _: u32) -> Option<i64> {
+            self.end
+        }
+    }
+
+    fn ev(ts: i64, seq: u64, kind: PKind) -> PEvent {
+        PEvent { ts, seq, kind }
+    }
+
+    const IN: PKind = PKind::Enter { stranger: false, session: 0 };
+    const IN_STRANGER: PKind = PKind::Enter { stranger: true, session: 0 };
+
+    fn segs_of(events: &[PEvent], ends: &E) -> Vec<(i64, i64, bool)> {
+        let mut v = Viewer::new(1);
+        for e in events {
+            v.insert(*e);
+        }
+        v.recompute(ends);
+        v.segs().iter().map(|s| (s.start, s.end, s.stranger)).collect()
+    }
+
+    #[test]
+    fn enter_leave_timeout_and_session_end() {
+        let ends = E { pt: 100, end: None };
+        assert_eq!(segs_of(&[ev(10, 1, IN), ev(50, 2, PKind::Leave)], &ends), vec![(10, 50, false)]);
+        // No leave: offline at last refresh + timeout.
+        assert_eq!(segs_of(&[ev(10, 1, IN), ev(60, 2, PKind::Refresh)], &ends), vec![(10, 160, false)]);
+        // A refresh after the timeout does not bring the viewer back.
+        assert_eq!(segs_of(&[ev(10, 1, IN), ev(200, 2, PKind::Refresh)], &ends), vec![(10, 110, false)]);
+        // Refresh exactly at the timeout instant: already offline (online while t < until).
+        assert_eq!(segs_of(&[ev(10, 1, IN), ev(110, 2, PKind::Refresh)], &ends), vec![(10, 110, false)]);
+        let ended = E { pt: 100, end: Some(40) };
+        assert_eq!(segs_of(&[ev(10, 1, IN)], &ended), vec![(10, 40, false)]);
+        // Entering after the session ended: never online.
+        assert_eq!(segs_of(&[ev(50, 1, IN)], &ended), vec![]);
+    }
+
+    #[test]
+    fn re_enter_starts_a_segment_with_the_new_class() {
+        let ends = E { pt: 100, end: None };
+        let segs = segs_of(&[ev(0, 1, IN_STRANGER), ev(30, 2, IN), ev(60, 3, PKind::Leave)], &ends);
+        assert_eq!(segs, vec![(0, 30, true), (30, 60, false)]);
+        // Out of arrival order: the timeline is in event time.
+        let segs = segs_of(&[ev(60, 1, PKind::Leave), ev(0, 2, IN_STRANGER), ev(30, 3, IN)], &ends);
+        assert_eq!(segs, vec![(0, 30, true), (30, 60, false)]);
+    }
+
+    #[test]
+    fn diff_of_an_extension_is_only_the_extension() {
+        let a = Seg { start: 0, end: 100, stranger: false, session: 0 };
+        let b = Seg { end: 130, ..a };
+        let mut out = Vec::new();
+        diff(&[a], &[b], &mut out);
+        assert_eq!(out, vec![Delta { start: 100, end: 130, stranger: false, session: 0, sign: 1 }]);
+        out.clear();
+        diff(&[b], &[a], &mut out);
+        assert_eq!(out, vec![Delta { start: 100, end: 130, stranger: false, session: 0, sign: -1 }]);
+    }
+
+    #[test]
+    fn fold_keeps_the_same_segments_ahead() {
+        let ends = E { pt: 100, end: None };
+        let mut v = Viewer::new(1);
+        for e in [ev(0, 1, IN), ev(20, 2, PKind::Leave), ev(40, 3, IN), ev(90, 4, PKind::Refresh)] {
+            v.insert(e);
+        }
+        v.recompute(&ends);
+        let before: Vec<Seg> = v.segs().to_vec();
+        v.fold(50, &ends);
+        assert_eq!(v.segs(), &before[1..]);
+        // Recomputing from the folded base gives the same segments.
+        let old = v.recompute(&ends);
+        assert_eq!(old, v.segs());
+        v.insert(ev(120, 5, PKind::Leave));
+        v.recompute(&ends);
+        assert_eq!(v.segs(), &[Seg { start: 40, end: 120, stranger: false, session: 0 }]);
+    }
+}

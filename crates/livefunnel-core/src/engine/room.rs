@@ -1,0 +1,386 @@
+//! One room's state: watermark, duplicate memory, attribution, panes, viewers, sessions.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::agg::{City, Facts};
+use super::distinct::{hash_str, HashMap64, HashSet64};
+use super::pane::{Ident, Panes};
+use super::presence::{diff, Delta, Ends, PEvent, PKind, Viewer};
+use super::session::SessionState;
+use super::Params;
+use crate::event::{Event, EventType, Source};
+use crate::row::Identity;
+
+/// Accepted event ids of a room, remembered while their `ts` is inside the horizon.
+#[derive(Debug, Default)]
+pub struct Dedupe {
+    ids: HashMap64<Vec<(Box<str>, i64)>>,
+    order: VecDeque<(i64, u64)>,
+}
+
+impl Dedupe {
+    pub fn contains(&self, id: &str, horizon: i64) -> bool {
+        self.ids
+            .get(&hash_str(id))
+            .is_some_and(|bucket| bucket.iter().any(|(k, ts)| &**k == id && *ts >= horizon))
+    }
+
+    pub fn insert(&mut self, id: &str, ts: i64) {
+        let h = hash_str(id);
+        let bucket = self.ids.entry(h).or_default();
+        match bucket.iter_mut().find(|(k, _)| &**k == id) {
+            // A copy forgotten by the horizon came back as a new event.
+            Some(entry) => entry.1 = entry.1.max(ts),
+            None => bucket.push((id.into(), ts)),
+        }
+        self.order.push_back((ts, h));
+    }
+
+    /// Forgets ids below the horizon. Arrival order is nearly ts order, so popping
+    /// from the front frees almost everything; stragglers go when they reach the front.
+    pub fn expire(&mut self, horizon: i64) {
+        while let Some(&(ts, h)) = self.order.front() {
+            if ts >= horizon {
+                break;
+            }
+            self.order.pop_front();
+            if let Some(bucket) = self.ids.get_mut(&h) {
+                bucket.retain(|(_, t)| *t >= horizon);
+                if bucket.is_empty() {
+                    self.ids.remove(&h);
+                }
+            }
+        }
+    }
+}
+
+/// The attribution an `enter` leaves for the viewer's later events in its session.
+#[derive(Debug, Clone)]
+struct Inherit {
+    source: Source,
+    plan: Option<Arc<str>>,
+}
+
+pub struct Room {
+    pub id: Arc<str>,
+    /// `room_max_ts`; `i64::MIN` before the first event.
+    pub max_ts: i64,
+    /// Windows ending at or before this were emitted.
+    pub emitted_through: i64,
+    pub panes: Panes,
+    pub viewers: HashMap64<Viewer>,
+    /// Viewers whose presence reaches past the panes that exist.
+    pub tail: HashSet64,
+    pub sessions: Vec<SessionState>,
+    pub session_index: FxHashMap<Arc<str>, u32>,
+    inherit: FxHashMap<(u32, u64), Inherit>,
+    pub dedupe: Dedupe,
+    /// Per (window def, window end): (version, fingerprint) of the last emission.
+    pub emitted: FxHashMap<(usize, i64), (u64, u128)>,
+    pub bd_emitted: FxHashMap<(usize, i64, u8, Arc<str>), (u64, u128)>,
+    last_identity: Option<Arc<Identity>>,
+    last_gc_horizon: i64,
+    /// Key in the engine's due index, if queued.
+    pub due_key: Option<i64>,
+    /// Key in the engine's retirement index, if queued.
+    pub retire_key: Option<i64>,
+}
+
+/// Presence parameters seen through the room's sessions.
+pub struct RoomEnds<'a> {
+    pub timeout: i64,
+    pub sessions: &'a [SessionState],
+}
+
+impl Ends for RoomEnds<'_> {
+    fn presence_timeout(&self) -> i64 {
+        self.timeout
+    }
+
+    fn session_end(&self, session: u32) -> Option<i64> {
+        self.sessions.get(session as usize).and_then(|s| s.earliest_end)
+    }
+}
+
+impl Room {
+    pub fn new(id: Arc<str>, pane_ms: i64) -> Room {
+        Room {
+            id,
+            max_ts: i64::MIN,
+            emitted_through: i64::MIN,
+            panes: Panes::new(pane_ms),
+            viewers: HashMap64::default(),
+            tail: HashSet64::default(),
+            sessions: Vec::new(),
+            session_index: FxHashMap::default(),
+            inherit: FxHashMap::default(),
+            dedupe: Dedupe::default(),
+            emitted: FxHashMap::default(),
+            bd_emitted: FxHashMap::default(),
+            last_identity: None,
+            last_gc_horizon: i64::MIN,
+            due_key: None,
+            retire_key: None,
+        }
+    }
+
+    /// The acceptance watermark `W`.
+    pub fn watermark(&self, p: &Params) -> i64 {
+        self.max_ts.saturating_sub(p.ooo)
+    }
+
+    /// The acceptance horizon `W - allowed_lateness`.
+    pub fn horizon(&self, p: &Params) -> i64 {
+        self.watermark(p).saturating_sub(p.lateness)
+    }
+
+    pub fn all_sessions_ended(&self) -> bool {
+        !self.sessions.is_empty() && self.sessions.iter().all(|s| s.latest_end.is_some() || s.is_final)
+    }
+
+    fn session(&mut self, id: &str) -> u32 {
+        if let Some(&i) = self.session_index.get(id) {
+            return i;
+        }
+        let i = self.sessions.len() as u32;
+        let id: Arc<str> = id.into();
+        self.sessions.push(SessionState::new(id.clone()));
+        self.session_index.insert(id, i);
+        i
+    }
+
+    fn identity(&mut self, ev: &Event<'_>, session: u32) -> Arc<Identity> {
+        let s = &self.sessions[session as usize].id;
+        if let Some(last) = &self.last_identity {
+            if *last.session_id == **s
+                && *last.org_id == *ev.org_id()
+                && last.account_id.as_deref() == ev.account_id.as_deref()
+                && last.platform == ev.platform()
+            {
+                return last.clone();
+            }
+        }
+        let id = Arc::new(Identity {
+            session_id: s.clone(),
+            org_id: ev.org_id().into(),
+            account_id: ev.account_id.as_deref().map(Arc::from),
+            platform: ev.platform(),
+        });
+        self.last_identity = Some(id.clone());
+        id
+    }
+
+    /// Applies an accepted event to every aggregate it touches.
+    pub fn apply(&mut self, ev: &Event<'_>, seq: u64, p: &Params, after_final: &mut u64) {
+        let ts = ev.ts;
+        self.max_ts = self.max_ts.max(ts);
+        let session = self.session(&ev.session_id);
+        let user = if ev.kind.is_viewer_event() { ev.user_id.as_deref().map(hash_str) } else { None };
+        let facts = self.facts(ev, session, user);
+        let identity = self.identity(ev, session);
+        let ident: Ident = (ts, seq, identity.clone());
+
+        self.ensure_pane(ts, p);
+        self.panes.add_event(ts, seq, &facts, &identity, p.limit);
+
+        let s = &mut self.sessions[session as usize];
+        let mut rebuild_f30 = false;
+        let mut end_moved = false;
+        if s.is_final {
+            *after_final += 1;
+        } else {
+            match ev.kind {
+                EventType::SessionStart if s.home_city.is_none() => {
+                    s.home_city = ev.home_city.as_deref().map(Arc::from);
+                }
+                EventType::SessionEnd => {
+                    s.latest_end = Some(s.latest_end.map_or(ts, |e| e.max(ts)));
+                    end_moved = s.earliest_end.is_none_or(|e| ts < e);
+                    if end_moved {
+                        s.earliest_end = Some(ts);
+                    }
+                }
+                _ => {}
+            }
+            rebuild_f30 = s.add(ts, &facts, &ident, p.limit);
+        }
+        if let (Some(u), EventType::Enter) = (user, ev.kind) {
+            self.sessions[session as usize].viewers.insert(u);
+        }
+        if let Some(u) = user {
+            // An impression is seen in a feed, outside the room: it refreshes nothing.
+            if ev.kind != EventType::RoomImpression {
+                let kind = match ev.kind {
+                    EventType::Enter => PKind::Enter { stranger: is_stranger(ev), session },
+                    EventType::Leave => PKind::Leave,
+                    _ => PKind::Refresh,
+                };
+                self.viewers.entry(u).or_insert_with(|| Viewer::new(u)).insert(PEvent { ts, seq, kind });
+                self.recompute_viewer(u, p);
+            }
+        }
+        if end_moved {
+            // Presence of everyone who entered this session may now end earlier.
+            if !self.sessions[session as usize].is_final {
+                let viewers: Vec<u64> = self.sessions[session as usize].viewers.iter().copied().collect();
+                for u in viewers {
+                    self.recompute_viewer(u, p);
+                }
+            }
+        }
+        if rebuild_f30 {
+            let segs = self.viewers.values().flat_map(|v| v.segs().iter().map(move |s| (v.hash, s)));
+            self.sessions[session as usize].rebuild_f30_presence(segs, session);
+        }
+    }
+
+    fn facts(&mut self, ev: &Event<'_>, session: u32, user: Option<u64>) -> Facts {
+        let inherited = user.and_then(|u| self.inherit.get(&(session, u)));
+        let source = ev.source.or(inherited.map(|i| i.source)).unwrap_or(Source::Other);
+        let plan = match &ev.plan_id {
+            Some(p) => Some(Arc::from(&**p)),
+            None => inherited.and_then(|i| i.plan.clone()),
+        };
+        if let (EventType::Enter, Some(u)) = (ev.kind, user) {
+            // `source` is required on `enter`, so the decoder guarantees it is there.
+            self.inherit.insert((session, u), Inherit { source, plan: plan.clone() });
+        }
+        let city = if ev.kind == EventType::OrderPaid {
+            match (&ev.buyer_city, &self.sessions[session as usize].home_city) {
+                (Some(b), Some(h)) if **b == **h => City::Same,
+                (Some(_), Some(_)) => City::Different,
+                _ => City::Unknown,
+            }
+        } else {
+            City::Unknown
+        };
+        Facts {
+            kind: ev.kind,
+            user,
+            source,
+            plan,
+            product: ev.product_id.as_deref().map(Arc::from),
+            amount: ev.amount_cents(),
+            quantity: ev.quantity(),
+            city,
+        }
+    }
+
+    /// Creates the pane holding `ts`, bringing the presence that reaches into new panes.
+    pub fn ensure_pane(&mut self, ts: i64, p: &Params) {
+        let old_end = self.panes.end();
+        self.panes.get_or_create(ts);
+        self.materialize(old_end, p);
+    }
+
+    /// Creates panes up to the one holding `t`, when some presence reaches there.
+    pub fn materialize_through(&mut self, t: i64, p: &Params) {
+        if t < self.panes.end() || self.tail.is_empty() {
+            return;
+        }
+        let reach = self.tail.iter().filter_map(|u| self.viewers.get(u)).map(Viewer::max_end).max();
+        if let Some(reach) = reach {
+            if reach > self.panes.end() {
+                self.ensure_pane(t.min(reach - 1), p);
+            }
+        }
+    }
+
+    /// Adds the tail viewers' presence to panes created after `old_end`.
+    fn materialize(&mut self, old_end: i64, _p: &Params) {
+        let new_end = self.panes.end();
+        if new_end <= old_end || self.tail.is_empty() {
+            return;
+        }
+        let mut done = Vec::new();
+        for &u in &self.tail {
+            let Some(v) = self.viewers.get(&u) else { continue };
+            for s in v.segs().iter().filter(|s| s.end > old_end) {
+                let d = Delta {
+                    start: s.start.max(old_end),
+                    end: s.end,
+                    stranger: s.stranger,
+                    session: s.session,
+                    sign: 1,
+                };
+                self.panes.apply(u, &d, new_end);
+            }
+            if v.max_end() <= new_end {
+                done.push(u);
+            }
+        }
+        for u in done {
+            self.tail.remove(&u);
+        }
+    }
+
+    fn recompute_viewer(&mut self, u: u64, p: &Params) {
+        let h = self.horizon(p);
+        let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
+        let Some(v) = self.viewers.get_mut(&u) else { return };
+        v.fold(h, &ends);
+        let old = v.recompute(&ends);
+        let mut deltas = Vec::new();
+        diff(&old, v.segs(), &mut deltas);
+        let reaches_past = v.max_end() > self.panes.end();
+        let end = self.panes.end();
+        for d in &deltas {
+            debug_assert!(d.start >= h, "presence changed below the horizon");
+            self.panes.apply(u, d, end);
+            if let Some(s) = self.sessions.get_mut(d.session as usize) {
+                s.apply_presence(u, d);
+            }
+        }
+        if reaches_past {
+            self.tail.insert(u);
+        } else {
+            self.tail.remove(&u);
+        }
+    }
+
+    /// Frees what the horizon has made final.
+    pub fn collect(&mut self, p: &Params) {
+        let h = self.horizon(p);
+        self.dedupe.expire(h);
+        self.panes.free_before(h.saturating_sub(p.max_size));
+        self.emitted.retain(|&(_, end), _| end > h);
+        self.bd_emitted.retain(|&(_, end, _, _), _| end > h);
+        if h >= self.last_gc_horizon.saturating_add(p.pane_ms) {
+            self.last_gc_horizon = h;
+            let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
+            self.viewers.retain(|_, v| {
+                v.fold(h, &ends);
+                !v.is_idle()
+            });
+            for s in &mut self.sessions {
+                s.fold(h);
+                s.viewers.retain(|u| self.viewers.contains_key(u));
+            }
+        }
+    }
+
+    /// Frees the room after its sessions ended and its partition moved on (§2).
+    pub fn retire(&mut self, p: &Params) {
+        self.max_ts = self.max_ts.saturating_add(p.session_idle_timeout);
+        self.emitted_through = self.watermark(p);
+        self.panes = Panes::new(p.pane_ms);
+        self.viewers = HashMap64::default();
+        self.tail = HashSet64::default();
+        self.inherit = FxHashMap::default();
+        self.dedupe = Dedupe::default();
+        self.emitted = FxHashMap::default();
+        self.bd_emitted = FxHashMap::default();
+        self.last_identity = None;
+        for s in &mut self.sessions {
+            s.retire();
+        }
+    }
+}
+
+fn is_stranger(ev: &Event<'_>) -> bool {
+    let class = ev.source.unwrap_or(Source::Other).class();
+    class != crate::event::SourceClass::Private && !ev.is_follower
+}
