@@ -20,17 +20,22 @@ pub struct Scratch {
     presence: PresenceUnion,
     bd: FxHashMap<(BreakdownKind, Arc<str>), BdUnion>,
     json: Vec<u8>,
+    source_keys: Vec<Arc<str>>,
+}
+
+impl Scratch {
+    fn source_key(&mut self, s: Source) -> Arc<str> {
+        if self.source_keys.is_empty() {
+            self.source_keys = Source::ALL.iter().map(|s| Arc::from(s.as_str())).collect();
+        }
+        self.source_keys[s.index()].clone()
+    }
 }
 
 fn fingerprint(row: &Row, buf: &mut Vec<u8>) -> u128 {
     buf.clear();
     row.write_jsonl(buf);
     xxhash_rust::xxh3::xxh3_128(buf)
-}
-
-fn source_key(s: Source) -> Arc<str> {
-    // Source names are few and static; an Arc per breakdown row is cheap enough.
-    Arc::from(s.as_str())
 }
 
 impl Room {
@@ -44,7 +49,7 @@ impl Room {
     ) -> Option<(WindowRow, Vec<BreakdownRow>)> {
         let d = &p.defs[def];
         let start = end - d.size;
-        self.materialize_through(end, p);
+        self.materialize_through(end);
         let mut tally = Tally::default();
         let mut peak = 0i64;
         let mut watch_ms = 0i128;
@@ -55,13 +60,7 @@ impl Room {
         for b in sc.bd.values_mut() {
             b.clear();
         }
-        let w = self.panes.width;
-        let mut at = start.max(self.panes.start());
-        at = floor_to(at, w).max(start);
-        let last = end.min(self.panes.end());
-        while at < last {
-            let index = ((at - self.panes.base) / w) as usize;
-            let pane = &mut self.panes.panes[index];
+        for pane in self.panes.map.range_mut(start..end).map(|(_, p)| p) {
             tally.merge(&pane.tally);
             sc.uvs.add(&pane.uvs, p.limit);
             peak = peak.max(pane.peak());
@@ -75,7 +74,8 @@ impl Room {
                 }
             }
             for (src, b) in &pane.bd.sources {
-                sc.bd.entry((BreakdownKind::Source, source_key(*src))).or_default().add(b, p.limit);
+                let key = sc.source_key(*src);
+                sc.bd.entry((BreakdownKind::Source, key)).or_default().add(b, p.limit);
             }
             for (key, b) in &pane.bd.plans {
                 sc.bd.entry((BreakdownKind::Plan, key.clone())).or_default().add(b, p.limit);
@@ -83,7 +83,6 @@ impl Room {
             for (key, b) in &pane.bd.products {
                 sc.bd.entry((BreakdownKind::Product, key.clone())).or_default().add(b, p.limit);
             }
-            at += w;
         }
         let present_uv = sc.presence.present.len();
         if tally.events == 0 && present_uv == 0 {
@@ -165,20 +164,24 @@ impl Room {
         if ts >= self.emitted_through {
             return;
         }
-        for def in 0..p.defs.len() {
-            let slide = p.defs[def].slide;
-            let mut end = floor_to(ts, slide).saturating_add(slide);
-            while end <= self.emitted_through {
-                self.emit_window(def, end, p, sc, out);
-                end = end.saturating_add(slide);
-            }
-        }
+        self.emit_range(ts, self.emitted_through, p, sc, out);
     }
 
-    /// The end of the data this room has: its events and the presence reaching past them.
-    fn data_end(&self) -> i64 {
-        let reach = self.tail.iter().filter_map(|u| self.viewers.get(u)).map(|v| v.max_end()).max();
-        self.panes.end().max(reach.unwrap_or(i64::MIN))
+    /// Emits (or re-checks) every existing window ending in `(after, through]`.
+    fn emit_range(&mut self, after: i64, through: i64, p: &Params, sc: &mut Scratch, out: &mut Vec<Row>) {
+        // Presence reaching into the range must be in the panes before they are read.
+        self.materialize_through(through);
+        for def in 0..p.defs.len() {
+            let (size, slide) = (p.defs[def].size, p.defs[def].slide);
+            let mut at = after;
+            while let Some(end) = self.panes.next_window_end(at, size, slide) {
+                if end > through {
+                    break;
+                }
+                self.emit_window(def, end, p, sc, out);
+                at = end;
+            }
+        }
     }
 
     /// Raises `emitted_through` to `target`, emitting every window that newly ends at or
@@ -188,20 +191,7 @@ impl Room {
             return;
         }
         let from = self.emitted_through;
-        let data_end = self.data_end();
-        let data_start = self.panes.start();
-        if data_start != i64::MAX {
-            for def in 0..p.defs.len() {
-                let (size, slide) = (p.defs[def].size, p.defs[def].slide);
-                let first = floor_to(from.max(data_start), slide).saturating_add(slide);
-                let last = target.min(data_end.saturating_add(size));
-                let mut end = first;
-                while end <= last {
-                    self.emit_window(def, end, p, sc, out);
-                    end = end.saturating_add(slide);
-                }
-            }
-        }
+        self.emit_range(from, target, p, sc, out);
         self.emitted_through = target;
         if p.session_rows && floor_to(target, p.tick) > floor_to(from, p.tick) {
             for i in 0..self.sessions.len() {
@@ -214,20 +204,23 @@ impl Room {
 
     /// The next value of `emitted_through` at which `advance` would emit something.
     pub fn next_due(&self, p: &Params) -> Option<i64> {
-        let data_start = self.panes.start();
+        let after = self.emitted_through;
         let mut due: Option<i64> = None;
-        if data_start != i64::MAX {
-            let data_end = self.data_end();
-            for d in &p.defs {
-                let end = floor_to(self.emitted_through.max(data_start), d.slide).saturating_add(d.slide);
-                if end - d.size < data_end {
-                    due = Some(due.map_or(end, |x| x.min(end)));
-                }
+        let mut consider = |t: Option<i64>| {
+            if let Some(t) = t {
+                due = Some(due.map_or(t, |d| d.min(t)));
+            }
+        };
+        for d in &p.defs {
+            consider(self.panes.next_window_end(after, d.size, d.slide));
+            // Presence not yet in panes can make windows exist where no pane is yet.
+            if self.reach > self.panes.materialized {
+                let end = floor_to(after, d.slide).checked_add(d.slide);
+                consider(end.filter(|e| e.saturating_sub(d.size) < self.reach));
             }
         }
         if p.session_rows && self.sessions.iter().any(|s| s.is_live()) {
-            let tick = floor_to(self.emitted_through, p.tick).saturating_add(p.tick);
-            due = Some(due.map_or(tick, |x| x.min(tick)));
+            consider(floor_to(after, p.tick).checked_add(p.tick));
         }
         due
     }
@@ -270,11 +263,6 @@ impl Room {
 
     /// End of input or retirement: everything not yet emitted in its latest state.
     pub fn flush(&mut self, p: &Params, sc: &mut Scratch, out: &mut Vec<Row>) {
-        // Presence can reach past the last event; bring it into panes first.
-        let reach = self.data_end();
-        if reach > i64::MIN {
-            self.materialize_through(reach, p);
-        }
         self.advance(i64::MAX, p, sc, out);
         for i in 0..self.sessions.len() {
             self.emit_session(i, false, p, sc, out);

@@ -2,7 +2,7 @@
 //! pane; a window's row is the combination of its panes, so the cost per event does
 //! not grow with size / slide.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::agg::{Breakdowns, Facts, Tally, Uvs};
@@ -65,13 +65,15 @@ impl Pane {
     }
 }
 
-/// A room's panes from `base` on, contiguous, `width` ms each.
+/// A room's panes, sparse: a pane exists where an event or presence fell, so a
+/// room whose timestamps jump far apart costs nothing for the gap.
 #[derive(Debug)]
 pub struct Panes {
     pub width: i64,
-    /// Start of `panes[0]`; meaningful when `panes` is not empty.
-    pub base: i64,
-    pub panes: VecDeque<Pane>,
+    pub map: BTreeMap<i64, Pane>,
+    /// Presence is in the panes below this instant; beyond it, viewers in the room's
+    /// tail still have to be brought in (done lazily, just before windows are read).
+    pub materialized: i64,
     /// The identity of the latest event in panes already freed.
     pub freed_identity: Option<Ident>,
 }
@@ -82,70 +84,31 @@ pub fn floor_to(ts: i64, width: i64) -> i64 {
 
 impl Panes {
     pub fn new(width: i64) -> Panes {
-        Panes { width, base: 0, panes: VecDeque::new(), freed_identity: None }
+        Panes { width, map: BTreeMap::new(), materialized: i64::MIN, freed_identity: None }
     }
 
-    /// End of the last pane (exclusive), or `i64::MIN` when there is none.
-    pub fn end(&self) -> i64 {
-        if self.panes.is_empty() {
-            i64::MIN
-        } else {
-            self.base.saturating_add(self.panes.len() as i64 * self.width)
-        }
-    }
-
-    pub fn start(&self) -> i64 {
-        if self.panes.is_empty() {
-            i64::MAX
-        } else {
-            self.base
-        }
-    }
-
-    /// The pane starting at `start`, if it exists.
     pub fn get(&self, start: i64) -> Option<&Pane> {
-        if self.panes.is_empty() || start < self.base {
-            return None;
-        }
-        self.panes.get(((start - self.base) / self.width) as usize)
-    }
-
-    /// The pane containing `ts`, created (with any gap before it) when missing.
-    pub fn get_or_create(&mut self, ts: i64) -> &mut Pane {
-        let start = floor_to(ts, self.width);
-        if self.panes.is_empty() {
-            self.base = start;
-        }
-        while start < self.base {
-            self.panes.push_front(Pane::default());
-            self.base -= self.width;
-        }
-        let index = ((start - self.base) / self.width) as usize;
-        while self.panes.len() <= index {
-            self.panes.push_back(Pane::default());
-        }
-        &mut self.panes[index]
+        self.map.get(&start)
     }
 
     pub fn add_event(&mut self, ts: i64, seq: u64, f: &Facts, identity: &Arc<Identity>, limit: usize) {
-        let pane = self.get_or_create(ts);
+        let pane = self.map.entry(floor_to(ts, self.width)).or_default();
         pane.tally.add(f);
         pane.uvs.add(f, limit);
         pane.bd.add(f, limit);
         later(&mut pane.identity, &(ts, seq, identity.clone()));
     }
 
-    /// Applies one viewer's presence change to the panes that exist, clipped to `[.., upto)`.
-    pub fn apply(&mut self, viewer: u64, d: &Delta, upto: i64) {
-        let end = d.end.min(upto).min(self.end());
-        let mut start = d.start.max(self.start());
+    /// Applies one viewer's presence change below the materialized horizon.
+    pub fn apply(&mut self, viewer: u64, d: &Delta) {
+        let end = d.end.min(self.materialized);
+        let mut start = d.start;
         let w = self.width;
         while start < end {
             let ps = floor_to(start, w);
             let pe = ps.saturating_add(w);
-            let index = ((ps - self.base) / w) as usize;
-            let pane = &mut self.panes[index];
-            let overlap = (pe.min(d.end) - start) as i128;
+            let pane = self.map.entry(ps).or_default();
+            let overlap = (pe.min(end) - start) as i128;
             let ms = overlap as i64 * d.sign;
             let entry = pane.present.entry(viewer).or_insert((0, 0));
             entry.0 += ms;
@@ -167,35 +130,46 @@ impl Panes {
                 pane.bounds.push((d.end, -d.sign));
             }
             pane.peak = None;
+            if pe == i64::MAX {
+                break;
+            }
             start = pe;
         }
     }
 
     /// Frees panes that end at or before `before`, remembering their latest identity.
     pub fn free_before(&mut self, before: i64) {
-        while !self.panes.is_empty() && self.base.saturating_add(self.width) <= before {
-            let pane = self.panes.pop_front().expect("not empty");
+        while let Some(entry) = self.map.first_entry() {
+            if entry.key().saturating_add(self.width) > before {
+                break;
+            }
+            let pane = entry.remove();
             if let Some(id) = &pane.identity {
                 later(&mut self.freed_identity, id);
             }
-            self.base += self.width;
         }
     }
 
     /// The identity for a row ending at `end`: the latest event before `end`.
     pub fn identity_before(&self, end: i64) -> Option<Ident> {
-        let mut i = if self.panes.is_empty() || end <= self.base {
-            0
-        } else {
-            (((end - self.base) / self.width) as usize).min(self.panes.len())
-        };
-        while i > 0 {
-            i -= 1;
-            if let Some(id) = &self.panes[i].identity {
-                return Some(id.clone());
+        self.map
+            .range(..end)
+            .rev()
+            .find_map(|(_, p)| p.identity.clone())
+            .or_else(|| self.freed_identity.clone())
+    }
+
+    /// The smallest window end above `after` (a multiple of `slide`) whose window
+    /// `[end - size, end)` holds a pane.
+    pub fn next_window_end(&self, after: i64, size: i64, slide: i64) -> Option<i64> {
+        let first = floor_to(after, slide).checked_add(slide)?;
+        for &ps in self.map.range(after.saturating_sub(size).saturating_add(1)..).map(|(k, _)| k) {
+            let end = first.max(floor_to(ps, slide).checked_add(slide)?);
+            if end.saturating_sub(size) <= ps {
+                return Some(end);
             }
         }
-        self.freed_identity.clone()
+        None
     }
 }
 

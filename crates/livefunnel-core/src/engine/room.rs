@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap;
 
 use super::agg::{City, Facts};
 use super::distinct::{hash_str, HashMap64, HashSet64};
-use super::pane::{Ident, Panes};
+use super::pane::{floor_to, Ident, Panes};
 use super::presence::{diff, Delta, Ends, PEvent, PKind, Viewer};
 use super::session::SessionState;
 use super::Params;
@@ -74,6 +74,9 @@ pub struct Room {
     pub viewers: HashMap64<Viewer>,
     /// Viewers whose presence reaches past the panes that exist.
     pub tail: HashSet64,
+    /// An upper bound of where any viewer's presence ends (only grows, reset at retirement):
+    /// a stale bound only costs a check of a window that turns out not to exist.
+    pub reach: i64,
     pub sessions: Vec<SessionState>,
     pub session_index: FxHashMap<Arc<str>, u32>,
     inherit: FxHashMap<(u32, u64), Inherit>,
@@ -114,6 +117,7 @@ impl Room {
             panes: Panes::new(pane_ms),
             viewers: HashMap64::default(),
             tail: HashSet64::default(),
+            reach: i64::MIN,
             sessions: Vec::new(),
             session_index: FxHashMap::default(),
             inherit: FxHashMap::default(),
@@ -183,7 +187,6 @@ impl Room {
         let identity = self.identity(ev, session);
         let ident: Ident = (ts, seq, identity.clone());
 
-        self.ensure_pane(ts, p);
         self.panes.add_event(ts, seq, &facts, &identity, p.limit);
 
         let s = &mut self.sessions[session as usize];
@@ -269,46 +272,32 @@ impl Room {
         }
     }
 
-    /// Creates the pane holding `ts`, bringing the presence that reaches into new panes.
-    pub fn ensure_pane(&mut self, ts: i64, p: &Params) {
-        let old_end = self.panes.end();
-        self.panes.get_or_create(ts);
-        self.materialize(old_end, p);
-    }
-
-    /// Creates panes up to the one holding `t`, when some presence reaches there.
-    pub fn materialize_through(&mut self, t: i64, p: &Params) {
-        if t < self.panes.end() || self.tail.is_empty() {
+    /// Brings presence into the panes up to the pane holding `t`: viewers of the
+    /// tail get their coverage of the newly materialized range.
+    pub fn materialize_through(&mut self, t: i64) {
+        let old = self.panes.materialized;
+        if t < old {
             return;
         }
-        let reach = self.tail.iter().filter_map(|u| self.viewers.get(u)).map(Viewer::max_end).max();
-        if let Some(reach) = reach {
-            if reach > self.panes.end() {
-                self.ensure_pane(t.min(reach - 1), p);
-            }
-        }
-    }
-
-    /// Adds the tail viewers' presence to panes created after `old_end`.
-    fn materialize(&mut self, old_end: i64, _p: &Params) {
-        let new_end = self.panes.end();
-        if new_end <= old_end || self.tail.is_empty() {
+        let new = floor_to(t, self.panes.width).saturating_add(self.panes.width);
+        self.panes.materialized = new;
+        if self.tail.is_empty() || self.reach <= old {
             return;
         }
         let mut done = Vec::new();
         for &u in &self.tail {
             let Some(v) = self.viewers.get(&u) else { continue };
-            for s in v.segs().iter().filter(|s| s.end > old_end) {
+            for s in v.segs().iter().filter(|s| s.end > old) {
                 let d = Delta {
-                    start: s.start.max(old_end),
+                    start: s.start.max(old),
                     end: s.end,
                     stranger: s.stranger,
                     session: s.session,
                     sign: 1,
                 };
-                self.panes.apply(u, &d, new_end);
+                self.panes.apply(u, &d);
             }
-            if v.max_end() <= new_end {
+            if v.max_end() <= new {
                 done.push(u);
             }
         }
@@ -325,11 +314,11 @@ impl Room {
         let old = v.recompute(&ends);
         let mut deltas = Vec::new();
         diff(&old, v.segs(), &mut deltas);
-        let reaches_past = v.max_end() > self.panes.end();
-        let end = self.panes.end();
+        self.reach = self.reach.max(v.max_end());
+        let reaches_past = v.max_end() > self.panes.materialized;
         for d in &deltas {
             debug_assert!(d.start >= h, "presence changed below the horizon");
-            self.panes.apply(u, d, end);
+            self.panes.apply(u, d);
             if let Some(s) = self.sessions.get_mut(d.session as usize) {
                 s.apply_presence(u, d);
             }
@@ -346,10 +335,10 @@ impl Room {
         let h = self.horizon(p);
         self.dedupe.expire(h);
         self.panes.free_before(h.saturating_sub(p.max_size));
-        self.emitted.retain(|&(_, end), _| end > h);
-        self.bd_emitted.retain(|&(_, end, _, _), _| end > h);
         if h >= self.last_gc_horizon.saturating_add(p.pane_ms) {
             self.last_gc_horizon = h;
+            self.emitted.retain(|&(_, end), _| end > h);
+            self.bd_emitted.retain(|&(_, end, _, _), _| end > h);
             let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
             self.viewers.retain(|_, v| {
                 v.fold(h, &ends);
@@ -369,6 +358,7 @@ impl Room {
         self.panes = Panes::new(p.pane_ms);
         self.viewers = HashMap64::default();
         self.tail = HashSet64::default();
+        self.reach = i64::MIN;
         self.inherit = FxHashMap::default();
         self.dedupe = Dedupe::default();
         self.emitted = FxHashMap::default();

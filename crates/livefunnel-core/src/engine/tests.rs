@@ -265,3 +265,38 @@ fn a_retired_room_rejects_stragglers_and_accepts_its_next_broadcast() {
     r.finish();
     assert_eq!(r.session("r1").session_id.as_ref(), "s2");
 }
+
+#[test]
+fn far_apart_timestamps_in_one_room_cost_nothing_for_the_gap() {
+    let mut r = Run::new(cfg(&["1m", "5m/10s", "10m/1m", "session"]));
+    // A producer with a broken clock sends epoch 0 for a new room, then real time:
+    // the partition is at real time already, so both are accepted.
+    r.push("r0", T::Like, T0, Some("u0"));
+    assert_eq!(r.push("r1", T::Enter, 0, Some("u1")), Outcome::Accepted { late: false });
+    assert_eq!(r.push("r1", T::Enter, T0, Some("u1")), Outcome::Accepted { late: false });
+    r.push("r1", T::Like, T0 + S, Some("u1"));
+    r.finish();
+    assert_eq!(r.last("r1", "1m", 0).counts.watch_pv, 1);
+    assert_eq!(r.last("r1", "1m", T0).counts.watch_pv, 1);
+    // Presence-only windows exist until the timeout, not across the gap.
+    let rows = r
+        .rows
+        .iter()
+        .filter(|row| matches!(row, Row::Window(w) if &*w.window == "1m" && &*w.room_id == "r1"))
+        .count();
+    assert!(rows <= 24, "{rows} minute rows");
+}
+
+#[test]
+fn extreme_timestamps_do_not_panic() {
+    for ts in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX - 1, i64::MAX] {
+        let mut r = Run::new(EngineConfig::default());
+        r.push("r1", T::SessionStart, ts, None);
+        r.push("r1", T::Enter, ts, Some("u1"));
+        r.push("r1", T::OrderPaid, ts, Some("u1"));
+        r.push("r1", T::SessionEnd, ts, None);
+        r.push("r2", T::Enter, ts.saturating_add(3_600_000), Some("u1"));
+        r.finish();
+        assert!(!r.rows.is_empty(), "ts {ts}");
+    }
+}
