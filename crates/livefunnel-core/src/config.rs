@@ -65,7 +65,7 @@ fn parse_duration_s(text: &str) -> Result<i64, String> {
         _ => None,
     }
     .ok_or_else(|| format!("`{text}` is not a duration: use the units s, m or h, like `10s` or `5m`"))?;
-    if secs < 1 || secs > 7 * 24 * 3600 {
+    if !(1..=7 * 24 * 3600).contains(&secs) {
         return Err(format!("`{text}` is out of range: a window size or slide is between 1s and 7 days"));
     }
     Ok(secs)

@@ -4,11 +4,13 @@
 //! time comes in as arguments, so everything here is tested without sleeps.
 
 pub mod config;
+pub mod decode;
 pub mod engine;
 pub mod event;
 pub mod row;
 
 pub use config::{ConfigError, EngineConfig, TimeMode, WindowSpec};
+pub use decode::decode;
 pub use engine::{Engine, EngineStats, Outcome};
 pub use event::{Event, EventType, Platform, Reason, Rejection, Source, SourceClass};
 pub use row::{BreakdownCounts, BreakdownKind, BreakdownRow, Counts, Identity, Row, SessionRow, WindowRow};

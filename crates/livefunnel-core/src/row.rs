@@ -205,6 +205,9 @@ pub struct SessionRow {
     pub cold_start: bool,
 }
 
+// Rows live briefly on their way to a sink; boxing the larger variant would cost an
+// allocation per session row for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Row {
     Window(WindowRow),

@@ -1,1 +1,153 @@
-fn main() {}
+//! `livefunnel`: the command line.
+
+mod sim_cmd;
+
+use std::fs::File;
+use std::io::{self, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use livefunnel::config::{self, Sources};
+use livefunnel::replay::{replay, ReplayError};
+use livefunnel_core::TimeMode;
+
+/// Real-time analytics for live-commerce rooms.
+#[derive(Parser, Debug)]
+#[command(name = "livefunnel", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Replay a JSONL file of events through the engine and write the result rows as JSONL.
+    Replay(ReplayArgs),
+    /// Generate simulated live-room events as JSONL.
+    Sim(sim_cmd::SimArgs),
+    /// Load the configuration (defaults, file, LIVEFUNNEL_* environment) and print it as TOML.
+    CheckConfig(CheckConfigArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ReplayArgs {
+    /// Input JSONL file, one event per line in arrival order, or `-` for standard input.
+    #[arg(long, value_name = "FILE|-")]
+    input: PathBuf,
+    /// Where the result rows go, or `-` for standard output.
+    #[arg(long, value_name = "FILE|-", default_value = "-")]
+    output: PathBuf,
+    /// Write rejected lines here as JSONL `{"reason":...,"line":N,"raw":"..."}`.
+    #[arg(long, value_name = "FILE")]
+    dead_letter: Option<PathBuf>,
+    /// TOML configuration file; LIVEFUNNEL_* environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Also write the counts as one JSON object to this file.
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct CheckConfigArgs {
+    /// TOML configuration file; without it, the defaults and the environment are checked.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match &cli.command {
+        Command::Replay(args) => run_replay(args),
+        Command::Sim(args) => sim_cmd::run(args),
+        Command::CheckConfig(args) => check_config(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+fn is_stdio(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+fn check_config(args: &CheckConfigArgs) -> anyhow::Result<()> {
+    let loaded = config::load(&Sources::cli(args.config.as_deref()), TimeMode::Live)?;
+    print!("{}", loaded.config.to_toml());
+    Ok(())
+}
+
+fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
+    let loaded = config::load(&Sources::cli(args.config.as_deref()), TimeMode::Replay)?;
+    let input_name =
+        if is_stdio(&args.input) { "standard input".to_owned() } else { args.input.display().to_string() };
+    let output_name =
+        if is_stdio(&args.output) { "standard output".to_owned() } else { args.output.display().to_string() };
+
+    let stdin = io::stdin();
+    let input: Box<dyn io::BufRead> = if is_stdio(&args.input) {
+        Box::new(stdin.lock())
+    } else {
+        let file = File::open(&args.input).with_context(|| format!("opening input file {input_name}"))?;
+        Box::new(BufReader::with_capacity(1 << 16, file))
+    };
+    let output: Box<dyn Write> = if is_stdio(&args.output) {
+        Box::new(io::stdout().lock())
+    } else {
+        Box::new(File::create(&args.output).with_context(|| format!("creating output file {output_name}"))?)
+    };
+    let mut dead_letter = match &args.dead_letter {
+        Some(path) => Some(
+            File::create(path).with_context(|| format!("creating dead-letter file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let dlq: Option<&mut dyn Write> = dead_letter.as_mut().map(|f| f as &mut dyn Write);
+
+    tracing::info!(input = %input_name, output = %output_name, "replay starting");
+    let summary = match replay(input, output, dlq, loaded.engine) {
+        Ok(summary) => summary,
+        Err(ReplayError::WriteOutput(e))
+            if e.kind() == io::ErrorKind::BrokenPipe && is_stdio(&args.output) =>
+        {
+            // `livefunnel replay ... | head`: the reader has seen enough.
+            tracing::debug!("standard output closed early, stopping");
+            return Ok(());
+        }
+        Err(e) => {
+            let what = match &e {
+                ReplayError::Read(_) => format!("reading input {input_name}"),
+                ReplayError::WriteOutput(_) => format!("writing output {output_name}"),
+                ReplayError::WriteDeadLetter(_) => format!(
+                    "writing dead-letter file {}",
+                    args.dead_letter.as_deref().unwrap_or(Path::new("?")).display()
+                ),
+            };
+            return Err(anyhow::Error::new(e.into_io_error()).context(what));
+        }
+    };
+    if let Some(path) = &args.summary {
+        std::fs::write(path, summary.to_json())
+            .with_context(|| format!("writing summary file {}", path.display()))?;
+    }
+    eprintln!("{summary}");
+    Ok(())
+}

@@ -203,7 +203,7 @@ impl DistinctUnion {
                 }
             }
             Distinct::Sketch(h) => {
-                self.to_sketch().merge(h);
+                self.sketch_mut().merge(h);
             }
         }
     }
@@ -213,13 +213,13 @@ impl DistinctUnion {
             Some(s) => s.insert(hash),
             None => {
                 if self.set.insert(hash) && self.set.len() > limit {
-                    self.to_sketch();
+                    self.sketch_mut();
                 }
             }
         }
     }
 
-    fn to_sketch(&mut self) -> &mut Hll {
+    fn sketch_mut(&mut self) -> &mut Hll {
         if self.sketch.is_none() {
             let mut hll = Box::<Hll>::default();
             for &h in self.set.iter() {
@@ -229,6 +229,10 @@ impl DistinctUnion {
             self.sketch = Some(hll);
         }
         self.sketch.as_mut().expect("just set")
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn len(&self) -> u64 {

@@ -19,7 +19,6 @@ pub struct Scratch {
     uvs: UvsUnion,
     presence: PresenceUnion,
     bd: FxHashMap<(BreakdownKind, Arc<str>), BdUnion>,
-    json: Vec<u8>,
     source_keys: Vec<Arc<str>>,
 }
 
@@ -32,10 +31,28 @@ impl Scratch {
     }
 }
 
-fn fingerprint(row: &Row, buf: &mut Vec<u8>) -> u128 {
-    buf.clear();
-    row.write_jsonl(buf);
-    xxhash_rust::xxh3::xxh3_128(buf)
+/// A 128-bit digest of a row's content (everything but its version): two rows
+/// with the same digest are the same row, so an unchanged one is not re-emitted.
+fn fingerprint(row: &Row) -> u128 {
+    use std::hash::Hash;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    match row {
+        Row::Window(r) => {
+            r.identity.hash(&mut h);
+            r.counts.hash(&mut h);
+        }
+        Row::Breakdown(r) => {
+            r.org_id.hash(&mut h);
+            r.counts.hash(&mut h);
+        }
+        Row::Session(r) => {
+            (&r.org_id, &r.account_id, r.platform, r.session_start_ts, r.session_end_ts).hash(&mut h);
+            (r.duration_ms, r.peak_online, r.peak_online_ts, r.cold_start).hash(&mut h);
+            r.counts.hash(&mut h);
+            r.first30m.hash(&mut h);
+        }
+    }
+    h.digest128()
 }
 
 impl Room {
@@ -110,7 +127,7 @@ impl Room {
         let mut bds: Vec<BreakdownRow> = sc
             .bd
             .iter()
-            .filter(|(_, b)| b.c != Default::default() || b.watch.len() > 0)
+            .filter(|(_, b)| b.c != Default::default() || !b.watch.is_empty())
             .map(|((kind, key), b)| BreakdownRow {
                 kind: *kind,
                 room_id: self.id.clone(),
@@ -131,11 +148,31 @@ impl Room {
         Some((row, bds))
     }
 
+    /// A window that existed only through presence, which a late `leave` or
+    /// `session_end` has since cut short: its emitted row is replaced by an empty one.
+    fn vanished_row(&self, def: usize, end: i64, p: &Params) -> Option<(WindowRow, Vec<BreakdownRow>)> {
+        self.emitted.get(&(def, end))?;
+        let identity = self.panes.identity_before(end)?;
+        let d = &p.defs[def];
+        let row = WindowRow {
+            room_id: self.id.clone(),
+            window: d.name.clone(),
+            window_start: end - d.size,
+            window_end: end,
+            version: 0,
+            identity: (*identity.2).clone(),
+            counts: Counts::default(),
+        };
+        Some((row, Vec::new()))
+    }
+
     /// Emits window `def` ending at `end` if it exists and differs from its last emission.
     pub fn emit_window(&mut self, def: usize, end: i64, p: &Params, sc: &mut Scratch, out: &mut Vec<Row>) {
-        let Some((row, bds)) = self.window_row(def, end, p, sc) else { return };
+        let Some((row, bds)) = self.window_row(def, end, p, sc).or_else(|| self.vanished_row(def, end, p)) else {
+            return;
+        };
         let row = Row::Window(row);
-        let fp = fingerprint(&row, &mut sc.json);
+        let fp = fingerprint(&row);
         let slot = self.emitted.entry((def, end)).or_insert((0, 0));
         if slot.0 == 0 || slot.1 != fp {
             slot.0 += 1;
@@ -147,7 +184,7 @@ impl Room {
         for bd in bds {
             let key = (def, end, bd.kind as u8, bd.key.clone());
             let row = Row::Breakdown(bd);
-            let fp = fingerprint(&row, &mut sc.json);
+            let fp = fingerprint(&row);
             let slot = self.bd_emitted.entry(key).or_insert((0, 0));
             if slot.0 == 0 || slot.1 != fp {
                 slot.0 += 1;
@@ -250,7 +287,7 @@ impl Room {
             first30m,
             cold_start: s.cold_start(),
         });
-        let fp = fingerprint(&row, &mut sc.json);
+        let fp = fingerprint(&row);
         let s = &mut self.sessions[i];
         if always || s.fingerprint != Some(fp) {
             s.version += 1;

@@ -64,6 +64,9 @@ struct Inherit {
     plan: Option<Arc<str>>,
 }
 
+/// A breakdown row's key: (window def, window end, kind, dimension value).
+pub type BdKey = (usize, i64, u8, Arc<str>);
+
 pub struct Room {
     pub id: Arc<str>,
     /// `room_max_ts`; `i64::MIN` before the first event.
@@ -83,7 +86,7 @@ pub struct Room {
     pub dedupe: Dedupe,
     /// Per (window def, window end): (version, fingerprint) of the last emission.
     pub emitted: FxHashMap<(usize, i64), (u64, u128)>,
-    pub bd_emitted: FxHashMap<(usize, i64, u8, Arc<str>), (u64, u128)>,
+    pub bd_emitted: FxHashMap<BdKey, (u64, u128)>,
     last_identity: Option<Arc<Identity>>,
     last_gc_horizon: i64,
     /// Key in the engine's due index, if queued.
@@ -192,13 +195,14 @@ impl Room {
         let s = &mut self.sessions[session as usize];
         let mut rebuild_f30 = false;
         let mut end_moved = false;
+        if ev.kind == EventType::SessionStart && s.home_city.is_none() {
+            // Kept after retirement too: later orders of the session still count in windows.
+            s.home_city = ev.home_city.as_deref().map(Arc::from);
+        }
         if s.is_final {
             *after_final += 1;
         } else {
             match ev.kind {
-                EventType::SessionStart if s.home_city.is_none() => {
-                    s.home_city = ev.home_city.as_deref().map(Arc::from);
-                }
                 EventType::SessionEnd => {
                     s.latest_end = Some(s.latest_end.map_or(ts, |e| e.max(ts)));
                     end_moved = s.earliest_end.is_none_or(|e| ts < e);
@@ -243,9 +247,13 @@ impl Room {
     fn facts(&mut self, ev: &Event<'_>, session: u32, user: Option<u64>) -> Facts {
         let inherited = user.and_then(|u| self.inherit.get(&(session, u)));
         let source = ev.source.or(inherited.map(|i| i.source)).unwrap_or(Source::Other);
-        let plan = match &ev.plan_id {
-            Some(p) => Some(Arc::from(&**p)),
-            None => inherited.and_then(|i| i.plan.clone()),
+        let own_plan = ev.plan_id.as_deref().map(Arc::from);
+        let plan = if ev.kind == EventType::Enter {
+            // An enter is its own latest enter: re-entering through an unpaid path
+            // leaves the earlier plan behind.
+            own_plan
+        } else {
+            own_plan.or_else(|| inherited.and_then(|i| i.plan.clone()))
         };
         if let (EventType::Enter, Some(u)) = (ev.kind, user) {
             // `source` is required on `enter`, so the decoder guarantees it is there.
@@ -310,7 +318,6 @@ impl Room {
         let h = self.horizon(p);
         let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
         let Some(v) = self.viewers.get_mut(&u) else { return };
-        v.fold(h, &ends);
         let old = v.recompute(&ends);
         let mut deltas = Vec::new();
         diff(&old, v.segs(), &mut deltas);
@@ -328,6 +335,13 @@ impl Room {
         } else {
             self.tail.remove(&u);
         }
+        // Folding forgets final segments: they must be applied (above) and in the
+        // panes (materialized) first.
+        self.materialize_through(h);
+        let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
+        if let Some(v) = self.viewers.get_mut(&u) {
+            v.fold(h, &ends);
+        }
     }
 
     /// Frees what the horizon has made final.
@@ -337,6 +351,7 @@ impl Room {
         self.panes.free_before(h.saturating_sub(p.max_size));
         if h >= self.last_gc_horizon.saturating_add(p.pane_ms) {
             self.last_gc_horizon = h;
+            self.materialize_through(h);
             self.emitted.retain(|&(_, end), _| end > h);
             self.bd_emitted.retain(|&(_, end, _, _), _| end > h);
             let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
@@ -353,6 +368,11 @@ impl Room {
 
     /// Frees the room after its sessions ended and its partition moved on (§2).
     pub fn retire(&mut self, p: &Params) {
+        // A window past the last event was emitted on presence alone (then zeroed when
+        // the presence was cut short); a later event may fill it: its version goes on.
+        let last = self.max_ts;
+        self.emitted.retain(|&(_, end), _| end > last);
+        self.bd_emitted.retain(|&(_, end, _, _), _| end > last);
         self.max_ts = self.max_ts.saturating_add(p.session_idle_timeout);
         self.emitted_through = self.watermark(p);
         self.panes = Panes::new(p.pane_ms);
@@ -361,8 +381,6 @@ impl Room {
         self.reach = i64::MIN;
         self.inherit = FxHashMap::default();
         self.dedupe = Dedupe::default();
-        self.emitted = FxHashMap::default();
-        self.bd_emitted = FxHashMap::default();
         self.last_identity = None;
         for s in &mut self.sessions {
             s.retire();

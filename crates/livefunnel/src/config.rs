@@ -1,0 +1,570 @@
+//! The layered configuration of the `livefunnel` binary.
+//!
+//! Layers, later ones win: built-in defaults → a TOML file (`--config FILE`) →
+//! environment variables `LIVEFUNNEL_<SECTION>__<KEY>` (e.g.
+//! `LIVEFUNNEL_TIME__ALLOWED_LATENESS=90s`). The result is checked and mapped into
+//! [`livefunnel_core::EngineConfig`]; every error names the dotted key
+//! (`time.allowed_lateness`), where the value came from when known, and the fix.
+//!
+//! `livefunnel.example.toml` at the repository root documents every key.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Metadata, Source};
+use livefunnel_core::{EngineConfig, TimeMode, WindowSpec};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "LIVEFUNNEL_";
+/// Separator between section and key in environment variable names.
+pub const ENV_SPLIT: &str = "__";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Event-time parameters (contract §1.5, §2).
+    pub time: TimeConfig,
+    /// Which windows are computed (contract §2).
+    pub windows: WindowsConfig,
+    /// Memory and accuracy limits (contract §3).
+    pub limits: LimitsConfig,
+}
+
+/// `[time]`: watermarks, lateness, presence and retirement. Durations are strings
+/// with a unit: `ms`, `s`, `m` or `h` (`500ms`, `5s`, `10m`, `1h`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeConfig {
+    /// How far behind a room's largest `ts` its acceptance watermark trails.
+    pub out_of_orderness: Duration,
+    /// How far behind the watermark an event is still accepted (a correction).
+    pub allowed_lateness: Duration,
+    /// How long a quiet room waits for the rest of its partition before its
+    /// windows are emitted anyway.
+    pub idle_grace: Duration,
+    /// Live mode: a partition silent this long (wall clock) advances by the wall clock.
+    pub idle_timeout: Duration,
+    /// A viewer with no event for this long counts as having left.
+    pub presence_timeout: Duration,
+    /// A room whose sessions all ended retires after its partition moves this far past it.
+    pub session_idle_timeout: Duration,
+    /// `ts_out_of_range`: how far ahead (of the wall clock live, of the partition in
+    /// replay) an event's `ts` may be.
+    pub max_future_skew: Duration,
+}
+
+impl Default for TimeConfig {
+    fn default() -> TimeConfig {
+        TimeConfig {
+            out_of_orderness: Duration::from_ms(5_000),
+            allowed_lateness: Duration::from_ms(120_000),
+            idle_grace: Duration::from_ms(30_000),
+            idle_timeout: Duration::from_ms(30_000),
+            presence_timeout: Duration::from_ms(600_000),
+            session_idle_timeout: Duration::from_ms(1_800_000),
+            max_future_skew: Duration::from_ms(3_600_000),
+        }
+    }
+}
+
+/// `[windows]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowsConfig {
+    /// Window names (`1m`, `5m/10s`, `10m/1m`, `session`), as a list or as one
+    /// comma-separated string (`"1m,5m/10s"`, handy in an environment variable).
+    pub set: WindowSet,
+}
+
+impl Default for WindowsConfig {
+    fn default() -> WindowsConfig {
+        WindowsConfig { set: WindowSet(["1m", "5m/10s", "10m/1m", "session"].map(String::from).to_vec()) }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Distinct counts are exact up to this many values per row, approximate above.
+    pub exact_distinct_limit: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig { exact_distinct_limit: 100_000 }
+    }
+}
+
+/// A duration written with a unit (`500ms`, `5s`, `10m`, `1h`), kept in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duration {
+    ms: i64,
+}
+
+impl Duration {
+    pub const fn from_ms(ms: i64) -> Duration {
+        Duration { ms }
+    }
+
+    pub fn as_ms(self) -> i64 {
+        self.ms
+    }
+
+    /// Parses `<digits><unit>` with unit `ms`, `s`, `m` or `h`.
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        if digits.is_empty() {
+            return Err(format!(
+                "`{text}` is not a duration: write a whole number with a unit ms, s, m or h, like \"90s\""
+            ));
+        }
+        let factor = match unit.trim() {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "" => {
+                return Err(format!("`{text}` has no unit: write it with ms, s, m or h, like \"{digits}s\""))
+            }
+            other => {
+                return Err(format!(
+                    "`{text}` has the unknown unit `{other}`: use ms, s, m or h, like \"90s\""
+                ))
+            }
+        };
+        digits
+            .parse::<i64>()
+            .ok()
+            .and_then(|n| n.checked_mul(factor))
+            .map(Duration::from_ms)
+            .ok_or_else(|| format!("`{text}` is too large: keep durations below a few years"))
+    }
+}
+
+impl fmt::Display for Duration {
+    /// The largest unit that divides the value exactly: `2m`, `90s`, `1500ms`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.ms;
+        if ms != 0 && ms % 3_600_000 == 0 {
+            write!(f, "{}h", ms / 3_600_000)
+        } else if ms != 0 && ms % 60_000 == 0 {
+            write!(f, "{}m", ms / 60_000)
+        } else if ms % 1_000 == 0 {
+            write!(f, "{}s", ms / 1_000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string with a unit ms, s, m or h, like \"90s\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+                Duration::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+                Err(E::custom(format!(
+                    "`{v}` has no unit: write it as a string with ms, s, m or h, like \"{v}s\""
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+                Err(E::custom(format!(
+                    "`{v}` has no unit: write it as a string with ms, s, m or h, like \"{v}s\""
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The configured window names, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowSet(pub Vec<String>);
+
+impl Serialize for WindowSet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for WindowSet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<WindowSet, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WindowSet;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of window names like [\"1m\", \"5m/10s\"] or a string \"1m,5m/10s\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<WindowSet, E> {
+                Ok(WindowSet(v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<WindowSet, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(WindowSet(names))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A configuration that cannot be used: one line naming the key, where the value
+/// came from when known, and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigLoadError {
+    /// The dotted key, when the error is about one (`time.allowed_lateness`).
+    pub key: Option<String>,
+    pub message: String,
+}
+
+/// Where the configuration layers come from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The TOML file (`--config FILE`); it must exist when given.
+    pub file: Option<PathBuf>,
+    /// Whether `LIVEFUNNEL_*` environment variables are read.
+    pub env: bool,
+}
+
+impl Sources {
+    /// Defaults, then `file`, then the environment: what the binary uses.
+    pub fn cli(file: Option<&Path>) -> Sources {
+        Sources { file: file.map(Path::to_owned), env: true }
+    }
+
+    /// Defaults, then `file`, no environment: for tests.
+    pub fn file_only(file: Option<&Path>) -> Sources {
+        Sources { file: file.map(Path::to_owned), env: false }
+    }
+}
+
+/// A loaded and checked configuration.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The effective configuration (what `check-config` prints).
+    pub config: Config,
+    /// The engine parameters derived from it.
+    pub engine: EngineConfig,
+}
+
+/// Loads, layers, checks and maps the configuration.
+pub fn load(sources: &Sources, mode: TimeMode) -> Result<Loaded, ConfigLoadError> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(path) = &sources.file {
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(ConfigLoadError {
+                key: None,
+                message: format!("config file {}: {e}: check the --config path", path.display()),
+            });
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    if sources.env {
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split(ENV_SPLIT));
+    }
+    let config: Config = figment.extract().map_err(|e| from_figment(&e))?;
+    let engine = config.engine_config(mode).map_err(|e| {
+        let origin = figment.find_metadata(&e.key).and_then(|md| origin(md, &e.key));
+        keyed(&e.key, origin, &e.message)
+    })?;
+    Ok(Loaded { config, engine })
+}
+
+impl Config {
+    /// Maps into the engine's parameters and checks them; errors name the key.
+    pub fn engine_config(&self, mode: TimeMode) -> Result<EngineConfig, livefunnel_core::ConfigError> {
+        use livefunnel_core::ConfigError;
+        let t = &self.time;
+        let mut windows = Vec::with_capacity(self.windows.set.0.len());
+        for name in &self.windows.set.0 {
+            let spec = WindowSpec::parse(name).map_err(|m| {
+                ConfigError::new(
+                    "windows.set",
+                    format!("window `{name}`: {m}; valid names look like \"1m\", \"5m/10s\", \"10m/1m\" or \"session\""),
+                )
+            })?;
+            windows.push(spec);
+        }
+        if t.idle_timeout.as_ms() < 1_000 {
+            return Err(ConfigError::new("time.idle_timeout", "must be at least 1s, like \"30s\""));
+        }
+        let exact_distinct_limit = usize::try_from(self.limits.exact_distinct_limit).map_err(|_| {
+            ConfigError::new("limits.exact_distinct_limit", "is too large for this machine: use e.g. 100000")
+        })?;
+        let cfg = EngineConfig {
+            out_of_orderness_ms: t.out_of_orderness.as_ms(),
+            allowed_lateness_ms: t.allowed_lateness.as_ms(),
+            idle_grace_ms: t.idle_grace.as_ms(),
+            presence_timeout_ms: t.presence_timeout.as_ms(),
+            session_idle_timeout_ms: t.session_idle_timeout.as_ms(),
+            max_future_skew_ms: t.max_future_skew.as_ms(),
+            windows,
+            exact_distinct_limit,
+            mode,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The configuration as TOML, as `check-config` prints it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the configuration serializes to TOML")
+    }
+}
+
+/// Where a value came from, in words, when figment knows.
+fn origin(md: &Metadata, key: &str) -> Option<String> {
+    match &md.source {
+        Some(Source::File(path)) => Some(format!("in {}", path.display())),
+        _ if md.name.contains("environment variable") => {
+            Some(format!("from environment variable {}", env_var_name(key)))
+        }
+        _ => None,
+    }
+}
+
+/// `time.allowed_lateness` → `LIVEFUNNEL_TIME__ALLOWED_LATENESS`.
+pub fn env_var_name(key: &str) -> String {
+    let parts: Vec<String> = key.split('.').map(|p| p.to_ascii_uppercase()).collect();
+    format!("{ENV_PREFIX}{}", parts.join(ENV_SPLIT))
+}
+
+/// A parser message (TOML's spans several lines with a caret) as one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with('|')
+                && !l.chars().next().is_some_and(|c| c.is_ascii_digit() && l.contains(" |"))
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn keyed(key: &str, origin: Option<String>, message: &str) -> ConfigLoadError {
+    let origin = origin.map(|o| format!(" ({o})")).unwrap_or_default();
+    ConfigLoadError { key: Some(key.to_owned()), message: format!("config key `{key}`{origin}: {message}") }
+}
+
+fn from_figment(err: &figment::Error) -> ConfigLoadError {
+    use figment::error::Kind;
+    // figment chains errors; the first one is enough for a one-line message.
+    let e = err.clone().into_iter().next().unwrap_or_else(|| err.clone());
+    let mut path = e.path.clone();
+    let message = match &e.kind {
+        Kind::UnknownField(field, expected) => {
+            if path.last() != Some(field) {
+                path.push(field.clone());
+            }
+            let expected = if expected.is_empty() {
+                "this section takes no keys".to_owned()
+            } else {
+                format!("known keys here: {}", expected.join(", "))
+            };
+            format!("unknown key: remove it or fix its spelling ({expected})")
+        }
+        Kind::Message(m) => one_line(m),
+        Kind::InvalidType(actual, expected) => {
+            let expected = match expected.as_str() {
+                "u64" | "usize" | "u32" => "a whole number, like 100000",
+                other => other,
+            };
+            format!("found {actual}, expected {expected}")
+        }
+        Kind::InvalidValue(actual, expected) => format!("invalid value {actual}, expected {expected}"),
+        other => other.to_string(),
+    };
+    if path.is_empty() {
+        // Not about one key: a file that does not parse, say.
+        let origin = e.metadata.as_ref().and_then(|md| match &md.source {
+            Some(Source::File(p)) => Some(format!("config file {}: ", p.display())),
+            _ => None,
+        });
+        return ConfigLoadError {
+            key: None,
+            message: format!("{}{message}", origin.unwrap_or_else(|| "configuration: ".to_owned())),
+        };
+    }
+    let key = path.join(".");
+    let origin = e.metadata.as_ref().and_then(|md| origin(md, &key));
+    keyed(&key, origin, &message)
+}
+
+#[cfg(test)]
+// figment's `Jail::expect_with` fixes the closure's `figment::Result` return type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    const EXAMPLE: &str = include_str!("../../../livefunnel.example.toml");
+
+    fn load_in(jail: &mut Jail, toml: Option<&str>) -> Result<Loaded, ConfigLoadError> {
+        let file = toml.map(|t| {
+            jail.create_file("livefunnel.toml", t).expect("write config");
+            jail.directory().join("livefunnel.toml")
+        });
+        load(&Sources::cli(file.as_deref()), TimeMode::Replay)
+    }
+
+    #[test]
+    fn example_file_equals_the_defaults() {
+        Jail::expect_with(|jail| {
+            let loaded = load_in(jail, Some(EXAMPLE)).expect("example loads");
+            assert_eq!(loaded.config, Config::default());
+            assert_eq!(loaded.engine, EngineConfig::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_map_to_the_engine_defaults() {
+        assert_eq!(Config::default().engine_config(TimeMode::Replay).unwrap(), EngineConfig::default());
+    }
+
+    #[test]
+    fn printed_config_loads_back_unchanged() {
+        Jail::expect_with(|jail| {
+            let text = Config::default().to_toml();
+            assert_eq!(load_in(jail, Some(&text)).unwrap().config, Config::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_override_wins_over_file() {
+        Jail::expect_with(|jail| {
+            jail.set_env("LIVEFUNNEL_TIME__ALLOWED_LATENESS", "90s");
+            let loaded = load_in(jail, Some("[time]\nallowed_lateness = \"60s\"\nidle_grace = \"10s\"\n"))
+                .expect("loads");
+            assert_eq!(loaded.engine.allowed_lateness_ms, 90_000);
+            assert_eq!(loaded.engine.idle_grace_ms, 10_000, "the file still wins over the defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn window_set_from_env_as_list_or_commas() {
+        Jail::expect_with(|jail| {
+            jail.set_env("LIVEFUNNEL_WINDOWS__SET", r#"["1m","5m/10s"]"#);
+            let loaded = load_in(jail, None).expect("list form loads");
+            assert_eq!(loaded.config.windows.set.0, ["1m", "5m/10s"]);
+            jail.set_env("LIVEFUNNEL_WINDOWS__SET", "1m, 5m/10s,session");
+            let loaded = load_in(jail, None).expect("comma form loads");
+            assert_eq!(loaded.config.windows.set.0, ["1m", "5m/10s", "session"]);
+            assert_eq!(loaded.engine.windows.len(), 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_duration_names_key_file_and_fix() {
+        Jail::expect_with(|jail| {
+            let err = load_in(jail, Some("[time]\nallowed_lateness = \"2 minutes\"\n")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("time.allowed_lateness"));
+            assert!(err.message.contains("livefunnel.toml"), "{}", err.message);
+            assert!(err.message.contains("\"90s\""), "{}", err.message);
+            let err = load_in(jail, Some("[time]\nidle_grace = 30\n")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("time.idle_grace"));
+            assert!(err.message.contains("no unit"), "{}", err.message);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_duration_from_env_names_the_variable() {
+        Jail::expect_with(|jail| {
+            jail.set_env("LIVEFUNNEL_TIME__OUT_OF_ORDERNESS", "5x");
+            let err = load_in(jail, None).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("time.out_of_orderness"));
+            assert!(err.message.contains("LIVEFUNNEL_TIME__OUT_OF_ORDERNESS"), "{}", err.message);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_window_name_names_key_and_window() {
+        Jail::expect_with(|jail| {
+            let err = load_in(jail, Some("[windows]\nset = [\"1m\", \"5m/7s\"]\n")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("windows.set"));
+            assert!(err.message.contains("5m/7s") && err.message.contains("divide"), "{}", err.message);
+            assert!(err.message.contains("livefunnel.toml"), "{}", err.message);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        Jail::expect_with(|jail| {
+            let err = load_in(jail, Some("[time]\nallowed_latenes = \"60s\"\n")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("time.allowed_latenes"));
+            assert!(err.message.contains("unknown key"), "{}", err.message);
+            let err = load_in(jail, Some("[timing]\nx = 1\n")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("timing"));
+            jail.set_env("LIVEFUNNEL_LIMITS__EXACT_LIMIT", "5");
+            let err = load_in(jail, None).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("limits.exact_limit"));
+            assert!(err.message.contains("LIVEFUNNEL_LIMITS__EXACT_LIMIT"), "{}", err.message);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn relation_error_names_key_and_origin() {
+        Jail::expect_with(|jail| {
+            let err = load_in(jail, Some("[time]\nsession_idle_timeout = \"2m\"\n")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("time.session_idle_timeout"));
+            assert!(err.message.contains("at least"), "{}", err.message);
+            assert!(err.message.contains("livefunnel.toml"), "{}", err.message);
+            jail.set_env("LIVEFUNNEL_TIME__SESSION_IDLE_TIMEOUT", "3m");
+            let err = load_in(jail, None).unwrap_err();
+            assert!(err.message.contains("LIVEFUNNEL_TIME__SESSION_IDLE_TIMEOUT"), "{}", err.message);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_config_file_is_named() {
+        let err =
+            load(&Sources::file_only(Some(Path::new("/nonexistent/lf.toml"))), TimeMode::Replay).unwrap_err();
+        assert!(err.message.contains("/nonexistent/lf.toml"), "{}", err.message);
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        for (text, ms, shown) in
+            [("500ms", 500, "500ms"), ("5s", 5_000, "5s"), ("120s", 120_000, "2m"), ("1h", 3_600_000, "1h")]
+        {
+            let d = Duration::parse(text).unwrap();
+            assert_eq!(d.as_ms(), ms);
+            assert_eq!(d.to_string(), shown);
+        }
+        assert!(Duration::parse("90").unwrap_err().contains("no unit"));
+        assert!(Duration::parse("1d").unwrap_err().contains("unknown unit"));
+        assert!(Duration::parse("-5s").unwrap_err().contains("not a duration"));
+    }
+}

@@ -1,0 +1,9 @@
+//! The `livefunnel` program's library part: layered configuration and the
+//! `replay` command, usable in-process by tests. The binary (`main.rs`) is a thin
+//! command-line layer over it.
+
+pub mod config;
+pub mod replay;
+
+pub use config::{load, Config, ConfigLoadError, Loaded, Sources};
+pub use replay::{replay, ReplayError, RowCounts, Summary};
