@@ -168,7 +168,8 @@ impl Room {
 
     /// Emits window `def` ending at `end` if it exists and differs from its last emission.
     pub fn emit_window(&mut self, def: usize, end: i64, p: &Params, sc: &mut Scratch, out: &mut Vec<Row>) {
-        let Some((row, bds)) = self.window_row(def, end, p, sc).or_else(|| self.vanished_row(def, end, p)) else {
+        let Some((row, bds)) = self.window_row(def, end, p, sc).or_else(|| self.vanished_row(def, end, p))
+        else {
             return;
         };
         let row = Row::Window(row);
