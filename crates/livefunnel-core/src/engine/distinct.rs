@@ -197,7 +197,11 @@ impl DistinctUnion {
 
     pub fn add(&mut self, d: &Distinct, limit: usize) {
         match d {
+            Distinct::Exact(s) if s.is_empty() => {}
             Distinct::Exact(s) => {
+                if self.sketch.is_none() {
+                    self.set.reserve(s.len());
+                }
                 for &h in s.iter() {
                     self.insert(h, limit);
                 }

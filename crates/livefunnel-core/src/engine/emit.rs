@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use super::agg::{BdUnion, Tally, UvsUnion};
-use super::pane::{floor_to, PresenceUnion};
+use super::pane::floor_to;
 use super::room::Room;
 use super::Params;
 use crate::event::Source;
@@ -17,17 +17,33 @@ use crate::row::{BreakdownKind, BreakdownRow, Counts, Row, SessionRow, WindowRow
 #[derive(Default)]
 pub struct Scratch {
     uvs: UvsUnion,
-    presence: PresenceUnion,
-    bd: FxHashMap<(BreakdownKind, Arc<str>), BdUnion>,
+    /// Source breakdowns by `Source::index`, and which of them the window touched.
+    sources: Vec<BdUnion>,
+    source_touched: [bool; Source::COUNT],
     source_keys: Vec<Arc<str>>,
+    /// Plan and product breakdowns.
+    keyed: FxHashMap<(BreakdownKind, Arc<str>), BdUnion>,
 }
 
 impl Scratch {
-    fn source_key(&mut self, s: Source) -> Arc<str> {
-        if self.source_keys.is_empty() {
+    fn reset(&mut self) {
+        if self.sources.is_empty() {
+            self.sources = (0..Source::COUNT).map(|_| BdUnion::default()).collect();
             self.source_keys = Source::ALL.iter().map(|s| Arc::from(s.as_str())).collect();
         }
-        self.source_keys[s.index()].clone()
+        for (i, touched) in self.source_touched.iter_mut().enumerate() {
+            if *touched {
+                self.sources[i].clear();
+                *touched = false;
+            }
+        }
+        // Keys that no longer occur would pile up: keep the buffers only while few.
+        if self.keyed.len() > 256 {
+            self.keyed.clear();
+        }
+        for b in self.keyed.values_mut() {
+            b.clear();
+        }
     }
 }
 
@@ -65,55 +81,37 @@ impl Room {
         sc: &mut Scratch,
     ) -> Option<(WindowRow, Vec<BreakdownRow>)> {
         let d = &p.defs[def];
-        let start = end - d.size;
-        self.materialize_through(end);
+        let start = end.saturating_sub(d.size);
         let mut tally = Tally::default();
-        let mut peak = 0i64;
-        let mut watch_ms = 0i128;
-        let mut stranger_ms = 0i128;
         sc.uvs.clear();
-        sc.presence.present.clear();
-        sc.presence.stranger.clear();
-        for b in sc.bd.values_mut() {
-            b.clear();
-        }
-        for pane in self.panes.map.range_mut(start..end).map(|(_, p)| p) {
+        sc.reset();
+        for pane in self.panes.map.range(start..end).map(|(_, p)| p) {
             tally.merge(&pane.tally);
             sc.uvs.add(&pane.uvs, p.limit);
-            peak = peak.max(pane.peak());
-            watch_ms += pane.watch_ms;
-            stranger_ms += pane.stranger_ms;
-            for (&viewer, &(ms, sms)) in &pane.present {
-                debug_assert!(ms > 0);
-                sc.presence.present.insert(viewer, p.limit);
-                if sms > 0 {
-                    sc.presence.stranger.insert(viewer, p.limit);
-                }
-            }
             for (src, b) in &pane.bd.sources {
-                let key = sc.source_key(*src);
-                sc.bd.entry((BreakdownKind::Source, key)).or_default().add(b, p.limit);
+                sc.sources[src.index()].add(b, p.limit);
+                sc.source_touched[src.index()] = true;
             }
             for (key, b) in &pane.bd.plans {
-                sc.bd.entry((BreakdownKind::Plan, key.clone())).or_default().add(b, p.limit);
+                sc.keyed.entry((BreakdownKind::Plan, key.clone())).or_default().add(b, p.limit);
             }
             for (key, b) in &pane.bd.products {
-                sc.bd.entry((BreakdownKind::Product, key.clone())).or_default().add(b, p.limit);
+                sc.keyed.entry((BreakdownKind::Product, key.clone())).or_default().add(b, p.limit);
             }
         }
-        let present_uv = sc.presence.present.len();
-        if tally.events == 0 && present_uv == 0 {
+        let presence = self.panes.presence(start, end);
+        if tally.events == 0 && presence.present_uv == 0 {
             return None;
         }
         let mut counts = Counts::default();
         tally.write(&mut counts);
         sc.uvs.write(&mut counts);
-        counts.watch_ms = watch_ms;
-        counts.stranger_watch_ms = stranger_ms;
-        counts.present_uv = present_uv;
-        counts.stranger_present_uv = sc.presence.stranger.len();
-        counts.online_peak = peak.max(0) as u64;
-        counts.online_end = self.panes.get(end).map_or(0, |p| p.online_start.max(0) as u64);
+        counts.watch_ms = presence.watch_ms;
+        counts.stranger_watch_ms = presence.stranger_watch_ms;
+        counts.present_uv = presence.present_uv;
+        counts.stranger_present_uv = presence.stranger_present_uv;
+        counts.online_peak = presence.peak as u64;
+        counts.online_end = presence.online_end as u64;
         let identity = self.panes.identity_before(end).expect("a row exists only after an event");
         let row = WindowRow {
             room_id: self.id.clone(),
@@ -124,27 +122,29 @@ impl Room {
             identity: (*identity.2).clone(),
             counts,
         };
-        let mut bds: Vec<BreakdownRow> = sc
-            .bd
-            .iter()
-            .filter(|(_, b)| b.c != Default::default() || !b.watch.is_empty())
-            .map(|((kind, key), b)| BreakdownRow {
-                kind: *kind,
-                room_id: self.id.clone(),
-                window: d.name.clone(),
-                window_start: start,
-                window_end: end,
-                version: 0,
-                org_id: identity.2.org_id.clone(),
-                key: key.clone(),
-                counts: b.counts(),
-            })
+        let org_id = &identity.2.org_id;
+        let breakdown = |kind: BreakdownKind, key: &Arc<str>, b: &BdUnion| BreakdownRow {
+            kind,
+            room_id: self.id.clone(),
+            window: d.name.clone(),
+            window_start: start,
+            window_end: end,
+            version: 0,
+            org_id: org_id.clone(),
+            key: key.clone(),
+            counts: b.counts(),
+        };
+        let mut bds: Vec<BreakdownRow> = (0..Source::COUNT)
+            .filter(|&i| sc.source_touched[i])
+            .map(|i| breakdown(BreakdownKind::Source, &sc.source_keys[i], &sc.sources[i]))
             .collect();
+        bds.extend(
+            sc.keyed
+                .iter()
+                .filter(|(_, b)| b.c != Default::default())
+                .map(|((kind, key), b)| breakdown(*kind, key, b)),
+        );
         bds.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
-        // Keys that no longer occur keep their buffers for reuse but must not leak into rows.
-        if sc.bd.len() > 256 {
-            sc.bd.clear();
-        }
         Some((row, bds))
     }
 
@@ -157,7 +157,7 @@ impl Room {
         let row = WindowRow {
             room_id: self.id.clone(),
             window: d.name.clone(),
-            window_start: end - d.size,
+            window_start: end.saturating_sub(d.size),
             window_end: end,
             version: 0,
             identity: (*identity.2).clone(),
@@ -197,18 +197,37 @@ impl Room {
         }
     }
 
-    /// Re-checks every emitted window ending after `ts` (an accepted event's time).
+    /// Re-checks every emitted window ending at or after `ts` (an accepted event's time).
     pub fn reemit_after(&mut self, ts: i64, p: &Params, sc: &mut Scratch, out: &mut Vec<Row>) {
-        if ts >= self.emitted_through {
+        if ts > self.emitted_through {
             return;
         }
-        self.emit_range(ts, self.emitted_through, p, sc, out);
+        // A change at instant `ts` reaches the window ending at `ts` too: its
+        // `online_end` is the count at that instant. Windows emitted before may have
+        // lost their only presence: visit them as well.
+        let through = self.emitted_through;
+        for def in 0..p.defs.len() {
+            let (size, slide) = (p.defs[def].size, p.defs[def].slide);
+            let mut ends: Vec<i64> =
+                self.emitted.range((def, ts)..=(def, through)).map(|(&(_, end), _)| end).collect();
+            let mut at = ts.saturating_sub(1);
+            while let Some(end) = self.panes.next_window_end(at, size, slide) {
+                if end > through {
+                    break;
+                }
+                ends.push(end);
+                at = end;
+            }
+            ends.sort_unstable();
+            ends.dedup();
+            for end in ends {
+                self.emit_window(def, end, p, sc, out);
+            }
+        }
     }
 
     /// Emits (or re-checks) every existing window ending in `(after, through]`.
     fn emit_range(&mut self, after: i64, through: i64, p: &Params, sc: &mut Scratch, out: &mut Vec<Row>) {
-        // Presence reaching into the range must be in the panes before they are read.
-        self.materialize_through(through);
         for def in 0..p.defs.len() {
             let (size, slide) = (p.defs[def].size, p.defs[def].slide);
             let mut at = after;
@@ -241,7 +260,7 @@ impl Room {
     }
 
     /// The next value of `emitted_through` at which `advance` would emit something.
-    pub fn next_due(&self, p: &Params) -> Option<i64> {
+    pub fn next_due(&mut self, p: &Params) -> Option<i64> {
         let after = self.emitted_through;
         let mut due: Option<i64> = None;
         let mut consider = |t: Option<i64>| {
@@ -251,11 +270,6 @@ impl Room {
         };
         for d in &p.defs {
             consider(self.panes.next_window_end(after, d.size, d.slide));
-            // Presence not yet in panes can make windows exist where no pane is yet.
-            if self.reach > self.panes.materialized {
-                let end = floor_to(after, d.slide).checked_add(d.slide);
-                consider(end.filter(|e| e.saturating_sub(d.size) < self.reach));
-            }
         }
         if p.session_rows && self.sessions.iter().any(|s| s.is_live()) {
             consider(floor_to(after, p.tick).checked_add(p.tick));

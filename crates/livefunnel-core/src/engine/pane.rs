@@ -1,13 +1,17 @@
 //! Panes: slide-sized slices of a room's time line. Each accepted event updates one
 //! pane; a window's row is the combination of its panes, so the cost per event does
 //! not grow with size / slide.
+//!
+//! Presence is kept as a step function: a pane stores only the changes of the online
+//! count that happen inside it (+1 where a viewer's segment starts, -1 where it ends),
+//! so a viewer online for an hour touches two panes, not 360. The count at a pane's
+//! start is the sum of the changes before it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::agg::{Breakdowns, Facts, Tally, Uvs};
-use super::distinct::{DistinctUnion, HashMap64};
-use super::presence::Delta;
+use super::presence::{Arrival, Delta};
 use crate::row::Identity;
 
 /// The identity of the room's latest event in a pane: (ts, arrival seq, identity).
@@ -20,75 +24,104 @@ pub fn later(a: &mut Option<Ident>, b: &Ident) {
     }
 }
 
+pub fn floor_to(ts: i64, width: i64) -> i64 {
+    ts.div_euclid(width).saturating_mul(width)
+}
+
+/// A pane's online-count changes, summarized relative to the count at its start `c`:
+/// watch ms = `c * width + lin`, peak = `c + max_prefix`, count at the end = `c + net`.
+#[derive(Debug, Clone, Copy, Default)]
+struct StepSummary {
+    net: i64,
+    stranger_net: i64,
+    lin: i128,
+    stranger_lin: i128,
+    max_prefix: i64,
+    /// The changes at the pane's very first instant (part of the count there).
+    at_start: i64,
+    stranger_at_start: i64,
+}
+
 #[derive(Debug, Default)]
 pub struct Pane {
     pub tally: Tally,
     pub uvs: Uvs,
     pub bd: Breakdowns,
     pub identity: Option<Ident>,
-    /// viewer → (ms online in the pane, of which as a stranger).
-    pub present: HashMap64<(i64, i64)>,
-    pub watch_ms: i128,
-    pub stranger_ms: i128,
-    /// Viewers online at the pane's first instant.
-    pub online_start: i64,
-    /// Online-count changes strictly inside the pane: (instant, delta).
-    bounds: Vec<(i64, i64)>,
-    peak: Option<i64>,
+    /// Offline→online moves inside the pane (see [`Arrival`]).
+    pub arrivals: Vec<Arrival>,
+    /// Online-count changes inside the pane: (instant, all viewers, strangers).
+    steps: Vec<(i64, i64, i64)>,
+    summary: Option<StepSummary>,
 }
 
 impl Pane {
-    /// The largest number of viewers online at any instant of the pane.
-    pub fn peak(&mut self) -> i64 {
-        if let Some(p) = self.peak {
-            return p;
+    fn summary(&mut self, start: i64, width: i64) -> StepSummary {
+        if let Some(s) = self.summary {
+            return s;
         }
-        self.bounds.sort_unstable_by_key(|b| b.0);
+        self.steps.sort_unstable_by_key(|b| b.0);
         // Merge equal instants and drop cancelled changes, so the list stays short.
-        let mut merged: Vec<(i64, i64)> = Vec::with_capacity(self.bounds.len());
-        for &(at, d) in &self.bounds {
+        let mut merged: Vec<(i64, i64, i64)> = Vec::with_capacity(self.steps.len());
+        for &(at, d, sd) in &self.steps {
             match merged.last_mut() {
-                Some(last) if last.0 == at => last.1 += d,
-                _ => merged.push((at, d)),
+                Some(last) if last.0 == at => {
+                    last.1 += d;
+                    last.2 += sd;
+                }
+                _ => merged.push((at, d, sd)),
             }
         }
-        merged.retain(|b| b.1 != 0);
-        let mut count = self.online_start;
-        let mut peak = count;
-        for &(_, d) in &merged {
-            count += d;
-            peak = peak.max(count);
+        merged.retain(|b| b.1 != 0 || b.2 != 0);
+        let end = start.saturating_add(width);
+        let mut s = StepSummary::default();
+        // The count holds from each change to the next; the first stretch, before any
+        // change, only counts for the peak if it is not empty.
+        let mut max_prefix = if merged.first().is_some_and(|b| b.0 == start) { i64::MIN } else { 0 };
+        for &(at, d, sd) in &merged {
+            s.net += d;
+            s.stranger_net += sd;
+            s.lin += i128::from(d) * i128::from(end - at);
+            s.stranger_lin += i128::from(sd) * i128::from(end - at);
+            max_prefix = max_prefix.max(s.net);
+            if at == start {
+                s.at_start = d;
+                s.stranger_at_start = sd;
+            }
         }
-        self.bounds = merged;
-        self.peak = Some(peak);
-        peak
+        s.max_prefix = if max_prefix == i64::MIN { 0 } else { max_prefix };
+        self.steps = merged;
+        self.summary = Some(s);
+        s
     }
 }
 
-/// A room's panes, sparse: a pane exists where an event or presence fell, so a
-/// room whose timestamps jump far apart costs nothing for the gap.
+/// Presence measures of one range of panes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PresenceRange {
+    pub watch_ms: i128,
+    pub stranger_watch_ms: i128,
+    pub peak: i64,
+    pub online_end: i64,
+    pub present_uv: u64,
+    pub stranger_present_uv: u64,
+}
+
+/// A room's panes, sparse: a pane exists where an event, an arrival or a presence
+/// change fell, so a room whose timestamps jump far apart costs nothing for the gap.
 #[derive(Debug)]
 pub struct Panes {
     pub width: i64,
     pub map: BTreeMap<i64, Pane>,
-    /// Presence is in the panes below this instant; beyond it, viewers in the room's
-    /// tail still have to be brought in (done lazily, just before windows are read).
-    pub materialized: i64,
+    /// Online counts (all, strangers) just before the first kept pane.
+    base: (i64, i64),
     /// The identity of the latest event in panes already freed.
     pub freed_identity: Option<Ident>,
 }
 
-pub fn floor_to(ts: i64, width: i64) -> i64 {
-    ts.div_euclid(width).saturating_mul(width)
-}
-
 impl Panes {
     pub fn new(width: i64) -> Panes {
-        Panes { width, map: BTreeMap::new(), materialized: i64::MIN, freed_identity: None }
-    }
-
-    pub fn get(&self, start: i64) -> Option<&Pane> {
-        self.map.get(&start)
+        Panes { width, map: BTreeMap::new(), base: (0, 0), freed_identity: None }
     }
 
     pub fn add_event(&mut self, ts: i64, seq: u64, f: &Facts, identity: &Arc<Identity>, limit: usize) {
@@ -99,50 +132,128 @@ impl Panes {
         later(&mut pane.identity, &(ts, seq, identity.clone()));
     }
 
-    /// Applies one viewer's presence change below the materialized horizon.
-    pub fn apply(&mut self, viewer: u64, d: &Delta) {
-        let end = d.end.min(self.materialized);
-        let mut start = d.start;
-        let w = self.width;
-        while start < end {
-            let ps = floor_to(start, w);
-            let pe = ps.saturating_add(w);
-            let pane = self.map.entry(ps).or_default();
-            let overlap = (pe.min(end) - start) as i128;
-            let ms = overlap as i64 * d.sign;
-            let entry = pane.present.entry(viewer).or_insert((0, 0));
-            entry.0 += ms;
-            pane.watch_ms += overlap * d.sign as i128;
-            if d.stranger {
-                entry.1 += ms;
-                pane.stranger_ms += overlap * d.sign as i128;
-            }
-            if *entry == (0, 0) {
-                pane.present.remove(&viewer);
-            }
-            debug_assert!(pane.present.get(&viewer).is_none_or(|e| e.0 >= 0 && e.1 >= 0));
-            if d.start <= ps {
-                pane.online_start += d.sign;
-            } else {
-                pane.bounds.push((d.start, d.sign));
-            }
-            if d.end < pe {
-                pane.bounds.push((d.end, -d.sign));
-            }
-            pane.peak = None;
-            if pe == i64::MAX {
-                break;
-            }
-            start = pe;
+    fn step(&mut self, at: i64, d: i64, stranger: bool) {
+        let pane = self.map.entry(floor_to(at, self.width)).or_default();
+        pane.steps.push((at, d, if stranger { d } else { 0 }));
+        pane.summary = None;
+    }
+
+    /// Applies one viewer's presence change: two steps, whatever its length.
+    pub fn apply(&mut self, d: &Delta) {
+        self.step(d.start, d.sign, d.stranger);
+        self.step(d.end, -d.sign, d.stranger);
+    }
+
+    /// Adds (`sign` 1) or removes (-1) an arrival in the pane holding it.
+    pub fn arrival(&mut self, a: &Arrival, sign: i64) {
+        let pane = self.map.entry(floor_to(a.at, self.width)).or_default();
+        if sign > 0 {
+            pane.arrivals.push(*a);
+        } else if let Some(i) = pane.arrivals.iter().position(|x| x == a) {
+            pane.arrivals.swap_remove(i);
+        } else {
+            debug_assert!(false, "removing an arrival that was never added");
         }
     }
 
-    /// Frees panes that end at or before `before`, remembering their latest identity.
+    /// Online counts (all, strangers) just before instant `t` (pane-aligned).
+    fn count_before(&mut self, t: i64) -> (i64, i64) {
+        let w = self.width;
+        let mut c = self.base;
+        for (&ps, pane) in self.map.range_mut(..t) {
+            let s = pane.summary(ps, w);
+            c.0 += s.net;
+            c.1 += s.stranger_net;
+        }
+        c
+    }
+
+    /// Whether anyone is online at instant `t` (pane-aligned).
+    pub fn online_at(&mut self, t: i64) -> bool {
+        let w = self.width;
+        let at_t = self.map.get_mut(&t).map_or(0, |p| p.summary(t, w).at_start);
+        self.count_before(t).0 + at_t > 0
+    }
+
+    /// Presence over `[start, end)` (pane-aligned).
+    pub fn presence(&mut self, start: i64, end: i64) -> PresenceRange {
+        let w = self.width;
+        let (mut all, mut strangers) = self.count_before(start);
+        let mut r = PresenceRange::default();
+        let mut cursor = start;
+        let mut first = true;
+        let (mut start_all, mut start_strangers) = (all, strangers);
+        for (&ps, pane) in self.map.range_mut(start..end) {
+            if ps > cursor {
+                // A stretch with no pane: the count holds.
+                r.watch_ms += i128::from(all) * i128::from(ps - cursor);
+                r.stranger_watch_ms += i128::from(strangers) * i128::from(ps - cursor);
+                r.peak = r.peak.max(all);
+            }
+            let s = pane.summary(ps, w);
+            if first && ps == start {
+                start_all += s.at_start;
+                start_strangers += s.stranger_at_start;
+            }
+            first = false;
+            r.watch_ms += i128::from(all) * i128::from(w) + s.lin;
+            r.stranger_watch_ms += i128::from(strangers) * i128::from(w) + s.stranger_lin;
+            r.peak = r.peak.max(all + s.max_prefix);
+            all += s.net;
+            strangers += s.stranger_net;
+            cursor = ps.saturating_add(w);
+        }
+        if end > cursor {
+            r.watch_ms += i128::from(all) * i128::from(end - cursor);
+            r.stranger_watch_ms += i128::from(strangers) * i128::from(end - cursor);
+            r.peak = r.peak.max(all);
+        }
+        let at_end = self.map.get_mut(&end).map_or(0, |p| p.summary(end, w).at_start);
+        r.online_end = (all + at_end).max(0);
+        // Present: online at `start`, or arriving after it having been offline then.
+        let (mut present, mut present_strangers) = (start_all, start_strangers);
+        for pane in self.map.range(start..end).map(|(_, p)| p) {
+            for a in pane.arrivals.iter().filter(|a| a.at > start && a.prev_end <= start) {
+                if a.stranger {
+                    present_strangers += 1;
+                } else {
+                    present += 1;
+                }
+            }
+        }
+        r.present_uv = present.max(0) as u64;
+        r.stranger_present_uv = present_strangers.max(0) as u64;
+        r.peak = r.peak.max(0);
+        r
+    }
+
+    /// The smallest window end above `after` (a multiple of `slide`) whose window
+    /// `[end - size, end)` holds a pane or has someone online.
+    pub fn next_window_end(&mut self, after: i64, size: i64, slide: i64) -> Option<i64> {
+        let mut end = floor_to(after, slide).checked_add(slide)?;
+        loop {
+            let start = end.saturating_sub(size);
+            if self.map.range(start..end).next().is_some() || self.online_at(start) {
+                return Some(end);
+            }
+            // Nobody online and no pane: nothing can exist before the next pane.
+            let &next = self.map.range(end..).next()?.0;
+            end = end.max(floor_to(next, slide).checked_add(slide)?);
+        }
+    }
+
+    /// Frees panes that end at or before `before`, remembering their latest identity
+    /// and the online counts they carried.
     pub fn free_before(&mut self, before: i64) {
-        while let Some(entry) = self.map.first_entry() {
-            if entry.key().saturating_add(self.width) > before {
+        let w = self.width;
+        while let Some(mut entry) = self.map.first_entry() {
+            let ps = *entry.key();
+            if ps.saturating_add(w) > before {
                 break;
             }
+            let s = entry.get_mut().summary(ps, w);
+            self.base.0 += s.net;
+            self.base.1 += s.stranger_net;
             let pane = entry.remove();
             if let Some(id) = &pane.identity {
                 later(&mut self.freed_identity, id);
@@ -158,24 +269,4 @@ impl Panes {
             .find_map(|(_, p)| p.identity.clone())
             .or_else(|| self.freed_identity.clone())
     }
-
-    /// The smallest window end above `after` (a multiple of `slide`) whose window
-    /// `[end - size, end)` holds a pane.
-    pub fn next_window_end(&self, after: i64, size: i64, slide: i64) -> Option<i64> {
-        let first = floor_to(after, slide).checked_add(slide)?;
-        for &ps in self.map.range(after.saturating_sub(size).saturating_add(1)..).map(|(k, _)| k) {
-            let end = first.max(floor_to(ps, slide).checked_add(slide)?);
-            if end.saturating_sub(size) <= ps {
-                return Some(end);
-            }
-        }
-        None
-    }
-}
-
-/// Reusable buffers to combine panes into one window.
-#[derive(Debug, Default)]
-pub struct PresenceUnion {
-    pub present: DistinctUnion,
-    pub stranger: DistinctUnion,
 }

@@ -53,11 +53,52 @@ pub struct Viewer {
     events: Vec<PEvent>,
     /// Segments derived from `base` and `events`.
     segs: Vec<Seg>,
+    /// End of the last forgotten segment, and of the last forgotten stranger segment:
+    /// what the first kept segment's arrival is measured from.
+    folded_end: i64,
+    folded_stranger_end: i64,
+}
+
+/// A viewer going from offline to online at `at`, last online until `prev_end`
+/// (`i64::MIN` if never). Per pane, these answer "distinct viewers present in a window"
+/// without keeping every online viewer in every pane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    pub at: i64,
+    pub prev_end: i64,
+    pub stranger: bool,
 }
 
 impl Viewer {
     pub fn new(hash: u64) -> Viewer {
-        Viewer { hash, ..Viewer::default() }
+        Viewer { hash, folded_end: i64::MIN, folded_stranger_end: i64::MIN, ..Viewer::default() }
+    }
+
+    /// Arrivals of the current segments: into presence at all (`stranger` false), and
+    /// into stranger presence (`stranger` true). Adjacent segments are one stretch.
+    pub fn arrivals(&self, out: &mut Vec<Arrival>) {
+        let (mut end, mut stranger_end) = (self.folded_end, self.folded_stranger_end);
+        for s in &self.segs {
+            if s.start != end {
+                out.push(Arrival { at: s.start, prev_end: end, stranger: false });
+            }
+            end = s.end;
+            if s.stranger {
+                if s.start != stranger_end {
+                    out.push(Arrival { at: s.start, prev_end: stranger_end, stranger: true });
+                }
+                stranger_end = s.end;
+            }
+        }
+    }
+
+    fn forget(&mut self, n: usize) {
+        for s in self.segs.drain(..n) {
+            self.folded_end = s.end;
+            if s.stranger {
+                self.folded_stranger_end = s.end;
+            }
+        }
     }
 
     pub fn segs(&self) -> &[Seg] {
@@ -69,8 +110,15 @@ impl Viewer {
         self.segs.last().map_or(i64::MIN, |s| s.end)
     }
 
-    pub fn is_idle(&self) -> bool {
-        self.base.is_none() && self.events.is_empty() && self.segs.is_empty()
+    /// Nothing left that can change, and the forgotten ends are before `before`: a
+    /// later arrival measured from "never" instead counts the same in every window
+    /// that can still hold it.
+    pub fn droppable(&self, before: i64) -> bool {
+        self.base.is_none()
+            && self.events.is_empty()
+            && self.segs.is_empty()
+            && self.folded_end <= before
+            && self.folded_stranger_end <= before
     }
 
     pub fn insert(&mut self, ev: PEvent) {
@@ -91,14 +139,14 @@ impl Viewer {
         if n > 0 {
             let (_, open, closed_by_events) = run(self.base, &self.events, n, ends);
             // Those segments closed before an event below the cut: none can change.
-            self.segs.drain(..closed_by_events);
+            self.forget(closed_by_events);
             self.events.drain(..n);
             self.base = open;
         }
         if self.events.is_empty() && self.base.is_some_and(|o| close_at(&o, ends) <= cut) {
             // Offline for good before the cut: its last segment is final too.
             self.base = None;
-            self.segs.clear();
+            self.forget(self.segs.len());
         }
         debug_assert!(self.segs.windows(2).all(|w| w[0].end <= w[1].start));
     }

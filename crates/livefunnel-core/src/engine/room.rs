@@ -1,14 +1,14 @@
 //! One room's state: watermark, duplicate memory, attribution, panes, viewers, sessions.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
 use super::agg::{City, Facts};
-use super::distinct::{hash_str, HashMap64, HashSet64};
-use super::pane::{floor_to, Ident, Panes};
-use super::presence::{diff, Delta, Ends, PEvent, PKind, Viewer};
+use super::distinct::{hash_str, HashMap64};
+use super::pane::{Ident, Panes};
+use super::presence::{diff, Ends, PEvent, PKind, Viewer};
 use super::session::SessionState;
 use super::Params;
 use crate::event::{Event, EventType, Source};
@@ -75,17 +75,12 @@ pub struct Room {
     pub emitted_through: i64,
     pub panes: Panes,
     pub viewers: HashMap64<Viewer>,
-    /// Viewers whose presence reaches past the panes that exist.
-    pub tail: HashSet64,
-    /// An upper bound of where any viewer's presence ends (only grows, reset at retirement):
-    /// a stale bound only costs a check of a window that turns out not to exist.
-    pub reach: i64,
     pub sessions: Vec<SessionState>,
     pub session_index: FxHashMap<Arc<str>, u32>,
     inherit: FxHashMap<(u32, u64), Inherit>,
     pub dedupe: Dedupe,
     /// Per (window def, window end): (version, fingerprint) of the last emission.
-    pub emitted: FxHashMap<(usize, i64), (u64, u128)>,
+    pub emitted: BTreeMap<(usize, i64), (u64, u128)>,
     pub bd_emitted: FxHashMap<BdKey, (u64, u128)>,
     last_identity: Option<Arc<Identity>>,
     last_gc_horizon: i64,
@@ -119,13 +114,11 @@ impl Room {
             emitted_through: i64::MIN,
             panes: Panes::new(pane_ms),
             viewers: HashMap64::default(),
-            tail: HashSet64::default(),
-            reach: i64::MIN,
             sessions: Vec::new(),
             session_index: FxHashMap::default(),
             inherit: FxHashMap::default(),
             dedupe: Dedupe::default(),
-            emitted: FxHashMap::default(),
+            emitted: BTreeMap::new(),
             bd_emitted: FxHashMap::default(),
             last_identity: None,
             last_gc_horizon: i64::MIN,
@@ -280,64 +273,32 @@ impl Room {
         }
     }
 
-    /// Brings presence into the panes up to the pane holding `t`: viewers of the
-    /// tail get their coverage of the newly materialized range.
-    pub fn materialize_through(&mut self, t: i64) {
-        let old = self.panes.materialized;
-        if t < old {
-            return;
-        }
-        let new = floor_to(t, self.panes.width).saturating_add(self.panes.width);
-        self.panes.materialized = new;
-        if self.tail.is_empty() || self.reach <= old {
-            return;
-        }
-        let mut done = Vec::new();
-        for &u in &self.tail {
-            let Some(v) = self.viewers.get(&u) else { continue };
-            for s in v.segs().iter().filter(|s| s.end > old) {
-                let d = Delta {
-                    start: s.start.max(old),
-                    end: s.end,
-                    stranger: s.stranger,
-                    session: s.session,
-                    sign: 1,
-                };
-                self.panes.apply(u, &d);
-            }
-            if v.max_end() <= new {
-                done.push(u);
-            }
-        }
-        for u in done {
-            self.tail.remove(&u);
-        }
-    }
-
     fn recompute_viewer(&mut self, u: u64, p: &Params) {
         let h = self.horizon(p);
         let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
         let Some(v) = self.viewers.get_mut(&u) else { return };
+        let mut old_arrivals = Vec::new();
+        v.arrivals(&mut old_arrivals);
         let old = v.recompute(&ends);
         let mut deltas = Vec::new();
         diff(&old, v.segs(), &mut deltas);
-        self.reach = self.reach.max(v.max_end());
-        let reaches_past = v.max_end() > self.panes.materialized;
+        let mut new_arrivals = Vec::new();
+        v.arrivals(&mut new_arrivals);
+        let same = old_arrivals.iter().zip(&new_arrivals).take_while(|(a, b)| a == b).count();
+        for a in &old_arrivals[same..] {
+            self.panes.arrival(a, -1);
+        }
+        for a in &new_arrivals[same..] {
+            self.panes.arrival(a, 1);
+        }
         for d in &deltas {
             debug_assert!(d.start >= h, "presence changed below the horizon");
-            self.panes.apply(u, d);
+            self.panes.apply(d);
             if let Some(s) = self.sessions.get_mut(d.session as usize) {
                 s.apply_presence(u, d);
             }
         }
-        if reaches_past {
-            self.tail.insert(u);
-        } else {
-            self.tail.remove(&u);
-        }
-        // Folding forgets final segments: they must be applied (above) and in the
-        // panes (materialized) first.
-        self.materialize_through(h);
+        // Folding forgets final segments: they are applied (above) first.
         let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
         if let Some(v) = self.viewers.get_mut(&u) {
             v.fold(h, &ends);
@@ -351,13 +312,14 @@ impl Room {
         self.panes.free_before(h.saturating_sub(p.max_size));
         if h >= self.last_gc_horizon.saturating_add(p.pane_ms) {
             self.last_gc_horizon = h;
-            self.materialize_through(h);
-            self.emitted.retain(|&(_, end), _| end > h);
-            self.bd_emitted.retain(|&(_, end, _, _), _| end > h);
+            // An event at exactly `h` can still change `online_end` of a window ending there.
+            self.emitted.retain(|&(_, end), _| end >= h);
+            self.bd_emitted.retain(|&(_, end, _, _), _| end >= h);
             let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
+            let before = h.saturating_sub(p.max_size);
             self.viewers.retain(|_, v| {
                 v.fold(h, &ends);
-                !v.is_idle()
+                !v.droppable(before)
             });
             for s in &mut self.sessions {
                 s.fold(h);
@@ -377,8 +339,6 @@ impl Room {
         self.emitted_through = self.watermark(p);
         self.panes = Panes::new(p.pane_ms);
         self.viewers = HashMap64::default();
-        self.tail = HashSet64::default();
-        self.reach = i64::MIN;
         self.inherit = FxHashMap::default();
         self.dedupe = Dedupe::default();
         self.last_identity = None;

@@ -99,7 +99,7 @@ impl Timeline {
 /// Presence measures over one range.
 #[derive(Debug, Clone, Default)]
 pub struct PresenceSums {
-    pub present: HashMap64<(i64, i64)>,
+    pub present: HashMap64<(i128, i128)>,
     pub watch_ms: i128,
     pub stranger_ms: i128,
 }
@@ -109,13 +109,13 @@ impl PresenceSums {
         if end <= start {
             return;
         }
-        let ms = (end - start) * sign;
+        let ms = (i128::from(end) - i128::from(start)) * i128::from(sign);
         let e = self.present.entry(viewer).or_insert((0, 0));
         e.0 += ms;
-        self.watch_ms += ms as i128;
+        self.watch_ms += ms;
         if stranger {
             e.1 += ms;
-            self.stranger_ms += ms as i128;
+            self.stranger_ms += ms;
         }
         if *e == (0, 0) {
             self.present.remove(&viewer);
