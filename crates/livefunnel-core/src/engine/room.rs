@@ -195,15 +195,12 @@ impl Room {
         if s.is_final {
             *after_final += 1;
         } else {
-            match ev.kind {
-                EventType::SessionEnd => {
-                    s.latest_end = Some(s.latest_end.map_or(ts, |e| e.max(ts)));
-                    end_moved = s.earliest_end.is_none_or(|e| ts < e);
-                    if end_moved {
-                        s.earliest_end = Some(ts);
-                    }
+            if ev.kind == EventType::SessionEnd {
+                s.latest_end = Some(s.latest_end.map_or(ts, |e| e.max(ts)));
+                end_moved = s.earliest_end.is_none_or(|e| ts < e);
+                if end_moved {
+                    s.earliest_end = Some(ts);
                 }
-                _ => {}
             }
             rebuild_f30 = s.add(ts, &facts, &ident, p.limit);
         }
