@@ -243,8 +243,14 @@ pub fn replay(
         }
         write_rows(&mut out, &mut rows, &mut bytes, &mut summary.rows).map_err(ReplayError::WriteOutput)?;
     }
-    engine.finish(&mut rows);
-    write_rows(&mut out, &mut rows, &mut bytes, &mut summary.rows).map_err(ReplayError::WriteOutput)?;
+    let mut written = Ok(());
+    engine.finish_with(&mut rows, |rows| {
+        if written.is_ok() {
+            written = write_rows(&mut out, rows, &mut bytes, &mut summary.rows);
+        }
+        rows.clear();
+    });
+    written.map_err(ReplayError::WriteOutput)?;
     out.flush().map_err(ReplayError::WriteOutput)?;
     if let Some(w) = dlq.as_mut() {
         w.flush().map_err(ReplayError::WriteDeadLetter)?;
@@ -262,12 +268,13 @@ fn write_rows(
     if rows.is_empty() {
         return Ok(());
     }
-    bytes.clear();
     for row in rows.drain(..) {
         counts.count(&row);
+        bytes.clear();
         row.write_jsonl(bytes);
+        out.write_all(bytes)?;
     }
-    out.write_all(bytes)
+    Ok(())
 }
 
 fn write_dead_letter(w: &mut impl Write, reason: Reason, line_no: u64, raw: &[u8]) -> io::Result<()> {

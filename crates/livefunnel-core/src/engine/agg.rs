@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
 use super::distinct::{Distinct, DistinctUnion};
 use crate::event::{EventType, Source, SourceClass};
 use crate::row::{BreakdownCounts, Counts};
@@ -275,25 +273,37 @@ pub fn counts_for_product(kind: EventType) -> bool {
     )
 }
 
-/// The breakdowns of one pane.
+/// The breakdowns of one pane. A pane holds a few keys of each kind, so small
+/// vectors searched in order beat hash maps in both time and memory.
 #[derive(Debug, Clone, Default)]
 pub struct Breakdowns {
-    pub sources: FxHashMap<Source, Bd>,
-    pub plans: FxHashMap<Arc<str>, Bd>,
-    pub products: FxHashMap<Arc<str>, Bd>,
+    pub sources: Vec<(Source, Bd)>,
+    pub plans: Vec<(Arc<str>, Bd)>,
+    pub products: Vec<(Arc<str>, Bd)>,
+}
+
+fn slot<'a, K: PartialEq + Clone>(v: &'a mut Vec<(K, Bd)>, key: &K) -> &'a mut Bd {
+    let i = match v.iter().position(|(k, _)| k == key) {
+        Some(i) => i,
+        None => {
+            v.push((key.clone(), Bd::default()));
+            v.len() - 1
+        }
+    };
+    &mut v[i].1
 }
 
 impl Breakdowns {
     pub fn add(&mut self, f: &Facts, limit: usize) {
         if counts_for_source(f.kind) {
-            self.sources.entry(f.source).or_default().add(f, limit);
+            slot(&mut self.sources, &f.source).add(f, limit);
             if let Some(plan) = &f.plan {
-                self.plans.entry(plan.clone()).or_default().add(f, limit);
+                slot(&mut self.plans, plan).add(f, limit);
             }
         }
         if counts_for_product(f.kind) {
             if let Some(product) = &f.product {
-                self.products.entry(product.clone()).or_default().add(f, limit);
+                slot(&mut self.products, product).add(f, limit);
             }
         }
     }

@@ -133,16 +133,21 @@ impl Hll {
     }
 }
 
+/// Up to this many values a set is a plain vector: most pane-level sets hold a
+/// handful of viewers, and a vector of 4 costs 32 bytes where a hash set costs 80.
+const SMALL: usize = 16;
+
 /// One distinct-count column of one pane, window or session.
 #[derive(Debug, Clone)]
 pub enum Distinct {
+    Small(Vec<u64>),
     Exact(HashSet64),
     Sketch(Box<Hll>),
 }
 
 impl Default for Distinct {
     fn default() -> Distinct {
-        Distinct::Exact(HashSet64::default())
+        Distinct::Small(Vec::new())
     }
 }
 
@@ -150,6 +155,23 @@ impl Distinct {
     /// Inserts a hash; past `limit` exact values the set turns into a sketch.
     pub fn insert(&mut self, hash: u64, limit: usize) {
         match self {
+            Distinct::Small(v) => {
+                if v.contains(&hash) {
+                    return;
+                }
+                if v.len() < SMALL.min(limit) {
+                    v.push(hash);
+                } else if v.len() < limit {
+                    let mut set: HashSet64 = v.iter().copied().collect();
+                    set.insert(hash);
+                    *self = Distinct::Exact(set);
+                } else {
+                    let mut hll = Box::<Hll>::default();
+                    v.iter().for_each(|&h| hll.insert(h));
+                    hll.insert(hash);
+                    *self = Distinct::Sketch(hll);
+                }
+            }
             Distinct::Exact(set) => {
                 if set.insert(hash) && set.len() > limit {
                     let mut hll = Box::<Hll>::default();
@@ -165,6 +187,7 @@ impl Distinct {
 
     pub fn len(&self) -> u64 {
         match self {
+            Distinct::Small(v) => v.len() as u64,
             Distinct::Exact(set) => set.len() as u64,
             Distinct::Sketch(hll) => hll.estimate(),
         }
@@ -172,13 +195,6 @@ impl Distinct {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    pub fn contains(&self, hash: u64) -> Option<bool> {
-        match self {
-            Distinct::Exact(set) => Some(set.contains(&hash)),
-            Distinct::Sketch(_) => None,
-        }
     }
 }
 
@@ -197,7 +213,11 @@ impl DistinctUnion {
 
     pub fn add(&mut self, d: &Distinct, limit: usize) {
         match d {
-            Distinct::Exact(s) if s.is_empty() => {}
+            Distinct::Small(v) => {
+                for &h in v {
+                    self.insert(h, limit);
+                }
+            }
             Distinct::Exact(s) => {
                 if self.sketch.is_none() {
                     self.set.reserve(s.len());
@@ -264,6 +284,15 @@ mod tests {
         }
         assert!(matches!(d, Distinct::Exact(_)));
         assert_eq!(d.len(), 1000);
+        let mut small = Distinct::default();
+        (0..SMALL as u64).for_each(|i| small.insert(h(i % 5), 1000));
+        assert!(matches!(&small, Distinct::Small(v) if v.len() == 5));
+        (0..SMALL as u64 + 1).for_each(|i| small.insert(h(i), 1000));
+        assert!(matches!(small, Distinct::Exact(_)));
+        assert_eq!(small.len(), SMALL as u64 + 1);
+        let mut tiny = Distinct::default();
+        (0..4).for_each(|i| tiny.insert(h(i), 3));
+        assert!(matches!(tiny, Distinct::Sketch(_)), "a limit below the small size still applies");
         d.insert(h(1000), 1000);
         assert!(matches!(d, Distinct::Sketch(_)));
     }

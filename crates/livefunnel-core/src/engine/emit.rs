@@ -85,7 +85,7 @@ impl Room {
         let mut tally = Tally::default();
         sc.uvs.clear();
         sc.reset();
-        for pane in self.panes.map.range(start..end).map(|(_, p)| p) {
+        for pane in self.panes.map.range(start..end).filter_map(|(_, p)| p.events.as_deref()) {
             tally.merge(&pane.tally);
             sc.uvs.add(&pane.uvs, p.limit);
             for (src, b) in &pane.bd.sources {

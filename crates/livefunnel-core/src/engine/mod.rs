@@ -294,8 +294,15 @@ impl Engine {
     /// End of a bounded input: the watermark goes to +infinity; every window and
     /// session not yet emitted in its latest state is emitted.
     pub fn finish(&mut self, out: &mut Vec<Row>) {
+        self.finish_with(out, |_| {});
+    }
+
+    /// [`Engine::finish`], handing the rows to `sink` room by room, so a large input
+    /// never holds all of its final rows at once.
+    pub fn finish_with(&mut self, buf: &mut Vec<Row>, mut sink: impl FnMut(&mut Vec<Row>)) {
         for room in &mut self.rooms {
-            room.flush(&self.p, &mut self.scratch, out);
+            room.flush(&self.p, &mut self.scratch, buf);
+            sink(buf);
         }
         self.due.clear();
     }

@@ -42,43 +42,60 @@ struct StepSummary {
     stranger_at_start: i64,
 }
 
+/// What the events of a pane add up to. Boxed: many panes hold only presence steps
+/// (where a viewer's presence times out), and those stay small.
 #[derive(Debug, Default)]
-pub struct Pane {
+pub struct PaneEvents {
     pub tally: Tally,
     pub uvs: Uvs,
     pub bd: Breakdowns,
     pub identity: Option<Ident>,
+}
+
+#[derive(Debug, Default)]
+pub struct Pane {
+    pub events: Option<Box<PaneEvents>>,
     /// Offline→online moves inside the pane (see [`Arrival`]).
     pub arrivals: Vec<Arrival>,
-    /// Online-count changes inside the pane: (instant, all viewers, strangers).
+    /// Online-count changes inside the pane: (instant, all viewers, strangers), sorted
+    /// by instant, one entry per instant, none that cancelled out.
     steps: Vec<(i64, i64, i64)>,
     summary: Option<StepSummary>,
 }
 
 impl Pane {
+    pub fn identity(&self) -> Option<&Ident> {
+        self.events.as_ref().and_then(|e| e.identity.as_ref())
+    }
+
+    fn step(&mut self, at: i64, d: i64, sd: i64) {
+        // A heartbeat moves a presence end: -1 at the old end and +1 at the new one
+        // meet the earlier changes there and cancel, so the list stays short.
+        match self.steps.binary_search_by_key(&at, |b| b.0) {
+            Ok(i) => {
+                let b = &mut self.steps[i];
+                b.1 += d;
+                b.2 += sd;
+                if b.1 == 0 && b.2 == 0 {
+                    self.steps.remove(i);
+                }
+            }
+            Err(i) => self.steps.insert(i, (at, d, sd)),
+        }
+        self.summary = None;
+    }
+
     fn summary(&mut self, start: i64, width: i64) -> StepSummary {
         if let Some(s) = self.summary {
             return s;
         }
-        self.steps.sort_unstable_by_key(|b| b.0);
-        // Merge equal instants and drop cancelled changes, so the list stays short.
-        let mut merged: Vec<(i64, i64, i64)> = Vec::with_capacity(self.steps.len());
-        for &(at, d, sd) in &self.steps {
-            match merged.last_mut() {
-                Some(last) if last.0 == at => {
-                    last.1 += d;
-                    last.2 += sd;
-                }
-                _ => merged.push((at, d, sd)),
-            }
-        }
-        merged.retain(|b| b.1 != 0 || b.2 != 0);
+        let merged = &self.steps;
         let end = start.saturating_add(width);
         let mut s = StepSummary::default();
         // The count holds from each change to the next; the first stretch, before any
         // change, only counts for the peak if it is not empty.
         let mut max_prefix = if merged.first().is_some_and(|b| b.0 == start) { i64::MIN } else { 0 };
-        for &(at, d, sd) in &merged {
+        for &(at, d, sd) in merged {
             s.net += d;
             s.stranger_net += sd;
             s.lin += i128::from(d) * i128::from(end - at);
@@ -90,7 +107,6 @@ impl Pane {
             }
         }
         s.max_prefix = if max_prefix == i64::MIN { 0 } else { max_prefix };
-        self.steps = merged;
         self.summary = Some(s);
         s
     }
@@ -126,16 +142,16 @@ impl Panes {
 
     pub fn add_event(&mut self, ts: i64, seq: u64, f: &Facts, identity: &Arc<Identity>, limit: usize) {
         let pane = self.map.entry(floor_to(ts, self.width)).or_default();
-        pane.tally.add(f);
-        pane.uvs.add(f, limit);
-        pane.bd.add(f, limit);
-        later(&mut pane.identity, &(ts, seq, identity.clone()));
+        let e = pane.events.get_or_insert_with(Box::default);
+        e.tally.add(f);
+        e.uvs.add(f, limit);
+        e.bd.add(f, limit);
+        later(&mut e.identity, &(ts, seq, identity.clone()));
     }
 
     fn step(&mut self, at: i64, d: i64, stranger: bool) {
         let pane = self.map.entry(floor_to(at, self.width)).or_default();
-        pane.steps.push((at, d, if stranger { d } else { 0 }));
-        pane.summary = None;
+        pane.step(at, d, if stranger { d } else { 0 });
     }
 
     /// Applies one viewer's presence change: two steps, whatever its length.
@@ -255,7 +271,7 @@ impl Panes {
             self.base.0 += s.net;
             self.base.1 += s.stranger_net;
             let pane = entry.remove();
-            if let Some(id) = &pane.identity {
+            if let Some(id) = pane.identity() {
                 later(&mut self.freed_identity, id);
             }
         }
@@ -266,7 +282,7 @@ impl Panes {
         self.map
             .range(..end)
             .rev()
-            .find_map(|(_, p)| p.identity.clone())
+            .find_map(|(_, p)| p.identity().cloned())
             .or_else(|| self.freed_identity.clone())
     }
 }
