@@ -127,9 +127,18 @@ impl Viewer {
     }
 
     /// Recomputes the segments; returns the old ones for diffing.
+    /// Recomputes the segments; the previous ones are left in `old` for diffing.
+    pub fn recompute_into(&mut self, ends: &impl Ends, old: &mut Vec<Seg>) {
+        old.clear();
+        std::mem::swap(old, &mut self.segs);
+        let segs = &mut self.segs;
+        run(self.base, &self.events, self.events.len(), ends, |s| segs.push(s));
+    }
+
     pub fn recompute(&mut self, ends: &impl Ends) -> Vec<Seg> {
-        let (segs, _, _) = run(self.base, &self.events, self.events.len(), ends);
-        std::mem::replace(&mut self.segs, segs)
+        let mut old = Vec::new();
+        self.recompute_into(ends, &mut old);
+        old
     }
 
     /// Folds events below `cut` into the base state and forgets final segments.
@@ -137,7 +146,7 @@ impl Viewer {
     pub fn fold(&mut self, cut: i64, ends: &impl Ends) {
         let n = self.events.partition_point(|e| e.ts < cut);
         if n > 0 {
-            let (_, open, closed_by_events) = run(self.base, &self.events, n, ends);
+            let (open, closed_by_events) = run(self.base, &self.events, n, ends, |_| {});
             // Those segments closed before an event below the cut: none can change.
             self.forget(closed_by_events);
             self.events.drain(..n);
@@ -160,35 +169,42 @@ fn close_at(o: &Open, ends: &impl Ends) -> i64 {
     }
 }
 
-/// Runs the presence state machine over `events[..n]` from `base`. Returns the
-/// segments (the last one closed by timeout or session end if still open), the
-/// open state after the `n` events, and how many segments the events closed.
-fn run(base: Option<Open>, events: &[PEvent], n: usize, ends: &impl Ends) -> (Vec<Seg>, Option<Open>, usize) {
-    let mut segs = Vec::new();
-    let mut open = base;
-    let push = |segs: &mut Vec<Seg>, o: &Open, end: i64| {
+/// Runs the presence state machine over `events[..n]` from `base`, handing each
+/// segment to `push` (the last one closed by timeout or session end if still open).
+/// Returns the open state after the `n` events and how many segments they closed.
+fn run(
+    base: Option<Open>,
+    events: &[PEvent],
+    n: usize,
+    ends: &impl Ends,
+    mut push: impl FnMut(Seg),
+) -> (Option<Open>, usize) {
+    let pushed = std::cell::Cell::new(0);
+    let mut emit = |o: &Open, end: i64| {
         if end > o.start {
-            segs.push(Seg { start: o.start, end, stranger: o.stranger, session: o.session });
+            push(Seg { start: o.start, end, stranger: o.stranger, session: o.session });
+            pushed.set(pushed.get() + 1);
         }
     };
+    let mut open = base;
     for ev in &events[..n] {
         if let Some(o) = open {
             let end = close_at(&o, ends);
             if end <= ev.ts {
-                push(&mut segs, &o, end);
+                emit(&o, end);
                 open = None;
             }
         }
         match ev.kind {
             PKind::Enter { stranger, session } => {
                 if let Some(o) = open {
-                    push(&mut segs, &o, ev.ts);
+                    emit(&o, ev.ts);
                 }
                 open = Some(Open { start: ev.ts, stranger, session, last_refresh: ev.ts });
             }
             PKind::Leave => {
                 if let Some(o) = open.take() {
-                    push(&mut segs, &o, ev.ts);
+                    emit(&o, ev.ts);
                 }
             }
             PKind::Refresh => {
@@ -198,11 +214,11 @@ fn run(base: Option<Open>, events: &[PEvent], n: usize, ends: &impl Ends) -> (Ve
             }
         }
     }
-    let closed_by_events = segs.len();
+    let closed_by_events = pushed.get();
     if let Some(o) = open {
-        push(&mut segs, &o, close_at(&o, ends));
+        emit(&o, close_at(&o, ends));
     }
-    (segs, open, closed_by_events)
+    (open, closed_by_events)
 }
 
 /// A change of one viewer's coverage: `sign` +1 adds `[start, end)`, -1 removes it.

@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 use super::agg::{City, Facts};
 use super::distinct::{hash_str, HashMap64};
 use super::pane::{Ident, Panes};
-use super::presence::{diff, Ends, PEvent, PKind, Viewer};
+use super::presence::{diff, Arrival, Delta, Ends, PEvent, PKind, Seg, Viewer};
 use super::session::SessionState;
 use super::Params;
 use crate::event::{Event, EventType, Source};
@@ -84,10 +84,20 @@ pub struct Room {
     pub bd_emitted: FxHashMap<BdKey, (u64, u128)>,
     last_identity: Option<Arc<Identity>>,
     last_gc_horizon: i64,
+    buffers: PresenceBuffers,
     /// Key in the engine's due index, if queued.
     pub due_key: Option<i64>,
     /// Key in the engine's retirement index, if queued.
     pub retire_key: Option<i64>,
+}
+
+/// Reused by every presence recomputation of the room: no allocation per event.
+#[derive(Debug, Default)]
+struct PresenceBuffers {
+    old_segs: Vec<Seg>,
+    old_arrivals: Vec<Arrival>,
+    new_arrivals: Vec<Arrival>,
+    deltas: Vec<Delta>,
 }
 
 /// Presence parameters seen through the room's sessions.
@@ -122,6 +132,7 @@ impl Room {
             bd_emitted: FxHashMap::default(),
             last_identity: None,
             last_gc_horizon: i64::MIN,
+            buffers: PresenceBuffers::default(),
             due_key: None,
             retire_key: None,
         }
@@ -274,21 +285,22 @@ impl Room {
         let h = self.horizon(p);
         let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
         let Some(v) = self.viewers.get_mut(&u) else { return };
-        let mut old_arrivals = Vec::new();
-        v.arrivals(&mut old_arrivals);
-        let old = v.recompute(&ends);
-        let mut deltas = Vec::new();
-        diff(&old, v.segs(), &mut deltas);
-        let mut new_arrivals = Vec::new();
-        v.arrivals(&mut new_arrivals);
-        let same = old_arrivals.iter().zip(&new_arrivals).take_while(|(a, b)| a == b).count();
-        for a in &old_arrivals[same..] {
+        let b = &mut self.buffers;
+        b.old_arrivals.clear();
+        b.new_arrivals.clear();
+        b.deltas.clear();
+        v.arrivals(&mut b.old_arrivals);
+        v.recompute_into(&ends, &mut b.old_segs);
+        diff(&b.old_segs, v.segs(), &mut b.deltas);
+        v.arrivals(&mut b.new_arrivals);
+        let same = b.old_arrivals.iter().zip(&b.new_arrivals).take_while(|(a, b)| a == b).count();
+        for a in &b.old_arrivals[same..] {
             self.panes.arrival(a, -1);
         }
-        for a in &new_arrivals[same..] {
+        for a in &b.new_arrivals[same..] {
             self.panes.arrival(a, 1);
         }
-        for d in &deltas {
+        for d in &b.deltas {
             debug_assert!(d.start >= h, "presence changed below the horizon");
             self.panes.apply(d);
             if let Some(s) = self.sessions.get_mut(d.session as usize) {
