@@ -3,12 +3,12 @@
 #
 # Usage (from anywhere in the workspace):
 #   scripts/bench-replay.sh            # build, generate data once, run
-#   ROOMS=1000 DURATION=15m SEED=1 scripts/bench-replay.sh
+#   ROOMS=1000 DURATION=10m SEED=1 scripts/bench-replay.sh
 #
 # What it does:
 #   1. cargo build --release -p livefunnel
-#   2. once, cached: target/release/livefunnel sim --rooms 1000 --duration 15m --seed 1 \
-#        --output target/bench-data/sim-1000r-15m-s1.jsonl
+#   2. once, cached: target/release/livefunnel sim --rooms 1000 --duration 10m --seed 1 \
+#        --output target/bench-data/sim-1000r-10m-s1.jsonl
 #      (>= 1,000,000 events over 1,000 rooms; the script checks the count)
 #   3. /usr/bin/time -v target/release/livefunnel replay --input FILE --output /dev/null \
 #        --summary target/bench-data/summary.json
@@ -18,7 +18,7 @@
 set -euo pipefail
 
 ROOMS="${ROOMS:-1000}"
-DURATION="${DURATION:-15m}"
+DURATION="${DURATION:-10m}"
 SEED="${SEED:-1}"
 MIN_EVENTS="${MIN_EVENTS:-1000000}"
 
