@@ -71,6 +71,23 @@ fn fingerprint(row: &Row) -> u128 {
     h.digest128()
 }
 
+/// Emits `row` with the next version unless it equals the last emission of its key;
+/// `slot` is the key's (last version, fingerprint), version 0 when never emitted.
+fn emit_if_changed(slot: &mut (u64, u128), mut row: Row, out: &mut Vec<Row>) {
+    let fp = fingerprint(&row);
+    if slot.0 != 0 && slot.1 == fp {
+        return;
+    }
+    slot.0 += 1;
+    slot.1 = fp;
+    match &mut row {
+        Row::Window(r) => r.version = slot.0,
+        Row::Breakdown(r) => r.version = slot.0,
+        Row::Session(r) => r.version = slot.0,
+    }
+    out.push(row);
+}
+
 impl Room {
     /// Combines the panes of window `def` ending at `end`. `None` when no row exists.
     fn window_row(
@@ -172,28 +189,10 @@ impl Room {
         else {
             return;
         };
-        let row = Row::Window(row);
-        let fp = fingerprint(&row);
-        let slot = self.emitted.entry((def, end)).or_insert((0, 0));
-        if slot.0 == 0 || slot.1 != fp {
-            slot.0 += 1;
-            slot.1 = fp;
-            let Row::Window(mut row) = row else { unreachable!() };
-            row.version = slot.0;
-            out.push(Row::Window(row));
-        }
+        emit_if_changed(self.emitted.entry((def, end)).or_insert((0, 0)), Row::Window(row), out);
         for bd in bds {
             let key = (def, end, bd.kind as u8, bd.key.clone());
-            let row = Row::Breakdown(bd);
-            let fp = fingerprint(&row);
-            let slot = self.bd_emitted.entry(key).or_insert((0, 0));
-            if slot.0 == 0 || slot.1 != fp {
-                slot.0 += 1;
-                slot.1 = fp;
-                let Row::Breakdown(mut row) = row else { unreachable!() };
-                row.version = slot.0;
-                out.push(Row::Breakdown(row));
-            }
+            emit_if_changed(self.bd_emitted.entry(key).or_insert((0, 0)), Row::Breakdown(bd), out);
         }
     }
 
