@@ -49,10 +49,10 @@ fn event_strategy() -> impl Strategy<Value = Event<'static>> {
             }
             e.quantity = Some(quantity);
             e.is_follower = follower;
-            e.plan_id = (n == 1).then(|| Cow::Borrowed("plan"));
+            e.plan_id = (n == 1).then_some(Cow::Borrowed("plan"));
             e.platform = Some(Platform::ALL[usize::from(n) % Platform::ALL.len()]);
-            e.buyer_city = (n == 2).then(|| Cow::Borrowed("sh"));
-            e.home_city = (n == 3).then(|| Cow::Borrowed("hz"));
+            e.buyer_city = (n == 2).then_some(Cow::Borrowed("sh"));
+            e.home_city = (n == 3).then_some(Cow::Borrowed("hz"));
             e
         })
 }
