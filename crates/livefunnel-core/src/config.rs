@@ -96,6 +96,9 @@ pub struct EngineConfig {
     pub out_of_orderness_ms: i64,
     pub allowed_lateness_ms: i64,
     pub idle_grace_ms: i64,
+    /// Live mode: a partition that receives nothing for this long advances its
+    /// `partition_max_ts` by the wall clock elapsed ([`crate::Engine::tick`]).
+    pub idle_timeout_ms: i64,
     pub presence_timeout_ms: i64,
     pub session_idle_timeout_ms: i64,
     pub max_future_skew_ms: i64,
@@ -131,6 +134,7 @@ impl Default for EngineConfig {
             out_of_orderness_ms: 5_000,
             allowed_lateness_ms: 120_000,
             idle_grace_ms: 30_000,
+            idle_timeout_ms: 30_000,
             presence_timeout_ms: 600_000,
             session_idle_timeout_ms: 1_800_000,
             max_future_skew_ms: 3_600_000,
@@ -168,6 +172,9 @@ impl EngineConfig {
             if v < 0 {
                 return Err(ConfigError::new(key, "must not be negative"));
             }
+        }
+        if self.idle_timeout_ms < 1_000 {
+            return Err(ConfigError::new("time.idle_timeout", "must be at least 1s"));
         }
         if self.presence_timeout_ms < 1_000 {
             return Err(ConfigError::new("time.presence_timeout", "must be at least 1s"));

@@ -317,6 +317,7 @@ impl Config {
             out_of_orderness_ms: t.out_of_orderness.as_ms(),
             allowed_lateness_ms: t.allowed_lateness.as_ms(),
             idle_grace_ms: t.idle_grace.as_ms(),
+            idle_timeout_ms: t.idle_timeout.as_ms(),
             presence_timeout_ms: t.presence_timeout.as_ms(),
             session_idle_timeout_ms: t.session_idle_timeout.as_ms(),
             max_future_skew_ms: t.max_future_skew.as_ms(),

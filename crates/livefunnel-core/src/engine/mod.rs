@@ -60,6 +60,7 @@ pub(crate) struct Params {
     pub ooo: i64,
     pub lateness: i64,
     pub idle_grace: i64,
+    pub idle_timeout: i64,
     pub presence_timeout: i64,
     pub session_idle_timeout: i64,
     pub max_future_skew: i64,
@@ -99,6 +100,7 @@ impl Params {
             ooo: cfg.out_of_orderness_ms,
             lateness: cfg.allowed_lateness_ms,
             idle_grace: cfg.idle_grace_ms,
+            idle_timeout: cfg.idle_timeout_ms,
             presence_timeout: cfg.presence_timeout_ms,
             session_idle_timeout: cfg.session_idle_timeout_ms,
             max_future_skew: cfg.max_future_skew_ms,
@@ -123,6 +125,8 @@ pub struct Engine {
     /// `partition_max_ts`; `i64::MIN` before the first accepted event.
     partition_max_ts: i64,
     seq: u64,
+    /// Live mode: the wall clock of the last event passed in, and `partition_max_ts` then.
+    last_input: Option<(i64, i64)>,
     /// Rooms by the emission watermark at which they next have something to emit.
     due: BTreeSet<(i64, u32)>,
     /// Rooms whose sessions all ended, by `room_max_ts + session_idle_timeout`.
@@ -143,6 +147,7 @@ impl Engine {
             room_index: FxHashMap::default(),
             partition_max_ts: i64::MIN,
             seq: 0,
+            last_input: None,
             due: BTreeSet::new(),
             retiring: BTreeSet::new(),
             scratch: Scratch::default(),
@@ -174,6 +179,10 @@ impl Engine {
             TimeMode::Replay => None,
             TimeMode::Live => Some(wall_clock_ms),
         };
+        if p.mode == TimeMode::Live {
+            // Whatever happens to this event, the partition is not idle.
+            self.last_input = Some((wall_clock_ms, self.partition_max_ts));
+        }
         if limit.is_some_and(|l| ev.ts > l.saturating_add(p.max_future_skew)) {
             self.stats.ts_out_of_range += 1;
             return Outcome::Rejected(Reason::TsOutOfRange);
@@ -221,6 +230,9 @@ impl Engine {
             }
         }
         self.partition_max_ts = self.partition_max_ts.max(ev.ts);
+        if let Some(last) = &mut self.last_input {
+            last.1 = self.partition_max_ts;
+        }
         let e = self.partition_max_ts.saturating_sub(p.idle_grace).saturating_sub(p.ooo);
         let room = &mut self.rooms[ri as usize];
         room.advance(room.watermark(p).max(e), p, &mut self.scratch, out);
@@ -229,6 +241,24 @@ impl Engine {
         self.advance_partition(out);
         self.retire_due(out);
         Outcome::Accepted { late }
+    }
+
+    /// Live mode: lets the wall clock move a partition that has received nothing for
+    /// `idle_timeout` (§1.5): its `partition_max_ts` advances by the wall clock elapsed
+    /// since its last event, so quiet rooms still show their windows. Call it
+    /// periodically; it does nothing in replay mode or before the first event.
+    pub fn tick(&mut self, wall_clock_ms: i64, out: &mut Vec<Row>) {
+        let Some((last_wall, last_max)) = self.last_input else { return };
+        let elapsed = wall_clock_ms.saturating_sub(last_wall);
+        if self.p.mode != TimeMode::Live || last_max == i64::MIN || elapsed < self.p.idle_timeout {
+            return;
+        }
+        let target = last_max.saturating_add(elapsed);
+        if target > self.partition_max_ts {
+            self.partition_max_ts = target;
+            self.advance_partition(out);
+            self.retire_due(out);
+        }
     }
 
     /// `partition_max_ts - idle_grace - out_of_orderness`: the floor of every room's `E`.

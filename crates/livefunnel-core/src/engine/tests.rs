@@ -300,3 +300,37 @@ fn extreme_timestamps_do_not_panic() {
         assert!(!r.rows.is_empty(), "ts {ts}");
     }
 }
+
+#[test]
+fn live_mode_idle_partition_advances_with_the_wall_clock() {
+    let mut cfg = cfg(&["1m"]);
+    cfg.mode = TimeMode::Live;
+    let mut r = Run::new(cfg);
+    let wall = T0 + 10 * S;
+    let e = r.ev("r1", T::Like, T0 + 10 * S, Some("u1"));
+    assert_eq!(r.engine.process(&e, wall, &mut r.rows), Outcome::Accepted { late: false });
+    // Not idle yet at 29 s: nothing moves.
+    r.engine.tick(wall + 29 * S, &mut r.rows);
+    assert!(r.rows.is_empty());
+    // Idle: P = 10 s + elapsed; the window [0, 60 s) needs P - 35 s >= 60 s.
+    r.engine.tick(wall + 84 * S, &mut r.rows);
+    assert!(r.windows("r1", "1m", T0).is_empty());
+    r.engine.tick(wall + 85 * S, &mut r.rows);
+    assert_eq!(r.last("r1", "1m", T0).counts.likes, 1);
+    // An event resets the idle clock.
+    let e = r.ev("r1", T::Like, T0 + 100 * S, Some("u1"));
+    r.engine.process(&e, wall + 90 * S, &mut r.rows);
+    r.engine.tick(wall + 110 * S, &mut r.rows);
+    assert!(r.windows("r1", "1m", T0 + M).is_empty(), "idle for 20 s only");
+    // In live mode, ts_out_of_range is judged against the wall clock.
+    let e = r.ev("r1", T::Like, wall + 90 * S + 3_600 * S + 1, Some("u1"));
+    assert_eq!(r.engine.process(&e, wall + 90 * S, &mut r.rows), Outcome::Rejected(Reason::TsOutOfRange));
+}
+
+#[test]
+fn tick_does_nothing_in_replay_mode() {
+    let mut r = Run::new(cfg(&["1m"]));
+    r.push("r1", T::Like, T0, Some("u1"));
+    r.engine.tick(T0 + 3_600 * S, &mut r.rows);
+    assert!(r.rows.is_empty());
+}
