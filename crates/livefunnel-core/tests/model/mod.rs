@@ -710,3 +710,6 @@ fn session_row(room: &str, sid: &str, acc: &[Acc], segs: &[Seg]) -> SessionRow {
         cold_start: early_viewers.len() < 200,
     }
 }
+
+#[cfg(test)]
+mod checks;
