@@ -13,4 +13,6 @@ pub use config::{ConfigError, EngineConfig, TimeMode, WindowSpec};
 pub use decode::decode;
 pub use engine::{Engine, EngineStats, Outcome};
 pub use event::{Event, EventType, Platform, Reason, Rejection, Source, SourceClass};
-pub use row::{BreakdownCounts, BreakdownKind, BreakdownRow, Counts, Identity, Row, SessionRow, WindowRow};
+pub use row::{
+    BreakdownCounts, BreakdownKind, BreakdownRow, Counts, Identity, Measure, Row, SessionRow, WindowRow,
+};

@@ -110,6 +110,75 @@ impl Counts {
     }
 }
 
+/// One measure's value, as it is written out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Measure {
+    UInt(u64),
+    Int(i64),
+    Float(f64),
+    /// A ratio: `None` when its denominator is 0.
+    Ratio(Option<f64>),
+}
+
+/// How many measures a window or session row carries.
+pub const MEASURE_COUNT: usize = 45;
+
+impl Counts {
+    /// Every measure of §3 by its column name, in the contract's order: the one list
+    /// that the JSON rows (and every sink after them) are written from.
+    pub fn measures(&self) -> [(&'static str, Measure); MEASURE_COUNT] {
+        use Measure::{Float, Int, Ratio, UInt};
+        let r = self.ratios();
+        [
+            ("room_impressions", UInt(self.room_impressions)),
+            ("watch_pv", UInt(self.watch_pv)),
+            ("watch_uv", UInt(self.watch_uv)),
+            ("online_end", UInt(self.online_end)),
+            ("online_peak", UInt(self.online_peak)),
+            ("watch_seconds", Float(r.watch_seconds)),
+            ("avg_watch_seconds", Ratio(r.avg_watch_seconds)),
+            ("stranger_avg_watch_seconds", Ratio(r.stranger_avg_watch_seconds)),
+            ("product_impressions", UInt(self.product_impressions)),
+            ("product_clicks", UInt(self.product_clicks)),
+            ("product_click_uv", UInt(self.product_click_uv)),
+            ("orders_created", UInt(self.orders_created)),
+            ("orders_paid", UInt(self.orders_paid)),
+            ("buyer_uv", UInt(self.buyer_uv)),
+            ("items_sold", Int(self.items_sold)),
+            ("gmv_cents", Int(self.gmv_cents)),
+            ("refund_cents", Int(self.refund_cents)),
+            ("comments", UInt(self.comments)),
+            ("comment_uv", UInt(self.comment_uv)),
+            ("likes", UInt(self.likes)),
+            ("shares", UInt(self.shares)),
+            ("follows", UInt(self.follows)),
+            ("fan_club_joins", UInt(self.fan_club_joins)),
+            ("reservation_creates", UInt(self.reservation_creates)),
+            ("reservation_opens", UInt(self.reservation_opens)),
+            ("watch_uv_private", UInt(self.watch_uv_private)),
+            ("watch_uv_public", UInt(self.watch_uv_public)),
+            ("watch_uv_paid", UInt(self.watch_uv_paid)),
+            ("gmv_cents_private", Int(self.gmv_cents_private)),
+            ("gmv_cents_public", Int(self.gmv_cents_public)),
+            ("gmv_cents_paid", Int(self.gmv_cents_paid)),
+            ("orders_paid_known_city", UInt(self.orders_paid_known_city)),
+            ("orders_paid_out_of_city", UInt(self.orders_paid_out_of_city)),
+            ("gpm", Ratio(r.gpm)),
+            ("uv_value", Ratio(r.uv_value)),
+            ("impression_to_watch_rate", Ratio(r.impression_to_watch_rate)),
+            ("product_click_rate", Ratio(r.product_click_rate)),
+            ("click_to_pay_rate", Ratio(r.click_to_pay_rate)),
+            ("watch_to_pay_rate", Ratio(r.watch_to_pay_rate)),
+            ("order_pay_rate", Ratio(r.order_pay_rate)),
+            ("aov", Ratio(r.aov)),
+            ("comment_rate", Ratio(r.comment_rate)),
+            ("public_private_ratio", Ratio(r.public_private_ratio)),
+            ("out_of_city_order_share", Ratio(r.out_of_city_order_share)),
+            ("refund_rate", Ratio(r.refund_rate)),
+        ]
+    }
+}
+
 /// Identity columns of a row (§3): from the room's accepted event with the
 /// largest `ts` below `window_end`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -171,6 +240,35 @@ pub struct BreakdownCounts {
     pub items_sold: i64,
     pub gmv_cents: i64,
     pub comments: u64,
+}
+
+impl BreakdownCounts {
+    /// The measures a breakdown row of `kind` carries (§3), by column name, in order.
+    pub fn measures(&self, kind: BreakdownKind) -> Vec<(&'static str, Measure)> {
+        use Measure::{Int, UInt};
+        match kind {
+            BreakdownKind::Source | BreakdownKind::Plan => vec![
+                ("watch_pv", UInt(self.watch_pv)),
+                ("watch_uv", UInt(self.watch_uv)),
+                ("product_clicks", UInt(self.product_clicks)),
+                ("product_click_uv", UInt(self.product_click_uv)),
+                ("orders_paid", UInt(self.orders_paid)),
+                ("buyer_uv", UInt(self.buyer_uv)),
+                ("gmv_cents", Int(self.gmv_cents)),
+                ("comments", UInt(self.comments)),
+            ],
+            BreakdownKind::Product => vec![
+                ("product_impressions", UInt(self.product_impressions)),
+                ("product_clicks", UInt(self.product_clicks)),
+                ("product_click_uv", UInt(self.product_click_uv)),
+                ("orders_created", UInt(self.orders_created)),
+                ("orders_paid", UInt(self.orders_paid)),
+                ("buyer_uv", UInt(self.buyer_uv)),
+                ("items_sold", Int(self.items_sold)),
+                ("gmv_cents", Int(self.gmv_cents)),
+            ],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -258,28 +356,8 @@ impl Row {
                 w.int_field("version", r.version as i64);
                 w.str_field("org_id", &r.org_id);
                 w.str_field(r.kind.column(), &r.key);
-                let c = &r.counts;
-                match r.kind {
-                    BreakdownKind::Source | BreakdownKind::Plan => {
-                        w.uint_field("watch_pv", c.watch_pv);
-                        w.uint_field("watch_uv", c.watch_uv);
-                        w.uint_field("product_clicks", c.product_clicks);
-                        w.uint_field("product_click_uv", c.product_click_uv);
-                        w.uint_field("orders_paid", c.orders_paid);
-                        w.uint_field("buyer_uv", c.buyer_uv);
-                        w.int_field("gmv_cents", c.gmv_cents);
-                        w.uint_field("comments", c.comments);
-                    }
-                    BreakdownKind::Product => {
-                        w.uint_field("product_impressions", c.product_impressions);
-                        w.uint_field("product_clicks", c.product_clicks);
-                        w.uint_field("product_click_uv", c.product_click_uv);
-                        w.uint_field("orders_created", c.orders_created);
-                        w.uint_field("orders_paid", c.orders_paid);
-                        w.uint_field("buyer_uv", c.buyer_uv);
-                        w.int_field("items_sold", c.items_sold);
-                        w.int_field("gmv_cents", c.gmv_cents);
-                    }
+                for (name, value) in r.counts.measures(r.kind) {
+                    w.measure_field(name, value);
                 }
             }
             Row::Session(r) => {
@@ -305,60 +383,8 @@ impl Row {
 }
 
 fn write_measures(w: &mut JsonWriter<'_>, prefix: &str, c: &Counts) {
-    let r = c.ratios();
-    let mut u = |name: &str, v: u64| w.prefixed(prefix, name, |w| w.raw_uint(v));
-    u("room_impressions", c.room_impressions);
-    u("watch_pv", c.watch_pv);
-    u("watch_uv", c.watch_uv);
-    u("online_end", c.online_end);
-    u("online_peak", c.online_peak);
-    w.prefixed(prefix, "watch_seconds", |w| w.raw_float(r.watch_seconds));
-    w.prefixed(prefix, "avg_watch_seconds", |w| w.raw_opt_float(r.avg_watch_seconds));
-    w.prefixed(prefix, "stranger_avg_watch_seconds", |w| w.raw_opt_float(r.stranger_avg_watch_seconds));
-    let mut u = |name: &str, v: u64| w.prefixed(prefix, name, |w| w.raw_uint(v));
-    u("product_impressions", c.product_impressions);
-    u("product_clicks", c.product_clicks);
-    u("product_click_uv", c.product_click_uv);
-    u("orders_created", c.orders_created);
-    u("orders_paid", c.orders_paid);
-    u("buyer_uv", c.buyer_uv);
-    w.prefixed(prefix, "items_sold", |w| w.raw_int(c.items_sold));
-    w.prefixed(prefix, "gmv_cents", |w| w.raw_int(c.gmv_cents));
-    w.prefixed(prefix, "refund_cents", |w| w.raw_int(c.refund_cents));
-    let mut u = |name: &str, v: u64| w.prefixed(prefix, name, |w| w.raw_uint(v));
-    u("comments", c.comments);
-    u("comment_uv", c.comment_uv);
-    u("likes", c.likes);
-    u("shares", c.shares);
-    u("follows", c.follows);
-    u("fan_club_joins", c.fan_club_joins);
-    u("reservation_creates", c.reservation_creates);
-    u("reservation_opens", c.reservation_opens);
-    u("watch_uv_private", c.watch_uv_private);
-    u("watch_uv_public", c.watch_uv_public);
-    u("watch_uv_paid", c.watch_uv_paid);
-    w.prefixed(prefix, "gmv_cents_private", |w| w.raw_int(c.gmv_cents_private));
-    w.prefixed(prefix, "gmv_cents_public", |w| w.raw_int(c.gmv_cents_public));
-    w.prefixed(prefix, "gmv_cents_paid", |w| w.raw_int(c.gmv_cents_paid));
-    let mut u = |name: &str, v: u64| w.prefixed(prefix, name, |w| w.raw_uint(v));
-    u("orders_paid_known_city", c.orders_paid_known_city);
-    u("orders_paid_out_of_city", c.orders_paid_out_of_city);
-    let ratios = [
-        ("gpm", r.gpm),
-        ("uv_value", r.uv_value),
-        ("impression_to_watch_rate", r.impression_to_watch_rate),
-        ("product_click_rate", r.product_click_rate),
-        ("click_to_pay_rate", r.click_to_pay_rate),
-        ("watch_to_pay_rate", r.watch_to_pay_rate),
-        ("order_pay_rate", r.order_pay_rate),
-        ("aov", r.aov),
-        ("comment_rate", r.comment_rate),
-        ("public_private_ratio", r.public_private_ratio),
-        ("out_of_city_order_share", r.out_of_city_order_share),
-        ("refund_rate", r.refund_rate),
-    ];
-    for (name, v) in ratios {
-        w.prefixed(prefix, name, |w| w.raw_opt_float(v));
+    for (name, value) in c.measures() {
+        w.prefixed(prefix, name, |w| w.raw_measure(value));
     }
 }
 
@@ -424,6 +450,20 @@ impl<'a> JsonWriter<'a> {
     fn float_field(&mut self, name: &str, v: f64) {
         self.key("", name);
         self.raw_float(v);
+    }
+
+    fn measure_field(&mut self, name: &str, v: Measure) {
+        self.key("", name);
+        self.raw_measure(v);
+    }
+
+    fn raw_measure(&mut self, v: Measure) {
+        match v {
+            Measure::UInt(v) => self.raw_uint(v),
+            Measure::Int(v) => self.raw_int(v),
+            Measure::Float(v) => self.raw_float(v),
+            Measure::Ratio(v) => self.raw_opt_float(v),
+        }
     }
 
     fn bool_field(&mut self, name: &str, v: bool) {
