@@ -104,6 +104,9 @@ pub struct EngineConfig {
     pub max_future_skew_ms: i64,
     /// Hop/tumble windows in configured order; `session_rows` says whether `session` was listed.
     pub windows: Vec<WindowSpec>,
+    /// The hop/tumble windows that carry source, plan and product breakdown rows;
+    /// `None` for all of them (the contract's default).
+    pub breakdown_windows: Option<Vec<WindowSpec>>,
     /// Distinct counts are exact up to this many values per row.
     pub exact_distinct_limit: usize,
     pub mode: TimeMode,
@@ -142,6 +145,7 @@ impl Default for EngineConfig {
                 .into_iter()
                 .map(|n| WindowSpec::parse(n).expect("default windows parse"))
                 .collect(),
+            breakdown_windows: None,
             exact_distinct_limit: 100_000,
             mode: TimeMode::Replay,
         }
@@ -154,6 +158,11 @@ impl EngineConfig {
             WindowSpec::Hop { size_ms, slide_ms } => Some((size_ms, slide_ms)),
             WindowSpec::Session => None,
         })
+    }
+
+    /// Whether the hop/tumble window `w` carries breakdown rows.
+    pub fn has_breakdowns(&self, w: &WindowSpec) -> bool {
+        self.breakdown_windows.as_ref().is_none_or(|b| b.contains(w))
     }
 
     pub fn session_rows(&self) -> bool {
@@ -190,6 +199,17 @@ impl EngineConfig {
                 return Err(ConfigError::new(
                     "windows.set",
                     format!("lists `{}` twice: remove one", w.name()),
+                ));
+            }
+        }
+        for w in self.breakdown_windows.iter().flatten() {
+            if *w == WindowSpec::Session || !self.windows.contains(w) {
+                return Err(ConfigError::new(
+                    "windows.breakdowns",
+                    format!(
+                        "lists `{}`, which is not a hop or tumble window of windows.set: list only those, or leave the key out for all of them",
+                        w.name()
+                    ),
                 ));
             }
         }
@@ -246,5 +266,20 @@ mod tests {
         cfg.validate().unwrap();
         cfg.session_idle_timeout_ms = 60_000;
         assert_eq!(cfg.validate().unwrap_err().key, "time.session_idle_timeout");
+    }
+
+    #[test]
+    fn breakdown_windows_must_be_configured_hop_windows() {
+        let mut cfg = EngineConfig {
+            breakdown_windows: Some(vec![WindowSpec::parse("1m").unwrap()]),
+            ..Default::default()
+        };
+        cfg.validate().unwrap();
+        assert!(cfg.has_breakdowns(&WindowSpec::parse("1m").unwrap()));
+        assert!(!cfg.has_breakdowns(&WindowSpec::parse("5m/10s").unwrap()));
+        cfg.breakdown_windows = Some(vec![WindowSpec::parse("2m").unwrap()]);
+        assert_eq!(cfg.validate().unwrap_err().key, "windows.breakdowns");
+        cfg.breakdown_windows = Some(vec![WindowSpec::Session]);
+        assert_eq!(cfg.validate().unwrap_err().key, "windows.breakdowns");
     }
 }

@@ -78,11 +78,18 @@ pub struct WindowsConfig {
     /// Window names (`1m`, `5m/10s`, `10m/1m`, `session`), as a list or as one
     /// comma-separated string (`"1m,5m/10s"`, handy in an environment variable).
     pub set: WindowSet,
+    /// The hop/tumble windows that carry source, plan and product breakdown rows (the
+    /// bulk of the output). Absent: all of them, as the contract says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakdowns: Option<WindowSet>,
 }
 
 impl Default for WindowsConfig {
     fn default() -> WindowsConfig {
-        WindowsConfig { set: WindowSet(["1m", "5m/10s", "10m/1m", "session"].map(String::from).to_vec()) }
+        WindowsConfig {
+            set: WindowSet(["1m", "5m/10s", "10m/1m", "session"].map(String::from).to_vec()),
+            breakdowns: None,
+        }
     }
 }
 
@@ -307,6 +314,20 @@ impl Config {
             })?;
             windows.push(spec);
         }
+        let breakdown_windows = match &self.windows.breakdowns {
+            None => None,
+            Some(names) => Some(
+                names
+                    .0
+                    .iter()
+                    .map(|name| {
+                        WindowSpec::parse(name).map_err(|m| {
+                            ConfigError::new("windows.breakdowns", format!("window `{name}`: {m}"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
         if t.idle_timeout.as_ms() < 1_000 {
             return Err(ConfigError::new("time.idle_timeout", "must be at least 1s, like \"30s\""));
         }
@@ -322,6 +343,7 @@ impl Config {
             session_idle_timeout_ms: t.session_idle_timeout.as_ms(),
             max_future_skew_ms: t.max_future_skew.as_ms(),
             windows,
+            breakdown_windows,
             exact_distinct_limit,
             mode,
         };
@@ -503,6 +525,22 @@ mod tests {
             let err = load_in(jail, None).unwrap_err();
             assert_eq!(err.key.as_deref(), Some("time.out_of_orderness"));
             assert!(err.message.contains("LIVEFUNNEL_TIME__OUT_OF_ORDERNESS"), "{}", err.message);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn breakdown_windows_from_env_and_their_errors() {
+        Jail::expect_with(|jail| {
+            jail.set_env("LIVEFUNNEL_WINDOWS__BREAKDOWNS", "1m,10m/1m");
+            let loaded = load_in(jail, None).unwrap();
+            let names: Vec<String> =
+                loaded.engine.breakdown_windows.unwrap().iter().map(WindowSpec::name).collect();
+            assert_eq!(names, ["1m", "10m/1m"]);
+            jail.set_env("LIVEFUNNEL_WINDOWS__BREAKDOWNS", "2m");
+            let err = load_in(jail, None).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("windows.breakdowns"));
+            assert!(err.message.contains("2m") && err.message.contains("windows.set"), "{}", err.message);
             Ok(())
         });
     }

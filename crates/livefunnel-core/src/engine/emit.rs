@@ -105,6 +105,9 @@ impl Room {
         for pane in self.panes.map.range(start..end).filter_map(|(_, p)| p.events.as_deref()) {
             tally.merge(&pane.tally);
             sc.uvs.add(&pane.uvs, p.limit);
+            if !d.breakdowns {
+                continue;
+            }
             for (src, b) in &pane.bd.sources {
                 sc.sources[src.index()].add(b, p.limit);
                 sc.source_touched[src.index()] = true;

@@ -52,6 +52,8 @@ pub(crate) struct Def {
     pub size: i64,
     pub slide: i64,
     pub name: Arc<str>,
+    /// Whether its rows come with source, plan and product breakdown rows.
+    pub breakdowns: bool,
 }
 
 /// The configuration in the form the hot path wants it.
@@ -88,9 +90,12 @@ impl Params {
             .windows
             .iter()
             .filter_map(|w| match *w {
-                WindowSpec::Hop { size_ms, slide_ms } => {
-                    Some(Def { size: size_ms, slide: slide_ms, name: w.name().into() })
-                }
+                WindowSpec::Hop { size_ms, slide_ms } => Some(Def {
+                    size: size_ms,
+                    slide: slide_ms,
+                    name: w.name().into(),
+                    breakdowns: cfg.has_breakdowns(w),
+                }),
                 WindowSpec::Session => None,
             })
             .collect();

@@ -334,3 +334,27 @@ fn tick_does_nothing_in_replay_mode() {
     r.engine.tick(T0 + 3_600 * S, &mut r.rows);
     assert!(r.rows.is_empty());
 }
+
+#[test]
+fn breakdown_rows_only_for_the_configured_windows() {
+    let mut cfg = cfg(&["1m", "2m/1m"]);
+    cfg.breakdown_windows = Some(vec![WindowSpec::parse("1m").unwrap()]);
+    let mut r = Run::new(cfg);
+    r.push("r1", T::Enter, T0, Some("u1"));
+    r.push("r1", T::OrderPaid, T0 + S, Some("u1"));
+    r.finish();
+    let windows_of = |kind: crate::row::BreakdownKind| -> Vec<String> {
+        r.rows
+            .iter()
+            .filter_map(|row| match row {
+                Row::Breakdown(b) if b.kind == kind => Some(b.window.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(!windows_of(crate::row::BreakdownKind::Source).is_empty());
+    assert!(windows_of(crate::row::BreakdownKind::Source).iter().all(|w| w == "1m"));
+    assert!(windows_of(crate::row::BreakdownKind::Product).iter().all(|w| w == "1m"));
+    // The 2m/1m rows themselves are still there, with every measure.
+    assert_eq!(r.last("r1", "2m/1m", T0).counts.gmv_cents, 19_900);
+}
