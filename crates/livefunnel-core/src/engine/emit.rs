@@ -71,11 +71,12 @@ fn fingerprint(row: &Row) -> u128 {
     h.digest128()
 }
 
-/// Emits `row` with the next version unless it equals the last emission of its key;
-/// `slot` is the key's (last version, fingerprint), version 0 when never emitted.
-fn emit_if_changed(slot: &mut (u64, u128), mut row: Row, out: &mut Vec<Row>) {
+/// Emits `row` with the next version unless it equals the last emission of its key
+/// (and `force` is off); `slot` is the key's (last version, fingerprint), version 0
+/// when never emitted.
+fn emit_if_changed(slot: &mut (u64, u128), mut row: Row, force: bool, out: &mut Vec<Row>) {
     let fp = fingerprint(&row);
-    if slot.0 != 0 && slot.1 == fp {
+    if !force && slot.0 != 0 && slot.1 == fp {
         return;
     }
     slot.0 += 1;
@@ -192,10 +193,10 @@ impl Room {
         else {
             return;
         };
-        emit_if_changed(self.emitted.entry((def, end)).or_insert((0, 0)), Row::Window(row), out);
+        emit_if_changed(self.emitted.entry((def, end)).or_insert((0, 0)), Row::Window(row), false, out);
         for bd in bds {
             let key = (def, end, bd.kind as u8, bd.key.clone());
-            emit_if_changed(self.bd_emitted.entry(key).or_insert((0, 0)), Row::Breakdown(bd), out);
+            emit_if_changed(self.bd_emitted.entry(key).or_insert((0, 0)), Row::Breakdown(bd), false, out);
         }
     }
 
@@ -304,15 +305,7 @@ impl Room {
             first30m,
             cold_start: s.cold_start(),
         });
-        let fp = fingerprint(&row);
-        let s = &mut self.sessions[i];
-        if always || s.fingerprint != Some(fp) {
-            s.version += 1;
-            s.fingerprint = Some(fp);
-            let Row::Session(mut row) = row else { unreachable!() };
-            row.version = s.version;
-            out.push(Row::Session(row));
-        }
+        emit_if_changed(&mut self.sessions[i].emitted, row, always, out);
     }
 
     /// End of input or retirement: everything not yet emitted in its latest state.

@@ -105,11 +105,6 @@ impl Viewer {
         &self.segs
     }
 
-    /// The end of the viewer's last segment, or `i64::MIN`.
-    pub fn max_end(&self) -> i64 {
-        self.segs.last().map_or(i64::MIN, |s| s.end)
-    }
-
     /// Nothing left that can change, and the forgotten ends are before `before`: a
     /// later arrival measured from "never" instead counts the same in every window
     /// that can still hold it.

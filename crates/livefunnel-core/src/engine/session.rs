@@ -155,8 +155,8 @@ pub struct SessionState {
     log: Option<Vec<(i64, Facts)>>,
     /// Viewers whose segments may belong to this session.
     pub viewers: HashSet64,
-    pub version: u64,
-    pub fingerprint: Option<u128>,
+    /// (last emitted version, its fingerprint); version 0 before the first emission.
+    pub emitted: (u64, u128),
     /// Retired: the row no longer changes.
     pub is_final: bool,
 }
