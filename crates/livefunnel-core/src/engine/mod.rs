@@ -289,20 +289,26 @@ impl Engine {
     /// Puts room `ri` back in the due and retirement indexes after its state changed.
     fn requeue(&mut self, ri: u32) {
         let room = &mut self.rooms[ri as usize];
-        if let Some(k) = room.due_key.take() {
-            self.due.remove(&(k, ri));
+        let due = room.next_due(&self.p);
+        if due != room.due_key {
+            if let Some(k) = room.due_key {
+                self.due.remove(&(k, ri));
+            }
+            if let Some(k) = due {
+                self.due.insert((k, ri));
+            }
+            room.due_key = due;
         }
-        if let Some(k) = room.next_due(&self.p) {
-            room.due_key = Some(k);
-            self.due.insert((k, ri));
-        }
-        if let Some(k) = room.retire_key.take() {
-            self.retiring.remove(&(k, ri));
-        }
-        if room.all_sessions_ended() {
-            let k = room.max_ts.saturating_add(self.p.session_idle_timeout);
-            room.retire_key = Some(k);
-            self.retiring.insert((k, ri));
+        let retire =
+            room.all_sessions_ended().then(|| room.max_ts.saturating_add(self.p.session_idle_timeout));
+        if retire != room.retire_key {
+            if let Some(k) = room.retire_key {
+                self.retiring.remove(&(k, ri));
+            }
+            if let Some(k) = retire {
+                self.retiring.insert((k, ri));
+            }
+            room.retire_key = retire;
         }
     }
 
