@@ -118,6 +118,8 @@ pub enum Measure {
     Float(f64),
     /// A ratio: `None` when its denominator is 0.
     Ratio(Option<f64>),
+    /// An optional time (`session_end_ts`, `peak_online_ts`): `None` is `null`.
+    OptInt(Option<i64>),
 }
 
 /// How many measures a window or session row carries.
@@ -339,9 +341,9 @@ impl Row {
             Row::Window(r) => {
                 w.str_field("room_id", &r.room_id);
                 w.str_field("window", &r.window);
-                w.int_field("window_start", r.window_start);
-                w.int_field("window_end", r.window_end);
-                w.int_field("version", r.version as i64);
+                w.measure_field("window_start", Measure::Int(r.window_start));
+                w.measure_field("window_end", Measure::Int(r.window_end));
+                w.measure_field("version", Measure::Int(r.version as i64));
                 w.str_field("session_id", &r.identity.session_id);
                 w.str_field("org_id", &r.identity.org_id);
                 w.opt_str_field("account_id", r.identity.account_id.as_deref());
@@ -351,9 +353,9 @@ impl Row {
             Row::Breakdown(r) => {
                 w.str_field("room_id", &r.room_id);
                 w.str_field("window", &r.window);
-                w.int_field("window_start", r.window_start);
-                w.int_field("window_end", r.window_end);
-                w.int_field("version", r.version as i64);
+                w.measure_field("window_start", Measure::Int(r.window_start));
+                w.measure_field("window_end", Measure::Int(r.window_end));
+                w.measure_field("version", Measure::Int(r.version as i64));
                 w.str_field("org_id", &r.org_id);
                 w.str_field(r.kind.column(), &r.key);
                 for (name, value) in r.counts.measures(r.kind) {
@@ -364,15 +366,15 @@ impl Row {
                 w.str_field("room_id", &r.room_id);
                 w.str_field("window", "session");
                 w.str_field("session_id", &r.session_id);
-                w.int_field("version", r.version as i64);
+                w.measure_field("version", Measure::Int(r.version as i64));
                 w.str_field("org_id", &r.org_id);
                 w.opt_str_field("account_id", r.account_id.as_deref());
                 w.str_field("platform", r.platform.as_str());
-                w.int_field("session_start_ts", r.session_start_ts);
-                w.opt_int_field("session_end_ts", r.session_end_ts);
-                w.float_field("duration_s", r.duration_ms as f64 / 1000.0);
-                w.uint_field("peak_online", r.peak_online);
-                w.opt_int_field("peak_online_ts", r.peak_online_ts);
+                w.measure_field("session_start_ts", Measure::Int(r.session_start_ts));
+                w.measure_field("session_end_ts", Measure::OptInt(r.session_end_ts));
+                w.measure_field("duration_s", Measure::Float(r.duration_ms as f64 / 1000.0));
+                w.measure_field("peak_online", Measure::UInt(r.peak_online));
+                w.measure_field("peak_online_ts", Measure::OptInt(r.peak_online_ts));
                 write_measures(&mut w, "", &r.counts);
                 write_measures(&mut w, "first30m_", &r.first30m);
                 w.bool_field("cold_start", r.cold_start);
@@ -429,29 +431,6 @@ impl<'a> JsonWriter<'a> {
         }
     }
 
-    fn int_field(&mut self, name: &str, v: i64) {
-        self.key("", name);
-        self.raw_int(v);
-    }
-
-    fn uint_field(&mut self, name: &str, v: u64) {
-        self.key("", name);
-        self.raw_uint(v);
-    }
-
-    fn opt_int_field(&mut self, name: &str, v: Option<i64>) {
-        self.key("", name);
-        match v {
-            Some(v) => self.raw_int(v),
-            None => self.out.extend_from_slice(b"null"),
-        }
-    }
-
-    fn float_field(&mut self, name: &str, v: f64) {
-        self.key("", name);
-        self.raw_float(v);
-    }
-
     fn measure_field(&mut self, name: &str, v: Measure) {
         self.key("", name);
         self.raw_measure(v);
@@ -463,6 +442,8 @@ impl<'a> JsonWriter<'a> {
             Measure::Int(v) => self.raw_int(v),
             Measure::Float(v) => self.raw_float(v),
             Measure::Ratio(v) => self.raw_opt_float(v),
+            Measure::OptInt(Some(v)) => self.raw_int(v),
+            Measure::OptInt(None) => self.out.extend_from_slice(b"null"),
         }
     }
 
