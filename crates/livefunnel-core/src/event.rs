@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 /// Contract §1.2. `as_str` gives the exact wire name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum EventType {
     SessionStart,
     SessionEnd,
@@ -124,7 +124,7 @@ impl EventType {
 }
 
 /// Contract §1.3 traffic sources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Source {
     PrivateGroup,
     Moments,
@@ -217,7 +217,9 @@ impl Source {
 }
 
 /// Contract §1.1 `platform`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum Platform {
     WechatChannels,
     Douyin,

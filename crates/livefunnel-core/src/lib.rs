@@ -11,7 +11,7 @@ pub mod row;
 
 pub use config::{ConfigError, EngineConfig, TimeMode, WindowSpec};
 pub use decode::decode;
-pub use engine::{Engine, EngineStats, Outcome};
+pub use engine::{Engine, EngineStats, Outcome, RoomTotals, RunningRoom, StateError, STATE_FORMAT_VERSION};
 pub use event::{Event, EventType, Platform, Reason, Rejection, Source, SourceClass};
 pub use row::{
     BreakdownCounts, BreakdownKind, BreakdownRow, Counts, Identity, Measure, Row, SessionRow, WindowRow,

@@ -183,7 +183,7 @@ impl Counts {
 
 /// Identity columns of a row (§3): from the room's accepted event with the
 /// largest `ts` below `window_end`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     pub session_id: Arc<str>,
     pub org_id: Arc<str>,
@@ -229,7 +229,7 @@ impl BreakdownKind {
 }
 
 /// The measures of a breakdown row; which of them a row carries depends on its kind (§3).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct BreakdownCounts {
     pub watch_pv: u64,
     pub watch_uv: u64,

@@ -78,14 +78,22 @@ proptest! {
         cfg in configs(),
         events in prop::collection::vec(event_strategy(), 1..80),
     ) {
-        let mut engine = Engine::new(cfg);
+        let mut engine = Engine::new(cfg.clone());
         let mut rows = Vec::new();
         let mut accepted = 0u64;
-        for e in &events {
+        let mut running = Vec::new();
+        for (i, e) in events.iter().enumerate() {
             if let Outcome::Accepted { .. } = engine.process(e, 0, &mut rows) {
                 accepted += 1;
             }
+            if i % 8 == 0 {
+                engine.running(&mut running);
+            }
         }
+        engine.running(&mut running);
+        // Whatever the state, it survives a snapshot and a restore.
+        let mut engine = Engine::restore(cfg, &engine.snapshot()).expect("a snapshot restores");
+        engine.running(&mut running);
         engine.finish(&mut rows);
         prop_assert_eq!(engine.stats().accepted, accepted);
         let mut json = Vec::new();

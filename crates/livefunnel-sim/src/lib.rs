@@ -18,34 +18,46 @@
 //! - private-domain viewers (社群, 朋友圈, 公众号, 企微, share links, and
 //!   reservation reminders: `reservation_open` then `enter`, many in the first
 //!   minutes) arrive first and pull in public traffic (推荐, 直播广场, 关注,
-//!   短视频, 搜索, 橱窗, 同城), about 1:1 early and rising to 80–90 % public in
-//!   public-led rooms; public viewers are shown the room first
-//!   (`room_impression`, impressions ≫ enters);
+//!   短视频, 搜索, 橱窗, 同城): public arrivals follow the recent private ones,
+//!   about 1:1 in the first minutes, rising to 80–90 % public in public-led
+//!   rooms and staying near 1:1 in private-led ones; public viewers are shown
+//!   the room first (`room_impression`, impressions ≫ enters);
 //! - view→pay conversion about 10 % in private-led rooms and about 1 % in
 //!   public-led ones, average order about 200 yuan, quantity mostly 1, along
 //!   product_impression → product_click → order_created → order_paid on a
 //!   catalogue of 10–30 products per room, with `product_pin` rotation, flash
-//!   sales at minutes 10, 18 and 30, lucky bags at minutes 5 and 20, paid boost
-//!   plans (`plan-<room>-<k>`) with their own click and comment rates, some
-//!   unpaid orders and later refunds, out-of-city buyers;
-//! - dwell 1–20 min with heartbeats every 30–60 s, likes, comments, shares,
-//!   follows, fan-club joins;
+//!   sales at minutes 10, 18 and 30, lucky bags at minutes 5 and 20 (minutes of
+//!   the room's broadcast), paid boost plans (`plan-<room>-<k>`: 3–8 minute
+//!   bursts of `paid_boost` viewers, 60–180 % on top of the room's usual
+//!   enters, with their own click and comment rates), some unpaid orders and
+//!   later refunds, out-of-city buyers;
+//! - dwell 1–20 min (private viewers longest) with heartbeats every 30–60 s,
+//!   likes, comments, shares, follows, fan-club joins;
 //! - delivery: 0–2 s jitter, `late_share` delayed 10–100 s, `duplicate_share`
-//!   re-sent with the same `event_id` up to 15 s later, `malformed_share` extra
-//!   bad messages (invalid JSON, missing field, unknown type, bad field).
+//!   re-sent with the same `event_id` up to 15 s later, `malformed_share` of
+//!   the messages bad (invalid JSON, missing field, unknown type, bad field).
 //!   Every valid message is accepted by the engine with the default
-//!   configuration (lateness stays well inside `allowed_lateness`).
+//!   configuration (lateness stays well inside `allowed_lateness`);
+//! - per-room [`Scenario`]s: `gpm_drop`, `viewer_cliff`, `sales_stall`,
+//!   `late_and_duplicates`, `malformed` (see [`scenario`]).
+//!
+//! Room `k` (from 1) is `room-{k:04}`; its profile and its messages depend on
+//! the seed, the duration, the start and its own scenarios only, not on the
+//! number of rooms or on the other rooms.
 
 mod json;
 mod model;
 mod rng;
+pub mod scenario;
+mod viewer;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use json::Break;
 use model::{Arrival, Ev, Room, Sink, K_SESSION_END, K_SESSION_START};
-use rng::{mix64, Rng};
+use rng::mix64;
+pub use scenario::{parse_duration_ms, RoomScenario, RoomSet, Scenario, ScenarioSpecError};
 
 /// What to simulate.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,8 +73,111 @@ pub struct SimParams {
     pub late_share: f64,
     /// Share of events sent twice with the same `event_id`.
     pub duplicate_share: f64,
-    /// Extra bad messages, as a share of events.
+    /// Share of the messages that are bad, on top of the valid events (below 1).
     pub malformed_share: f64,
+    /// Per-room scenarios, applied in order (see [`scenario`]).
+    pub scenarios: Vec<RoomScenario>,
+}
+
+/// Parameters the simulator cannot run with (retrying does not help).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamsError {
+    /// A share outside its range (`what` names the parameter).
+    Share { what: String, value: f64 },
+    /// `duration_ms` is not positive.
+    Duration(i64),
+    /// A scenario names a room above `rooms`.
+    NoSuchRoom { scenario: String, room: u32, rooms: u32 },
+    /// A scenario's time is not inside the stream.
+    At { scenario: String, at_ms: i64, duration_ms: i64 },
+}
+
+impl std::fmt::Display for ParamsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamsError::Share { what, value } => write!(f, "{what} must be a fraction, got {value}"),
+            ParamsError::Duration(d) => write!(f, "duration must be positive, got {d} ms"),
+            ParamsError::NoSuchRoom { scenario, room, rooms } => write!(
+                f,
+                "scenario {scenario} names room {room} (room-{room:04}) but there are only {rooms} rooms"
+            ),
+            ParamsError::At { scenario, at_ms, duration_ms } => write!(
+                f,
+                "scenario {scenario} at {} is not inside the {} stream",
+                human_ms(*at_ms),
+                human_ms(*duration_ms)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ParamsError {}
+
+/// `25m`, `90s`, `1500ms`: the largest unit that is exact.
+fn human_ms(ms: i64) -> String {
+    match ms {
+        _ if ms != 0 && ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        _ if ms != 0 && ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        _ if ms != 0 && ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+impl SimParams {
+    /// Checks what [`Simulator::new`] would otherwise clamp or ignore.
+    pub fn validate(&self) -> Result<(), ParamsError> {
+        let share = |what: &str, value: f64, top_open: bool| {
+            let ok = value >= 0.0 && if top_open { value < 1.0 } else { value <= 1.0 };
+            if ok {
+                Ok(())
+            } else {
+                Err(ParamsError::Share { what: what.to_owned(), value })
+            }
+        };
+        share("late_share", self.late_share, false)?;
+        share("duplicate_share", self.duplicate_share, false)?;
+        share("malformed_share", self.malformed_share, true)?;
+        if self.duration_ms <= 0 {
+            return Err(ParamsError::Duration(self.duration_ms));
+        }
+        for rs in &self.scenarios {
+            let kind = rs.scenario.kind();
+            if let Some(room) = rs.rooms.max().filter(|&m| m > self.rooms) {
+                return Err(ParamsError::NoSuchRoom { scenario: kind.to_owned(), room, rooms: self.rooms });
+            }
+            match rs.scenario {
+                Scenario::GpmDrop { at_ms }
+                | Scenario::ViewerCliff { at_ms }
+                | Scenario::SalesStall { at_ms }
+                    if at_ms <= 0 || at_ms >= self.duration_ms =>
+                {
+                    return Err(ParamsError::At {
+                        scenario: kind.to_owned(),
+                        at_ms,
+                        duration_ms: self.duration_ms,
+                    });
+                }
+                Scenario::LateAndDuplicates { share: s } => share(kind, s, false)?,
+                Scenario::Malformed { share: s } => share(kind, s, true)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a message belongs, returned with its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageMeta {
+    /// The event's `ts` (also for a bad message: the `ts` of the event it was made from).
+    pub ts_ms: i64,
+    /// When the message reaches the pipeline in simulated time (`ts_ms` plus
+    /// its delivery delay); never decreases from one message to the next, so
+    /// it is what a paced sender waits for.
+    pub due_ms: i64,
+    /// The room's index (`room-0001` is 0); [`Simulator::room_id`] gives its id,
+    /// the message key.
+    pub room: u32,
 }
 
 impl Default for SimParams {
@@ -75,6 +190,7 @@ impl Default for SimParams {
             late_share: 0.002,
             duplicate_share: 0.002,
             malformed_share: 0.0,
+            scenarios: Vec::new(),
         }
     }
 }
@@ -153,43 +269,47 @@ impl Sink for Planner<'_> {
     }
 }
 
-/// The simulator: call [`Simulator::next_message`] until it returns false.
+/// The simulator: call [`Simulator::next_with_meta`] (or
+/// [`Simulator::next_message`]) until the stream ends.
 pub struct Simulator {
-    params: SimParams,
     rooms: Vec<Room>,
     gen: BinaryHeap<Reverse<Gen>>,
     arr: BinaryHeap<Reverse<Arr>>,
     seq: u64,
-    delivery: Rng,
     emitted: u64,
 }
 
 impl Simulator {
+    /// Plans the rooms. It never fails on what [`SimParams::validate`]
+    /// rejects: shares act as if clamped to [0, 1], the duration is at least a
+    /// minute, and scenarios for rooms or times that do not exist do nothing.
     pub fn new(p: SimParams) -> Simulator {
         let n_orgs = 2 + (mix64(p.seed ^ 0x4F52_4753) % 3) as usize;
         let duration = p.duration_ms.max(60_000);
-        let rooms: Vec<Room> =
-            (0..p.rooms).map(|i| Room::new(p.seed, i, n_orgs, p.start_ms, duration)).collect();
+        let rooms: Vec<Room> = (0..p.rooms)
+            .map(|i| {
+                let fx = scenario::Effects::for_room(&p, i + 1);
+                Room::new(p.seed, i, n_orgs, p.start_ms, duration, fx)
+            })
+            .collect();
         let mut gen = BinaryHeap::new();
         let mut seq = 0;
         for r in &rooms {
             seq += 1;
             gen.push(Reverse(Gen { ts: r.start, seq, what: What::Start(r.idx) }));
         }
-        Simulator {
-            delivery: Rng::new(mix64(p.seed ^ 0x4445_4C49_5645_5259)),
-            params: p,
-            rooms,
-            gen,
-            arr: BinaryHeap::new(),
-            seq,
-            emitted: 0,
-        }
+        Simulator { rooms, gen, arr: BinaryHeap::new(), seq, emitted: 0 }
     }
 
     /// Appends the next message (one JSON object, no newline) in arrival order;
     /// false when the stream is over.
     pub fn next_message(&mut self, out: &mut Vec<u8>) -> bool {
+        self.next_with_meta(out).is_some()
+    }
+
+    /// Appends the next message (one JSON object, no newline) in arrival
+    /// order and says when and where it belongs; `None` when the stream is over.
+    pub fn next_with_meta(&mut self, out: &mut Vec<u8>) -> Option<MessageMeta> {
         loop {
             if let Some(Reverse(a)) = self.arr.peek() {
                 // Everything not yet planned has ts, hence arrival, >= the next planned ts.
@@ -198,14 +318,22 @@ impl Simulator {
                     let Reverse(a) = self.arr.pop().expect("peeked");
                     json::write_event(out, &self.rooms[a.ev.room as usize], &a.ev, a.id, a.brk);
                     self.emitted += 1;
-                    return true;
+                    return Some(MessageMeta { ts_ms: a.ev.ts, due_ms: a.at, room: a.ev.room });
                 }
             }
-            match self.gen.pop() {
-                None => return false,
-                Some(Reverse(g)) => self.step(g),
-            }
+            let Reverse(g) = self.gen.pop()?;
+            self.step(g);
         }
+    }
+
+    /// The id of room index `room` (`room-0001` for 0): the message key.
+    pub fn room_id(&self, room: u32) -> &str {
+        &self.rooms[room as usize].id
+    }
+
+    /// Number of rooms.
+    pub fn rooms(&self) -> u32 {
+        self.rooms.len() as u32
     }
 
     /// Messages appended so far (duplicates and malformed ones included).
@@ -237,22 +365,25 @@ impl Simulator {
         let room = &mut self.rooms[ev.room as usize];
         let id = room.next_event;
         room.next_event += 1;
-        let d = &mut self.delivery;
+        let fx = &room.fx;
+        let d = &mut room.delivery;
         let at = match ev.kind {
             K_SESSION_START => ev.ts,
             // After the jitter of the room's last events.
             K_SESSION_END => ev.ts + 2_500,
-            _ if d.chance(self.params.late_share) => ev.ts + d.range(10_000, 100_001),
+            _ if d.chance(fx.late_share) => ev.ts + d.range(10_000, 100_001),
             _ => ev.ts + d.range(0, 2_001),
         };
         self.seq += 1;
         self.arr.push(Reverse(Arr { at, seq: self.seq, id, ev, brk: Break::None }));
-        if d.chance(self.params.duplicate_share) {
+        if d.chance(fx.duplicate_share) {
             self.seq += 1;
             let at2 = at + d.range(200, 15_001);
             self.arr.push(Reverse(Arr { at: at2, seq: self.seq, id, ev, brk: Break::None }));
         }
-        if d.chance(self.params.malformed_share) {
+        // A share `m` of all messages bad: `m / (1 - m)` bad ones per event.
+        let m = fx.malformed_share.clamp(0.0, 0.999);
+        if d.chance(m / (1.0 - m)) {
             let brk = match d.below(4) {
                 0 if d.chance(0.5) => Break::Truncate(d.next_u64() as u32),
                 0 => Break::TrailingComma,

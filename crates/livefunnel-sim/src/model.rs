@@ -3,6 +3,7 @@
 //! the room's own PRNG, so a room's events do not depend on the other rooms.
 
 use crate::rng::{exp, mix64, Rng};
+use crate::scenario::Effects;
 
 /// "No value" for the small index fields of [`Ev`].
 pub(crate) const NONE: u8 = u8::MAX;
@@ -92,10 +93,10 @@ pub(crate) const SOURCE_RAW: [&str; 16] = [
     "千川广告",
     "其他",
 ];
-const S_SHARE_LINK: u8 = 4;
+pub(crate) const S_SHARE_LINK: u8 = 4;
 const S_RESERVATION: u8 = 5;
-const S_FOLLOW_FEED: u8 = 8;
-const S_PROFILE_SHOP: u8 = 11;
+pub(crate) const S_FOLLOW_FEED: u8 = 8;
+pub(crate) const S_PROFILE_SHOP: u8 = 11;
 pub(crate) const S_PAID_BOOST: u8 = 13;
 pub(crate) const S_PAID_ADS: u8 = 14;
 
@@ -204,13 +205,21 @@ pub(crate) trait Sink {
 
 pub(crate) struct Room {
     pub idx: u32,
+    /// `room-NNNN`: the room's number is `idx + 1`.
     pub id: String,
     pub session_id: String,
     pub org: &'static str,
     pub account: String,
     pub platform: &'static str,
     pub home_city: u8,
+    /// The room's behaviour; draws here are the same whatever the scenarios.
     pub rng: Rng,
+    /// Scenario decisions only, so a scenario changes nothing but its effect.
+    pub scn: Rng,
+    /// Delivery delays, duplicates and bad messages of this room.
+    pub delivery: Rng,
+    /// Scenario times are absolute here.
+    pub fx: Effects,
     salt: u64,
     pub start: i64,
     pub end: i64,
@@ -218,28 +227,39 @@ pub(crate) struct Room {
     pub private_led: bool,
     /// Private arrivals per second at the base level.
     pub base: f64,
+    /// Public enters per private enter, early and once the room has ramped up.
     pub_ratio_start: f64,
     pub_ratio_end: f64,
     pub_delay_ms: i64,
     pub_ramp_ms: i64,
-    ctr: f64,
+    /// Private enters per second, smoothed: what pulls public traffic in.
+    priv_pull: f64,
+    /// Private enters planned since the last tick.
+    pub priv_new: u32,
+    pub ctr: f64,
     /// Target view→pay conversion of the room.
     pub conv: f64,
-    out_of_city: f64,
+    pub out_of_city: f64,
     ads: bool,
     pub products: Vec<Product>,
     /// (from, product index) of regular and flash pins, sorted by time.
-    pins: Vec<(i64, u8)>,
-    lucky: Vec<i64>,
-    flash: Vec<(i64, u8)>,
+    pub pins: Vec<(i64, u8)>,
+    pub lucky: Vec<i64>,
+    pub flash: Vec<(i64, u8)>,
     pub plans: Vec<Plan>,
     pub next_event: u64,
-    next_user: u32,
-    next_order: u32,
+    pub next_user: u32,
+    pub next_order: u32,
 }
 
-const SEC: i64 = 1_000;
-const MIN: i64 = 60_000;
+pub(crate) const SEC: i64 = 1_000;
+pub(crate) const MIN: i64 = 60_000;
+
+/// Public traffic stays near its starting ratio this long.
+const PUB_HOLD: i64 = 4 * MIN;
+
+/// Smoothing of the private pull: `exp(-1 s / 90 s)`, precomputed so no libm is involved.
+const PULL_DECAY: f64 = 0.988_950_389_293_922_3;
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
@@ -256,9 +276,18 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 impl Room {
-    /// Draws room `idx`'s profile and broadcast schedule.
-    pub(crate) fn new(seed: u64, idx: u32, n_orgs: usize, start_ms: i64, duration_ms: i64) -> Room {
-        let mut rng = Rng::new(mix64(seed ^ mix64(0x524F_4F4D ^ (u64::from(idx) << 20))));
+    /// Draws room `idx`'s profile and broadcast schedule; `fx` times are
+    /// offsets from the room's start.
+    pub(crate) fn new(
+        seed: u64,
+        idx: u32,
+        n_orgs: usize,
+        start_ms: i64,
+        duration_ms: i64,
+        fx: Effects,
+    ) -> Room {
+        let stream = |salt: u64| Rng::new(mix64(seed ^ mix64(salt ^ (u64::from(idx) << 20))));
+        let mut rng = stream(0x524F_4F4D);
         let id = format!("room-{:04}", idx + 1);
         let org_i = (mix64(seed ^ u64::from(idx)) % n_orgs as u64) as usize;
         let org = ORGS[org_i];
@@ -283,12 +312,13 @@ impl Room {
         let session_id = format!("{id}-{y:04}{m:02}{d:02}-1");
 
         let base = rng.log_uniform(0.006, 0.09);
-        let pub_ratio_start = rng.uniform(1.6, 2.6);
-        let pub_ratio_end = if private_led { rng.uniform(0.5, 1.2) } else { rng.uniform(3.2, 7.0) };
+        // About 1:1 early; 80–90 % public once public-led rooms take off.
+        let pub_ratio_start = rng.uniform(0.6, 1.0);
+        let pub_ratio_end = if private_led { rng.uniform(0.4, 0.9) } else { rng.uniform(2.5, 5.5) };
         let pub_delay_ms = rng.range(15 * SEC, 45 * SEC);
         let pub_ramp_ms = rng.range(6 * MIN, 12 * MIN);
         let ctr = rng.uniform(0.12, 0.3);
-        let conv = if private_led { rng.uniform(0.085, 0.115) } else { rng.uniform(0.008, 0.012) };
+        let conv = if private_led { rng.uniform(0.085, 0.115) } else { rng.uniform(0.007, 0.0095) };
         let out_of_city = if private_led { rng.uniform(0.25, 0.5) } else { rng.uniform(0.7, 0.9) };
         let ads = platform != "wechat_channels" && !private_led && rng.chance(0.6);
 
@@ -300,7 +330,7 @@ impl Room {
                 let p = [2990, 4990, 6990, 9900][rng.below(4) as usize];
                 products.push(Product { price_cents: p });
             } else {
-                let yuan = exp(crate::rng::ln(175.0) + 0.45 * rng.normal()).clamp(19.0, 1999.0) as i64;
+                let yuan = exp(crate::rng::ln(183.0) + 0.45 * rng.normal()).clamp(19.0, 1999.0) as i64;
                 products.push(Product { price_cents: ((yuan / 10) * 10 + 9) * 100 });
             }
         }
@@ -337,7 +367,8 @@ impl Room {
                 plans.push(Plan {
                     start: s,
                     end: e,
-                    rate: base * rng.uniform(0.8, 3.0),
+                    // A burst: 60–180 % on top of the room's usual enters.
+                    rate: 0.8 * base * (1.0 + pub_ratio_end) * rng.uniform(0.6, 1.8),
                     click_mult: rng.uniform(0.3, 1.6),
                     comment_mult: rng.uniform(0.3, 1.6),
                     conv_mult: rng.uniform(0.3, 1.3),
@@ -345,6 +376,12 @@ impl Room {
             }
         }
         let salt = rng.next_u64();
+        let fx = Effects {
+            gpm_drop_at: fx.gpm_drop_at.map(|t| start + t),
+            cliff_at: fx.cliff_at.map(|t| start + t),
+            stall_at: fx.stall_at.map(|t| start + t),
+            ..fx
+        };
         Room {
             idx,
             id,
@@ -354,6 +391,9 @@ impl Room {
             platform,
             home_city,
             rng,
+            scn: stream(0x5343_454E),
+            delivery: stream(0x4445_4C49_5645_5259),
+            fx,
             salt,
             start,
             end,
@@ -363,6 +403,8 @@ impl Room {
             pub_ratio_end,
             pub_delay_ms,
             pub_ramp_ms,
+            priv_pull: 0.0,
+            priv_new: 0,
             ctr,
             conv,
             out_of_city,
@@ -422,11 +464,18 @@ impl Room {
         let rel = (t - self.start) as f64;
         let lucky_boost = if self.lucky.iter().any(|&l| t >= l && t < l + 3 * MIN) { 1.5 } else { 1.0 };
         let priv_rate = self.base * (0.8 + 1.5 * exp(-rel / 300_000.0));
+        // Private viewers pull public traffic in: the platform recommends a room
+        // as its early audience engages, so public arrivals follow the recent
+        // private ones (floored, so a quiet minute does not switch them off).
+        self.priv_pull = self.priv_pull * PULL_DECAY + f64::from(self.priv_new) * (1.0 - PULL_DECAY);
+        self.priv_new = 0;
         let pub_rate = if t - self.start < self.pub_delay_ms {
             0.0
         } else {
-            let x = ((t - self.start - self.pub_delay_ms) as f64 / self.pub_ramp_ms as f64).min(1.0);
-            self.base * (self.pub_ratio_start + (self.pub_ratio_end - self.pub_ratio_start) * x) * lucky_boost
+            // The platform takes a few minutes to judge the room before it ramps up.
+            let x = ((t - self.start - PUB_HOLD) as f64 / self.pub_ramp_ms as f64).clamp(0.0, 1.0);
+            let ratio = self.pub_ratio_start + (self.pub_ratio_end - self.pub_ratio_start) * x;
+            ratio * self.priv_pull.max(0.6 * self.base) * lucky_boost
         };
         for _ in 0..self.rng.poisson(priv_rate) {
             let s = PRIVATE_PICK[self.rng.weighted(&PRIVATE_WEIGHTS)];
@@ -474,297 +523,6 @@ impl Room {
                     sink.arrival(at, self.idx, a);
                 }
             }
-        }
-    }
-
-    fn pinned_at(&mut self, t: i64) -> u8 {
-        match self.pins.partition_point(|&(p, _)| p <= t) {
-            0 => self.rng.below((self.products.len() - 2) as u64) as u8,
-            i => self.pins[i - 1].1,
-        }
-    }
-
-    fn regular_product(&mut self) -> u8 {
-        self.rng.below((self.products.len() - 2) as u64) as u8
-    }
-
-    fn city_for_buyer(&mut self) -> u8 {
-        if self.rng.chance(0.1) {
-            return NONE;
-        }
-        if self.rng.chance(self.out_of_city) {
-            let k = self.rng.below(CITIES.len() as u64 - 1) as u8;
-            if k >= self.home_city {
-                k + 1
-            } else {
-                k
-            }
-        } else {
-            self.home_city
-        }
-    }
-
-    /// One viewer's whole visit, planned when the viewer shows up at `t`.
-    pub(crate) fn arrive(&mut self, t: i64, a: Arrival, sink: &mut impl Sink) {
-        let user = self.next_user;
-        self.next_user += 1;
-        let class = source_class(a.source);
-        let base = Ev { user, ..Ev::new(t, self.idx, K_HEARTBEAT) };
-        let mut te = t;
-        if a.reservation {
-            sink.event(Ev { kind: K_RESERVATION_OPEN, source: a.source, ..base });
-            te = t + self.rng.range(SEC, 15 * SEC);
-        } else if a.impression {
-            sink.event(Ev { kind: K_ROOM_IMPRESSION, source: a.source, plan: a.plan, ..base });
-            te = t + self.rng.range(SEC, 20 * SEC);
-        }
-        if !a.enters || te >= self.end - 5 * SEC {
-            return;
-        }
-        let follower = match a.source {
-            S_FOLLOW_FEED => true,
-            S_PROFILE_SHOP => self.rng.chance(0.3),
-            _ if class == Class::Private => self.rng.chance(0.45),
-            _ => self.rng.chance(0.08),
-        };
-        sink.event(Ev { ts: te, kind: K_ENTER, source: a.source, plan: a.plan, follower, ..base });
-        let plan = if a.plan > 0 { Some(self.plans[a.plan as usize - 1].clone()) } else { None };
-        let (click_mult, comment_mult, conv_mult) =
-            plan.as_ref().map_or((1.0, 1.0, 1.0), |p| (p.click_mult, p.comment_mult, p.conv_mult));
-
-        // Purchase intent by room kind and source class.
-        let p_buy = match (self.private_led, class) {
-            (true, Class::Private) => self.conv * 1.4,
-            (true, Class::Public) => self.conv * 0.6,
-            (true, Class::Paid) => self.conv * 0.6 * conv_mult,
-            (false, Class::Private) => self.conv * 3.0,
-            (false, Class::Public) => self.conv * 0.9,
-            (false, Class::Paid) => self.conv * 0.8 * conv_mult,
-        };
-        let buyer = self.rng.chance(p_buy);
-
-        // Dwell about 1–20 min; buyers stay long enough to buy.
-        let class_mult = match class {
-            Class::Private => 1.3,
-            Class::Public => 0.9,
-            Class::Paid => 0.7,
-        };
-        let mut dwell = (self.rng.log_uniform(60_000.0, 1_200_000.0) * class_mult) as i64;
-        if buyer {
-            dwell = dwell.max(self.rng.range(150 * SEC, 400 * SEC));
-        }
-        let mut tl = te + dwell;
-        let cut_by_end = tl >= self.end - 500;
-        if cut_by_end {
-            tl = self.end - 500;
-        }
-        let ev = |ts: i64, kind: u8| Ev { ts, kind, ..base };
-        let dwell_s = (tl - te) as f64 / 1000.0;
-
-        let mut h = te + self.rng.range(30 * SEC, 60 * SEC);
-        while h < tl {
-            sink.event(ev(h, K_HEARTBEAT));
-            h += self.rng.range(30 * SEC, 60 * SEC);
-        }
-        let engaged = match class {
-            Class::Private => 1.5,
-            _ => 0.7,
-        };
-        for _ in 0..self.rng.poisson(dwell_s / 120.0 * engaged) {
-            sink.event(ev(self.rng.range(te + 1, tl), K_LIKE));
-        }
-        let p_comment = match class {
-            Class::Private => 0.3,
-            Class::Public => 0.07,
-            Class::Paid => 0.07 * comment_mult,
-        };
-        if self.rng.chance(p_comment) {
-            for _ in 0..1 + self.rng.below(3) {
-                sink.event(ev(self.rng.range(te + 1, tl), K_COMMENT));
-            }
-        }
-        let p_share = if class == Class::Private { 0.08 } else { 0.02 };
-        if self.rng.chance(p_share) {
-            let s = self.rng.range(te + 1, tl);
-            sink.event(ev(s, K_SHARE));
-            // A friend opens the shared link (好友分享) a little later.
-            if self.rng.chance(0.4) {
-                let at = s + self.rng.range(10 * SEC, 120 * SEC);
-                if at < self.end - 30 * SEC {
-                    let a = Arrival {
-                        source: S_SHARE_LINK,
-                        plan: 0,
-                        reservation: false,
-                        impression: false,
-                        enters: true,
-                    };
-                    sink.arrival(at, self.idx, a);
-                }
-            }
-        }
-        let mut follows = follower;
-        let p_follow = match class {
-            Class::Private => 0.03,
-            Class::Public => 0.05,
-            Class::Paid => 0.04,
-        };
-        if !follows && self.rng.chance(p_follow) {
-            follows = true;
-            sink.event(ev(self.rng.range(te + 1, tl), K_FOLLOW));
-        }
-        if self.rng.chance(if follower { 0.03 } else { 0.005 }) {
-            sink.event(ev(self.rng.range(te + 1, tl), K_FAN_CLUB_JOIN));
-        }
-        if self.rng.chance(0.015) {
-            sink.event(Ev {
-                kind: K_RESERVATION_CREATE,
-                source: a.source,
-                ..ev(self.rng.range(te + 1, tl), 0)
-            });
-        }
-        for _ in 0..self.rng.poisson(dwell_s / 150.0) {
-            let at = self.rng.range(te + 1, tl);
-            let p = self.pinned_at(at);
-            sink.event(Ev { product: p, ..ev(at, K_PRODUCT_IMPRESSION) });
-        }
-        // Lucky bags (福袋): comment the password, follow to qualify.
-        for i in 0..self.lucky.len() {
-            let l = self.lucky[i];
-            if l >= te && l < tl {
-                if self.rng.chance(0.55) {
-                    let at = l + self.rng.range(2 * SEC, 60 * SEC);
-                    if at < tl {
-                        sink.event(ev(at, K_COMMENT));
-                    }
-                }
-                if !follows && self.rng.chance(0.12) {
-                    follows = true;
-                    let at = l + self.rng.range(2 * SEC, 60 * SEC);
-                    if at < tl {
-                        sink.event(ev(at, K_FOLLOW));
-                    }
-                }
-            }
-        }
-        // Flash sales (秒杀): a burst of clicks on the pinned flash item.
-        let mut flash_buy: Option<(i64, u8)> = None;
-        for i in 0..self.flash.len() {
-            let (f, p) = self.flash[i];
-            if f >= te && f + 60 * SEC < tl {
-                let p_click = match class {
-                    Class::Private => 0.45,
-                    Class::Public => 0.2,
-                    Class::Paid => 0.2 * click_mult,
-                };
-                if buyer && flash_buy.is_none() && f + 130 * SEC < tl && self.rng.chance(0.6) {
-                    flash_buy = Some((f + self.rng.range(SEC, 20 * SEC), p));
-                } else if self.rng.chance(p_click) {
-                    let at = f + self.rng.range(SEC, 10 * SEC);
-                    sink.event(Ev { product: p, ..ev(at, K_PRODUCT_IMPRESSION) });
-                    sink.event(Ev { product: p, ..ev(at + self.rng.range(SEC, 15 * SEC), K_PRODUCT_CLICK) });
-                }
-            }
-        }
-        let p_click = match class {
-            Class::Private => 0.3,
-            Class::Public => 0.06,
-            Class::Paid => 0.06 * click_mult,
-        };
-        if buyer {
-            let (tc, product) = match flash_buy {
-                Some(x) => x,
-                None => {
-                    let hi = tl - 110 * SEC;
-                    if hi <= te + 20 * SEC {
-                        return self.leave(tl, cut_by_end, base, sink);
-                    }
-                    let tc = self.rng.range(te + 20 * SEC, hi);
-                    (tc, self.pinned_at(tc))
-                }
-            };
-            let paid_at = self.order(tc, product, true, base, class, sink);
-            // Some buyers come back for a second item.
-            if let Some(p) = paid_at {
-                if self.rng.chance(0.08) && p + 100 * SEC < tl - 110 * SEC {
-                    let tc2 = self.rng.range(p + 100 * SEC, tl - 110 * SEC);
-                    let product = self.regular_product();
-                    self.order(tc2, product, true, base, class, sink);
-                }
-            }
-        } else if self.rng.chance(p_click) {
-            let hi = tl - 70 * SEC;
-            if hi > te + 10 * SEC {
-                let tc = self.rng.range(te + 10 * SEC, hi);
-                let product = self.pinned_at(tc);
-                // Some create an order and never pay (未支付).
-                let pays = false;
-                if self.rng.chance(0.12) {
-                    self.order(tc, product, pays, base, class, sink);
-                } else {
-                    self.click(tc, product, base, sink);
-                }
-            }
-        }
-        self.leave(tl, cut_by_end, base, sink)
-    }
-
-    fn click(&mut self, tc: i64, product: u8, base: Ev, sink: &mut impl Sink) {
-        let seen = tc - self.rng.range(2 * SEC, 10 * SEC);
-        sink.event(Ev { ts: seen.max(base.ts + 1), kind: K_PRODUCT_IMPRESSION, product, ..base });
-        sink.event(Ev { ts: tc.max(base.ts + 2), kind: K_PRODUCT_CLICK, product, ..base });
-    }
-
-    /// Click, create, and (if `pays`) pay an order; maybe refund it later.
-    /// Returns the time of payment.
-    fn order(
-        &mut self,
-        tc: i64,
-        product: u8,
-        pays: bool,
-        base: Ev,
-        class: Class,
-        sink: &mut impl Sink,
-    ) -> Option<i64> {
-        self.click(tc, product, base, sink);
-        self.next_order += 1;
-        let order = self.next_order;
-        let qty = match self.rng.weighted(&[80, 14, 6]) {
-            0 => 1u8,
-            1 => 2,
-            _ => 3,
-        };
-        let price = self.products[product as usize].price_cents * i64::from(qty);
-        let coupon = match self.rng.weighted(&[85, 8, 5, 2]) {
-            0 => 0,
-            1 => 500,
-            2 => 1000,
-            _ => 2000,
-        };
-        let amount = if coupon * 2 < price { price - coupon } else { price };
-        let created = tc + self.rng.range(5 * SEC, 60 * SEC);
-        let o = Ev { product, order, qty, ..base };
-        sink.event(Ev { ts: created, kind: K_ORDER_CREATED, ..o });
-        if !pays {
-            return None;
-        }
-        let paid = created + self.rng.range(3 * SEC, 40 * SEC);
-        let city = self.city_for_buyer();
-        sink.event(Ev { ts: paid, kind: K_ORDER_PAID, amount, city, ..o });
-        let p_refund = if class == Class::Private { 0.08 } else { 0.12 };
-        if self.rng.chance(p_refund) {
-            let at = paid + self.rng.range(MIN, 10 * MIN);
-            if at < self.end - SEC {
-                let back = if self.rng.chance(0.75) { amount } else { amount / 2 };
-                sink.event(Ev { ts: at, kind: K_REFUND, amount: back, qty: 0, ..o });
-            }
-        }
-        Some(paid)
-    }
-
-    fn leave(&mut self, tl: i64, cut_by_end: bool, base: Ev, sink: &mut impl Sink) {
-        // Session end closes presence; otherwise most viewers send a leave.
-        if !cut_by_end && self.rng.chance(0.92) {
-            sink.event(Ev { ts: tl, kind: K_LEAVE, ..base });
         }
     }
 }

@@ -5,17 +5,18 @@ use livefunnel_sim::{SimParams, Simulator};
 
 const SAMPLE: &[u8] = include_bytes!("../../../data/sample.jsonl");
 
-/// `livefunnel sim --rooms 4 --duration 15m --seed 28 --late-share 0.004
+/// `livefunnel sim --rooms 4 --duration 15m --seed 36 --late-share 0.004
 /// --duplicate-share 0.004 --malformed-share 0.005 --output data/sample.jsonl`
 fn sample_params() -> SimParams {
     SimParams {
         rooms: 4,
         duration_ms: 15 * 60_000,
-        seed: 28,
+        seed: 36,
         start_ms: 1_767_225_600_000,
         late_share: 0.004,
         duplicate_share: 0.004,
         malformed_share: 0.005,
+        scenarios: Vec::new(),
     }
 }
 
@@ -29,7 +30,7 @@ fn shipped_sample_is_reproducible() {
         out.push(b'\n');
         line.clear();
     }
-    assert_eq!(sim.events_emitted(), 5520);
+    assert_eq!(sim.events_emitted(), 6706);
     if out != SAMPLE {
         let at = out.iter().zip(SAMPLE).position(|(a, b)| a != b).unwrap_or(out.len().min(SAMPLE.len()));
         panic!(

@@ -32,6 +32,14 @@ pub struct Config {
     pub windows: WindowsConfig,
     /// Memory and accuracy limits (contract §3).
     pub limits: LimitsConfig,
+    /// Live pipeline: the input topics and any librdkafka property.
+    pub kafka: crate::run_config::KafkaConfig,
+    /// Live pipeline: where result rows go (contract §5).
+    pub clickhouse: livefunnel_clickhouse::ClickHouseConfig,
+    /// Live pipeline: checkpoints of the per-partition state.
+    pub checkpoint: crate::run_config::CheckpointConfig,
+    /// Live pipeline: `/metrics`, `/healthz`, `/readyz`.
+    pub http: crate::run_config::HttpConfig,
 }
 
 /// `[time]`: watermarks, lateness, presence and retirement. Durations are strings
@@ -296,6 +304,10 @@ pub fn load(sources: &Sources, mode: TimeMode) -> Result<Loaded, ConfigLoadError
         let origin = figment.find_metadata(&e.key).and_then(|md| origin(md, &e.key));
         keyed(&e.key, origin, &e.message)
     })?;
+    config.check_pipeline().map_err(|(key, message)| {
+        let origin = figment.find_metadata(&key).and_then(|md| origin(md, &key));
+        keyed(&key, origin, &message)
+    })?;
     Ok(Loaded { config, engine })
 }
 
@@ -349,6 +361,28 @@ impl Config {
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Checks the live pipeline's sections; the error is `(dotted key, message)`.
+    pub fn check_pipeline(&self) -> Result<(), (String, String)> {
+        self.kafka.validate().map_err(|(k, m)| (k.to_owned(), m))?;
+        self.clickhouse.validate().map_err(|e| (format!("clickhouse.{}", e.field), e.message))?;
+        if self.checkpoint.interval.as_ms() < 100 {
+            return Err(("checkpoint.interval".into(), "must be at least 100ms, like \"10s\"".into()));
+        }
+        if self.checkpoint.dir.as_os_str().is_empty() {
+            return Err(("checkpoint.dir".into(), "is empty: name a local directory for checkpoints".into()));
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err((
+                "http.listen".into(),
+                format!("`{}` is not an address: write ip:port, like \"127.0.0.1:9464\"", self.http.listen),
+            ));
+        }
+        if self.http.series_ttl.as_ms() < 1_000 {
+            return Err(("http.series_ttl".into(), "must be at least 1s, like \"15m\"".into()));
+        }
+        Ok(())
     }
 
     /// The configuration as TOML, as `check-config` prints it.

@@ -3,7 +3,11 @@
 //! command-line layer over it.
 
 pub mod config;
+pub mod pacing;
+pub mod pipeline;
 pub mod replay;
+pub mod run_config;
+pub mod sim_cmd;
 
 pub use config::{load, Config, ConfigLoadError, Loaded, Sources};
 pub use replay::{replay, ReplayError, RowCounts, Summary};

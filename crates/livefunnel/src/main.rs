@@ -1,6 +1,7 @@
 //! `livefunnel`: the command line.
 
-mod sim_cmd;
+mod demo_cmd;
+mod run_cmd;
 
 use std::fs::File;
 use std::io::{self, BufReader, IsTerminal, Write};
@@ -11,6 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use livefunnel::config::{self, Sources};
 use livefunnel::replay::{replay, ReplayError};
+use livefunnel::sim_cmd;
 use livefunnel_core::TimeMode;
 
 /// Real-time analytics for live-commerce rooms.
@@ -25,10 +27,17 @@ struct Cli {
 enum Command {
     /// Replay a JSONL file of events through the engine and write the result rows as JSONL.
     Replay(ReplayArgs),
-    /// Generate simulated live-room events as JSONL.
+    /// Generate simulated live-room events as JSONL or into a Kafka topic, with per-room scenarios.
     Sim(sim_cmd::SimArgs),
     /// Load the configuration (defaults, file, LIVEFUNNEL_* environment) and print it as TOML.
     CheckConfig(CheckConfigArgs),
+    /// Run the live pipeline: Kafka in, ClickHouse and Prometheus out.
+    Run(run_cmd::RunArgs),
+    /// Create or upgrade the ClickHouse tables, then exit.
+    Migrate(run_cmd::RunArgs),
+    /// Everything in one process, no services needed: a Kafka mock cluster, the
+    /// simulator at real-time pace, the pipeline, and the Prometheus endpoint.
+    Demo(demo_cmd::DemoArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -64,6 +73,9 @@ fn main() -> ExitCode {
         Command::Replay(args) => run_replay(args),
         Command::Sim(args) => sim_cmd::run(args),
         Command::CheckConfig(args) => check_config(args),
+        Command::Run(args) => run_cmd::run(args),
+        Command::Migrate(args) => run_cmd::migrate(args),
+        Command::Demo(args) => demo_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

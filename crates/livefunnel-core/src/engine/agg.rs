@@ -2,12 +2,14 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::distinct::{Distinct, DistinctUnion};
 use crate::event::{EventType, Source, SourceClass};
 use crate::row::{BreakdownCounts, Counts};
 
 /// Whether an `order_paid` counts as known-city / out-of-city (§3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum City {
     Unknown,
     Same,
@@ -15,7 +17,7 @@ pub enum City {
 }
 
 /// One accepted event as the aggregates see it: attribution already resolved.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Facts {
     pub kind: EventType,
     pub user: Option<u64>,
@@ -36,7 +38,7 @@ fn class_index(c: SourceClass) -> usize {
 }
 
 /// The additive counts of §3.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     pub events: u64,
     pub room_impressions: u64,
@@ -150,7 +152,7 @@ impl Tally {
 }
 
 /// The event-based distinct columns of §3 (presence ones live with presence).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Uvs {
     pub watch: Distinct,
     pub click: Distinct,
@@ -216,7 +218,7 @@ impl UvsUnion {
 }
 
 /// One breakdown row's aggregate (source, plan or product).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Bd {
     pub c: BreakdownCounts,
     pub watch: Distinct,
@@ -275,7 +277,7 @@ pub fn counts_for_product(kind: EventType) -> bool {
 
 /// The breakdowns of one pane. A pane holds a few keys of each kind, so small
 /// vectors searched in order beat hash maps in both time and memory.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Breakdowns {
     pub sources: Vec<(Source, Bd)>,
     pub plans: Vec<(Arc<str>, Bd)>,

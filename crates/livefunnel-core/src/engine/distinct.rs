@@ -198,6 +198,127 @@ impl Distinct {
     }
 }
 
+/// Checkpoint form of a [`Distinct`]: hashes are uniformly random, so they are written
+/// as 8 fixed bytes (a varint would take 9 to 10), and a sketch as its raw registers.
+mod serde_impl {
+    use serde::de::{self, SeqAccess, Visitor};
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Distinct, HashSet64, Hll, HLL_REGISTERS};
+
+    struct Fixed<I>(I, usize);
+
+    impl<I: Iterator<Item = u64> + Clone> Serialize for Fixed<I> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(self.1))?;
+            for h in self.0.clone() {
+                seq.serialize_element(&h.to_le_bytes())?;
+            }
+            seq.end()
+        }
+    }
+
+    struct Registers<'a>(&'a [u8]);
+
+    impl Serialize for Registers<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    impl Serialize for Distinct {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self {
+                Distinct::Small(v) => {
+                    s.serialize_newtype_variant("Distinct", 0, "Small", &Fixed(v.iter().copied(), v.len()))
+                }
+                Distinct::Exact(set) => s.serialize_newtype_variant(
+                    "Distinct",
+                    1,
+                    "Exact",
+                    &Fixed(set.iter().copied(), set.len()),
+                ),
+                Distinct::Sketch(hll) => {
+                    s.serialize_newtype_variant("Distinct", 2, "Sketch", &Registers(&hll.registers))
+                }
+            }
+        }
+    }
+
+    /// Hashes read back from 8-byte groups.
+    struct Hashes(Vec<u64>);
+
+    impl<'de> Deserialize<'de> for Hashes {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Hashes, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Hashes;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a sequence of 8-byte hashes")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Hashes, A::Error> {
+                    // Never trust a length read from disk for an allocation.
+                    let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                    while let Some(b) = seq.next_element::<[u8; 8]>()? {
+                        v.push(u64::from_le_bytes(b));
+                    }
+                    Ok(Hashes(v))
+                }
+            }
+            d.deserialize_seq(V)
+        }
+    }
+
+    /// HLL registers: exactly [`HLL_REGISTERS`] bytes, each a possible rank.
+    struct RegisterBuf(Box<[u8]>);
+
+    impl<'de> Deserialize<'de> for RegisterBuf {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RegisterBuf, D::Error> {
+            struct V;
+            impl V {
+                fn check<E: de::Error>(v: &[u8]) -> Result<RegisterBuf, E> {
+                    if v.len() != HLL_REGISTERS {
+                        return Err(E::invalid_length(v.len(), &"2^18 sketch registers"));
+                    }
+                    if v.iter().any(|&r| usize::from(r) > super::HLL_Q + 1) {
+                        return Err(E::custom("sketch register above the largest rank"));
+                    }
+                    Ok(RegisterBuf(v.into()))
+                }
+            }
+            impl<'de> Visitor<'de> for V {
+                type Value = RegisterBuf;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("sketch registers as bytes")
+                }
+                fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<RegisterBuf, E> {
+                    V::check(v)
+                }
+            }
+            d.deserialize_bytes(V)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename = "Distinct")]
+    enum Repr {
+        Small(Hashes),
+        Exact(Hashes),
+        Sketch(RegisterBuf),
+    }
+
+    impl<'de> Deserialize<'de> for Distinct {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Distinct, D::Error> {
+            Ok(match Repr::deserialize(d)? {
+                Repr::Small(h) => Distinct::Small(h.0),
+                Repr::Exact(h) => Distinct::Exact(h.0.into_iter().collect::<HashSet64>()),
+                Repr::Sketch(r) => Distinct::Sketch(Box::new(Hll { registers: r.0 })),
+            })
+        }
+    }
+}
+
 /// Unions several [`Distinct`]s (the panes of a window) with a reusable buffer.
 #[derive(Debug, Default)]
 pub struct DistinctUnion {
@@ -309,6 +430,42 @@ mod tests {
             let err = (est - n as f64).abs() / n as f64;
             eprintln!("hll n={n} estimate={est} error={err:.5}");
             assert!(err < 0.01, "n={n} estimate={est} error={err}");
+        }
+    }
+
+    #[test]
+    fn checkpoint_form_round_trips_and_rejects_bad_sketches() {
+        let mut small = Distinct::default();
+        let mut exact = Distinct::default();
+        let mut sketch = Distinct::default();
+        for i in 0..5 {
+            small.insert(h(i), 100);
+        }
+        for i in 0..50 {
+            exact.insert(h(i), 100);
+        }
+        for i in 0..200 {
+            sketch.insert(h(i), 100);
+        }
+        for d in [&small, &exact, &sketch] {
+            let bytes = postcard::to_stdvec(d).unwrap();
+            let back: Distinct = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back.len(), d.len());
+            assert_eq!(std::mem::discriminant(&back), std::mem::discriminant(d));
+        }
+        // 5 hashes: tag, length, 8 fixed bytes each.
+        assert_eq!(postcard::to_stdvec(&small).unwrap().len(), 2 + 5 * 8);
+        // A sketch of the wrong size would index out of bounds later: refused at decoding.
+        let mut bytes = postcard::to_stdvec(&Registers(&[0u8; 16])).unwrap();
+        bytes.insert(0, 2);
+        assert!(postcard::from_bytes::<Distinct>(&bytes).is_err());
+    }
+
+    struct Registers<'a>(&'a [u8]);
+
+    impl serde::Serialize for Registers<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
         }
     }
 

@@ -71,34 +71,47 @@ fn fingerprint(row: &Row) -> u128 {
     h.digest128()
 }
 
+/// The fingerprint of a slot whose last emission may not be what the sinks hold: a
+/// restore after a crash marks every open slot so (see [`Room::mark_stale`]). A real
+/// digest equal to it (probability 2^-128) would only cost redundant emissions.
+pub const STALE: u128 = 0;
+
+/// Bits of a version below the epoch: `version = epoch << 40 | counter`.
+pub const EPOCH_SHIFT: u32 = 40;
+
 /// Emits `row` with the next version unless it equals the last emission of its key
-/// (and `force` is off); `slot` is the key's (last version, fingerprint), version 0
-/// when never emitted.
-fn emit_if_changed(slot: &mut (u64, u128), mut row: Row, force: bool, out: &mut Vec<Row>) {
+/// (and `force` is off, and the slot is not stale); `slot` is the key's (counter,
+/// fingerprint), counter 0 when never emitted. `base` is `epoch << EPOCH_SHIFT`.
+fn emit_if_changed(slot: &mut (u64, u128), mut row: Row, force: bool, base: u64, out: &mut Vec<Row>) {
     let fp = fingerprint(&row);
-    if !force && slot.0 != 0 && slot.1 == fp {
+    if !force && slot.0 != 0 && slot.1 == fp && slot.1 != STALE {
         return;
     }
     slot.0 += 1;
     slot.1 = fp;
+    debug_assert!(slot.0 < 1 << EPOCH_SHIFT, "version counter overflows into the epoch");
+    let version = base | slot.0;
     match &mut row {
-        Row::Window(r) => r.version = slot.0,
-        Row::Breakdown(r) => r.version = slot.0,
-        Row::Session(r) => r.version = slot.0,
+        Row::Window(r) => r.version = version,
+        Row::Breakdown(r) => r.version = version,
+        Row::Session(r) => r.version = version,
     }
     out.push(row);
 }
 
 impl Room {
     /// Combines the panes of window `def` ending at `end`. `None` when no row exists.
-    fn window_row(
+    /// Breakdown rows only when `breakdowns` and the window has them.
+    pub fn window_row(
         &mut self,
         def: usize,
         end: i64,
+        breakdowns: bool,
         p: &Params,
         sc: &mut Scratch,
     ) -> Option<(WindowRow, Vec<BreakdownRow>)> {
         let d = &p.defs[def];
+        let with_bd = breakdowns && d.breakdowns;
         let start = end.saturating_sub(d.size);
         let mut tally = Tally::default();
         sc.uvs.clear();
@@ -106,7 +119,7 @@ impl Room {
         for pane in self.panes.map.range(start..end).filter_map(|(_, p)| p.events.as_deref()) {
             tally.merge(&pane.tally);
             sc.uvs.add(&pane.uvs, p.limit);
-            if !d.breakdowns {
+            if !with_bd {
                 continue;
             }
             for (src, b) in &pane.bd.sources {
@@ -189,15 +202,68 @@ impl Room {
 
     /// Emits window `def` ending at `end` if it exists and differs from its last emission.
     pub fn emit_window(&mut self, def: usize, end: i64, p: &Params, sc: &mut Scratch, out: &mut Vec<Row>) {
-        let Some((row, bds)) = self.window_row(def, end, p, sc).or_else(|| self.vanished_row(def, end, p))
+        let Some((row, bds)) =
+            self.window_row(def, end, true, p, sc).or_else(|| self.vanished_row(def, end, p))
         else {
             return;
         };
-        emit_if_changed(self.emitted.entry((def, end)).or_insert((0, 0)), Row::Window(row), false, out);
+        let base = p.version_base;
+        emit_if_changed(self.emitted.entry((def, end)).or_insert((0, 0)), Row::Window(row), false, base, out);
         for bd in bds {
             let key = (def, end, bd.kind as u8, bd.key.clone());
-            emit_if_changed(self.bd_emitted.entry(key).or_insert((0, 0)), Row::Breakdown(bd), false, out);
+            let slot = self.bd_emitted.entry(key).or_insert((0, 0));
+            emit_if_changed(slot, Row::Breakdown(bd), false, base, out);
         }
+    }
+
+    /// After a restore that follows a crash, the process that crashed may have emitted
+    /// rows after the checkpoint that this one will not emit again the same way: in
+    /// live mode, ticks of the wall clock decide when windows are emitted, and with it
+    /// `ts_out_of_range` and retirement, hence even which events are accepted. A window
+    /// it changed from A to B may so be A again here, and the fingerprint of A would
+    /// suppress the emission that must replace B in the sinks. So every slot that can
+    /// still change (ending at or after the horizon `h`: the others are final, and the
+    /// crashed process could not have changed them either) is marked stale and is
+    /// emitted again, with the new epoch's version, the next time it is checked: when
+    /// an event touches it, when it becomes final ([`Room::collect`]), at retirement or
+    /// at end of input. Live session rows are re-emitted at their next tick anyway.
+    pub fn mark_stale(&mut self, h: i64) {
+        let mut any = false;
+        for (_, slot) in self.emitted.iter_mut().filter(|(&(_, end), _)| end >= h) {
+            slot.1 = STALE;
+            any = true;
+        }
+        for (_, slot) in self.bd_emitted.iter_mut().filter(|(&(_, end, _, _), _)| end >= h) {
+            slot.1 = STALE;
+        }
+        for s in self.sessions.iter_mut().filter(|s| !s.is_final && s.emitted.0 > 0) {
+            s.emitted.1 = STALE;
+        }
+        self.stale = any;
+    }
+
+    /// Emits every stale window slot ending before `before`.
+    pub fn emit_stale(&mut self, before: i64, p: &Params, sc: &mut Scratch, out: &mut Vec<Row>) {
+        let mut left = false;
+        for def in 0..p.defs.len() {
+            let mut ends = Vec::new();
+            for (&(_, end), slot) in self.emitted.range((def, i64::MIN)..=(def, i64::MAX)) {
+                if slot.1 == STALE {
+                    if end < before {
+                        ends.push(end);
+                    } else {
+                        left = true;
+                    }
+                }
+            }
+            for end in ends {
+                self.emit_window(def, end, p, sc, out);
+                // A window gone for good (no row, no identity) cannot be emitted: it
+                // stays as it was, and is dropped with its slot.
+                left |= self.emitted.get(&(def, end)).is_some_and(|s| s.1 == STALE);
+            }
+        }
+        self.stale = left;
     }
 
     /// Re-checks every emitted window ending at or after `ts` (an accepted event's time).
@@ -305,11 +371,14 @@ impl Room {
             first30m,
             cold_start: s.cold_start(),
         });
-        emit_if_changed(&mut self.sessions[i].emitted, row, always, out);
+        emit_if_changed(&mut self.sessions[i].emitted, row, always, p.version_base, out);
     }
 
     /// End of input or retirement: everything not yet emitted in its latest state.
     pub fn flush(&mut self, p: &Params, sc: &mut Scratch, out: &mut Vec<Row>) {
+        if self.stale {
+            self.emit_stale(i64::MAX, p, sc, out);
+        }
         self.advance(i64::MAX, p, sc, out);
         for i in 0..self.sessions.len() {
             self.emit_session(i, false, p, sc, out);

@@ -10,7 +10,9 @@ mod emit;
 mod pane;
 pub mod presence;
 mod room;
+mod running;
 mod session;
+mod state;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -20,8 +22,10 @@ use rustc_hash::FxHashMap;
 use crate::config::{EngineConfig, TimeMode, WindowSpec};
 use crate::event::{Event, Reason};
 use crate::row::Row;
-use emit::Scratch;
+use emit::{Scratch, EPOCH_SHIFT};
 use room::Room;
+pub use running::{RoomTotals, RunningRoom};
+pub use state::{StateError, STATE_FORMAT_VERSION};
 
 /// What happened to one validated event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +38,8 @@ pub enum Outcome {
     Rejected(Reason),
 }
 
-/// Counters the engine keeps about its own work.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Counters the engine keeps about its own work (part of a checkpoint).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EngineStats {
     pub accepted: u64,
     pub late_accepted: u64,
@@ -74,6 +78,8 @@ pub(crate) struct Params {
     pub defs: Vec<Def>,
     pub session_rows: bool,
     pub mode: TimeMode,
+    /// `epoch << EPOCH_SHIFT`: added to every emitted version.
+    pub version_base: u64,
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -116,6 +122,7 @@ impl Params {
             defs,
             session_rows: cfg.session_rows(),
             mode: cfg.mode,
+            version_base: 0,
         }
     }
 }
@@ -136,6 +143,11 @@ pub struct Engine {
     due: BTreeSet<(i64, u32)>,
     /// Rooms whose sessions all ended, by `room_max_ts + session_idle_timeout`.
     retiring: BTreeSet<(i64, u32)>,
+    /// Rooms changed since the last [`Engine::running`] call.
+    dirty: Vec<u32>,
+    /// Restored after a crash: the wall clock of `last_input` belongs to the process
+    /// that crashed, so the next `tick` only takes the new clock as its reference.
+    reanchor_wall_clock: bool,
     scratch: Scratch,
 }
 
@@ -155,8 +167,30 @@ impl Engine {
             last_input: None,
             due: BTreeSet::new(),
             retiring: BTreeSet::new(),
+            dirty: Vec::new(),
+            reanchor_wall_clock: false,
             scratch: Scratch::default(),
         }
+    }
+
+    /// Sets the epoch of every version emitted from now on: `version = epoch << 40 |
+    /// counter`, where the counter is the key's own (1, 2, 3... in epoch 0, today's
+    /// replay output). The live pipeline raises the epoch at every start, from a count
+    /// it keeps durably apart from the checkpoints, so that the rows of a restored
+    /// engine outrank whatever the crashed process emitted after its last checkpoint
+    /// (ClickHouse keeps the highest version). Lowering the epoch would let versions go
+    /// backwards: refused.
+    pub fn set_version_epoch(&mut self, epoch: u32) -> Result<(), StateError> {
+        let current = self.version_epoch();
+        if epoch < current {
+            return Err(StateError::EpochBackwards { current, requested: epoch });
+        }
+        self.p.version_base = u64::from(epoch) << EPOCH_SHIFT;
+        Ok(())
+    }
+
+    pub fn version_epoch(&self) -> u32 {
+        (self.p.version_base >> EPOCH_SHIFT) as u32
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -187,6 +221,7 @@ impl Engine {
         if p.mode == TimeMode::Live {
             // Whatever happens to this event, the partition is not idle.
             self.last_input = Some((wall_clock_ms, self.partition_max_ts));
+            self.reanchor_wall_clock = false;
         }
         if limit.is_some_and(|l| ev.ts > l.saturating_add(p.max_future_skew)) {
             self.stats.ts_out_of_range += 1;
@@ -219,6 +254,10 @@ impl Engine {
         self.stats.late_accepted += u64::from(late);
         room.dedupe.insert(&ev.event_id, ev.ts);
         room.apply(ev, self.seq, p, &mut self.stats.after_session_final);
+        if !room.dirty {
+            room.dirty = true;
+            self.dirty.push(ri);
+        }
 
         let sc = &mut self.scratch;
         let room = &mut self.rooms[ri as usize];
@@ -241,7 +280,7 @@ impl Engine {
         let e = self.partition_max_ts.saturating_sub(p.idle_grace).saturating_sub(p.ooo);
         let room = &mut self.rooms[ri as usize];
         room.advance(room.watermark(p).max(e), p, &mut self.scratch, out);
-        room.collect(p);
+        room.collect(p, &mut self.scratch, out);
         self.requeue(ri);
         self.advance_partition(out);
         self.retire_due(out);
@@ -254,6 +293,13 @@ impl Engine {
     /// periodically; it does nothing in replay mode or before the first event.
     pub fn tick(&mut self, wall_clock_ms: i64, out: &mut Vec<Row>) {
         let Some((last_wall, last_max)) = self.last_input else { return };
+        if self.reanchor_wall_clock {
+            // The time the process was down is not idle time of the partition: its
+            // events are waiting in Kafka and are about to be replayed.
+            self.reanchor_wall_clock = false;
+            self.last_input = Some((wall_clock_ms, last_max));
+            return;
+        }
         let elapsed = wall_clock_ms.saturating_sub(last_wall);
         if self.p.mode != TimeMode::Live || last_max == i64::MIN || elapsed < self.p.idle_timeout {
             return;
@@ -322,6 +368,10 @@ impl Engine {
             room.retire_key = None;
             room.flush(&self.p, &mut self.scratch, out);
             room.retire(&self.p);
+            if !room.dirty {
+                room.dirty = true;
+                self.dirty.push(ri);
+            }
             self.stats.rooms_retired += 1;
             self.requeue(ri);
             // A retired room has nothing pending until its next event.

@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::agg::{Breakdowns, Facts, Tally, Uvs};
 use super::presence::{Arrival, Delta};
 use crate::row::Identity;
@@ -44,7 +46,7 @@ struct StepSummary {
 
 /// What the events of a pane add up to. Boxed: many panes hold only presence steps
 /// (where a viewer's presence times out), and those stay small.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct PaneEvents {
     pub tally: Tally,
     pub uvs: Uvs,
@@ -52,7 +54,7 @@ pub struct PaneEvents {
     pub identity: Option<Ident>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Pane {
     pub events: Option<Box<PaneEvents>>,
     /// Offline→online moves inside the pane (see [`Arrival`]).
@@ -60,6 +62,8 @@ pub struct Pane {
     /// Online-count changes inside the pane: (instant, all viewers, strangers), sorted
     /// by instant, one entry per instant, none that cancelled out.
     steps: Vec<(i64, i64, i64)>,
+    /// A cache of `steps`, rebuilt on demand.
+    #[serde(skip)]
     summary: Option<StepSummary>,
 }
 
@@ -125,8 +129,11 @@ pub struct PresenceRange {
 
 /// A room's panes, sparse: a pane exists where an event, an arrival or a presence
 /// change fell, so a room whose timestamps jump far apart costs nothing for the gap.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Panes {
+    /// Set from the configuration on restore, never read from a checkpoint: a width of
+    /// 0 would divide by zero.
+    #[serde(skip)]
     pub width: i64,
     pub map: BTreeMap<i64, Pane>,
     /// Online counts (all, strangers) just before the first kept pane.
@@ -182,6 +189,17 @@ impl Panes {
             c.1 += s.stranger_net;
         }
         c
+    }
+
+    /// Viewers online at instant `t` (any instant, not only pane starts).
+    pub fn online_count_at(&mut self, t: i64) -> u64 {
+        let w = self.width;
+        let ps = floor_to(t, w);
+        let mut c = self.count_before(ps).0;
+        if let Some(pane) = self.map.get(&ps) {
+            c += pane.steps.iter().take_while(|b| b.0 <= t).map(|b| b.1).sum::<i64>();
+        }
+        c.max(0) as u64
     }
 
     /// Whether anyone is online at instant `t` (pane-aligned).

@@ -5,15 +5,17 @@
 //! change presence at instants at or after its own `ts`: so segments that end before
 //! `H` are final. [`Viewer::fold`] drops them, keeping memory per viewer small.
 
+use serde::{Deserialize, Serialize};
+
 /// A viewer event, reduced to what presence needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PKind {
     Enter { stranger: bool, session: u32 },
     Leave,
     Refresh,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PEvent {
     pub ts: i64,
     pub seq: u64,
@@ -21,7 +23,7 @@ pub struct PEvent {
 }
 
 /// `[start, end)` online, with the class and entered session of the `enter` that began it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seg {
     pub start: i64,
     pub end: i64,
@@ -30,7 +32,7 @@ pub struct Seg {
 }
 
 /// The state carried over from folded events: online since `start`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Open {
     start: i64,
     stranger: bool,
@@ -45,7 +47,7 @@ pub trait Ends {
     fn session_end(&self, session: u32) -> Option<i64>;
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Viewer {
     pub hash: u64,
     base: Option<Open>,
@@ -62,7 +64,7 @@ pub struct Viewer {
 /// A viewer going from offline to online at `at`, last online until `prev_end`
 /// (`i64::MIN` if never). Per pane, these answer "distinct viewers present in a window"
 /// without keeping every online viewer in every pane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Arrival {
     pub at: i64,
     pub prev_end: i64,

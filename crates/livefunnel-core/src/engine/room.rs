@@ -4,18 +4,21 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 use super::agg::{City, Facts};
 use super::distinct::{hash_str, HashMap64};
-use super::pane::{Ident, Panes};
+use super::emit::Scratch;
+use super::pane::{later, Ident, Panes};
 use super::presence::{diff, Arrival, Delta, Ends, PEvent, PKind, Seg, Viewer};
+use super::running::RoomTotals;
 use super::session::SessionState;
 use super::Params;
 use crate::event::{Event, EventType, Source};
-use crate::row::Identity;
+use crate::row::{Identity, Row};
 
 /// Accepted event ids of a room, remembered while their `ts` is inside the horizon.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Dedupe {
     ids: HashMap64<Vec<(Box<str>, i64)>>,
     order: VecDeque<(i64, u64)>,
@@ -58,7 +61,7 @@ impl Dedupe {
 }
 
 /// The attribution an `enter` leaves for the viewer's later events in its session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Inherit {
     source: Source,
     plan: Option<Arc<str>>,
@@ -67,6 +70,8 @@ struct Inherit {
 /// A breakdown row's key: (window def, window end, kind, dimension value).
 pub type BdKey = (usize, i64, u8, Arc<str>);
 
+/// Everything but the buffers and caches is part of a checkpoint ([`super::state`]).
+#[derive(Serialize, Deserialize)]
 pub struct Room {
     pub id: Arc<str>,
     /// `room_max_ts`; `i64::MIN` before the first event.
@@ -76,15 +81,32 @@ pub struct Room {
     pub panes: Panes,
     pub viewers: HashMap64<Viewer>,
     pub sessions: Vec<SessionState>,
+    /// Rebuilt from `sessions` on restore.
+    #[serde(skip)]
     pub session_index: FxHashMap<Arc<str>, u32>,
     inherit: FxHashMap<(u32, u64), Inherit>,
     pub dedupe: Dedupe,
     /// Per (window def, window end): (version, fingerprint) of the last emission.
     pub emitted: BTreeMap<(usize, i64), (u64, u128)>,
     pub bd_emitted: FxHashMap<BdKey, (u64, u128)>,
+    /// Some window or session slot carries the stale fingerprint (see `emit::STALE`).
+    pub stale: bool,
+    /// Only shares equal identities between consecutive events: a cache.
+    #[serde(skip)]
     last_identity: Option<Arc<Identity>>,
+    /// The room's latest accepted event by (ts, arrival), kept across retirement: the
+    /// labels and latest session of its running values.
+    pub latest: Option<Ident>,
+    /// Retired and no event since.
+    pub retired: bool,
+    /// Counts since the room's first event, for the Prometheus counters (§4).
+    pub totals: RoomTotals,
+    /// Changed since the last [`super::Engine::running`] call; every room is after a restore.
+    #[serde(skip)]
+    pub dirty: bool,
     last_gc_horizon: i64,
     last_expire_horizon: i64,
+    #[serde(skip)]
     buffers: PresenceBuffers,
     /// Key in the engine's due index, if queued.
     pub due_key: Option<i64>,
@@ -131,7 +153,12 @@ impl Room {
             dedupe: Dedupe::default(),
             emitted: BTreeMap::new(),
             bd_emitted: FxHashMap::default(),
+            stale: false,
             last_identity: None,
+            latest: None,
+            retired: false,
+            totals: RoomTotals::default(),
+            dirty: false,
             last_gc_horizon: i64::MIN,
             last_expire_horizon: i64::MIN,
             buffers: PresenceBuffers::default(),
@@ -195,6 +222,9 @@ impl Room {
         let facts = self.facts(ev, session, user);
         let identity = self.identity(ev, session);
         let ident: Ident = (ts, seq, identity.clone());
+        self.retired = false;
+        later(&mut self.latest, &ident);
+        self.totals.add(&facts);
 
         self.panes.add_event(ts, seq, &facts, &identity, p.limit);
 
@@ -316,13 +346,17 @@ impl Room {
         }
     }
 
-    /// Frees what the horizon has made final.
-    pub fn collect(&mut self, p: &Params) {
+    /// Frees what the horizon has made final. Stale slots about to become final are
+    /// emitted first, while their panes are still all there.
+    pub fn collect(&mut self, p: &Params, sc: &mut Scratch, out: &mut Vec<Row>) {
         let h = self.horizon(p);
         // Duplicate checks compare against the horizon themselves, so expiring in
         // steps of a second only delays freeing, never changes an answer.
         if h < self.last_expire_horizon.saturating_add(1_000) {
             return;
+        }
+        if self.stale {
+            self.emit_stale(h, p, sc, out);
         }
         self.last_expire_horizon = h;
         self.dedupe.expire(h);
@@ -359,9 +393,17 @@ impl Room {
         self.inherit = FxHashMap::default();
         self.dedupe = Dedupe::default();
         self.last_identity = None;
+        self.retired = true;
         for s in &mut self.sessions {
             s.retire();
         }
+    }
+
+    /// After a restore: the state was read back without its derived parts.
+    pub fn rebuild(&mut self, pane_ms: i64) {
+        self.panes.width = pane_ms;
+        self.session_index =
+            self.sessions.iter().enumerate().map(|(i, s)| (s.id.clone(), i as u32)).collect();
     }
 }
 

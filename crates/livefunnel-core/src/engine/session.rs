@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::agg::{Facts, Tally, Uvs, UvsUnion};
 use super::distinct::{Distinct, HashMap64, HashSet64};
 use super::pane::{later, Ident};
@@ -15,7 +17,7 @@ pub const COLD_MS: i64 = 2 * 3600 * 1000;
 pub const COLD_VIEWERS: u64 = 200;
 
 /// A viewer-count step function: count deltas at instants, folded below `cut`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timeline {
     cut: Option<i64>,
     /// Count at instants from `cut` up to the first delta.
@@ -97,7 +99,7 @@ impl Timeline {
 }
 
 /// Presence measures over one range.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PresenceSums {
     pub present: HashMap64<(i128, i128)>,
     pub watch_ms: i128,
@@ -130,7 +132,7 @@ impl PresenceSums {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SessionState {
     pub id: Arc<str>,
     pub earliest_start_event: Option<i64>,

@@ -51,6 +51,10 @@ pub struct ModelResult {
     pub retirements: u64,
     /// Accepted events carrying the session_id of a session already final.
     pub after_session_final: u64,
+    /// Rooms not retired since their last event: (the latest accepted ts, viewers
+    /// online at that instant). For the engine's running values.
+    #[allow(dead_code)]
+    pub online_at_latest: BTreeMap<String, (i64, u64)>,
 }
 
 /// One accepted event with its attribution fixed at acceptance (arrival order).
@@ -188,6 +192,7 @@ pub fn run(cfg: &EngineConfig, events: &[Event<'static>]) -> ModelResult {
         sessions: BTreeMap::new(),
         retirements,
         after_session_final,
+        online_at_latest: BTreeMap::new(),
     };
     let mut ids: Vec<&String> = rooms.keys().collect();
     ids.sort();
@@ -198,6 +203,11 @@ pub fn run(cfg: &EngineConfig, events: &[Event<'static>]) -> ModelResult {
         }
         let segs = segments(&r.accepted, &r.frozen_end, cfg.presence_timeout_ms);
         windows_of_room(cfg, id, &r.accepted, &segs, &mut result);
+        if r.active {
+            let latest = r.accepted.iter().map(|a| a.ev.ts).max().expect("not empty");
+            let all: Vec<&Seg> = segs.iter().collect();
+            result.online_at_latest.insert(id.clone(), (latest, online_at(&all, latest)));
+        }
         if cfg.session_rows() {
             for (sid, row) in &r.frozen_rows {
                 result.sessions.insert((id.clone(), sid.clone()), row.clone());

@@ -1,22 +1,90 @@
 use std::collections::{HashMap, HashSet};
 
-use livefunnel_core::{decode, EventType, Reason, SourceClass};
+use livefunnel_core::{decode, Event, EventType, Reason, SourceClass};
 
 use super::*;
 
+mod model;
+mod scenarios;
+
+const MIN: i64 = 60_000;
+
 fn params(rooms: u32, minutes: i64, seed: u64) -> SimParams {
-    SimParams { rooms, duration_ms: minutes * 60_000, seed, ..SimParams::default() }
+    SimParams { rooms, duration_ms: minutes * MIN, seed, ..SimParams::default() }
 }
 
 fn all_messages(p: SimParams) -> Vec<Vec<u8>> {
+    with_meta(p).into_iter().map(|(_, m)| m).collect()
+}
+
+fn with_meta(p: SimParams) -> Vec<(MessageMeta, Vec<u8>)> {
     let mut sim = Simulator::new(p);
     let mut v = Vec::new();
     let mut buf = Vec::new();
-    while sim.next_message(&mut buf) {
-        v.push(std::mem::take(&mut buf));
+    while let Some(meta) = sim.next_with_meta(&mut buf) {
+        v.push((meta, std::mem::take(&mut buf)));
     }
     assert_eq!(sim.events_emitted(), v.len() as u64);
     v
+}
+
+/// The valid events, first copy of each (room, event_id), in arrival order.
+fn accepted(msgs: &[Vec<u8>]) -> Vec<Event<'static>> {
+    let mut seen = HashSet::new();
+    msgs.iter()
+        .filter_map(|m| decode(m).ok())
+        .filter(|e| seen.insert((e.room_id.to_string(), e.event_id.to_string())))
+        .map(Event::into_owned)
+        .collect()
+}
+
+/// Session start of each room, by room id.
+fn starts(events: &[Event<'_>]) -> HashMap<String, i64> {
+    events
+        .iter()
+        .filter(|e| e.kind == EventType::SessionStart)
+        .map(|e| (e.room_id.to_string(), e.ts))
+        .collect()
+}
+
+#[test]
+fn meta_says_when_and_where_each_message_belongs() {
+    let p = SimParams { malformed_share: 0.02, late_share: 0.01, ..params(6, 12, 4) };
+    let mut sim = Simulator::new(p);
+    let mut buf = Vec::new();
+    let (mut n, mut last_due, mut bad) = (0, i64::MIN, 0);
+    while let Some(meta) = sim.next_with_meta(&mut buf) {
+        assert!(meta.due_ms >= last_due, "due times never go down");
+        last_due = meta.due_ms;
+        assert!(meta.ts_ms <= meta.due_ms, "a message arrives after its event");
+        assert!(meta.due_ms - meta.ts_ms <= 120_000, "{meta:?}");
+        match decode(&buf) {
+            Ok(e) => {
+                assert_eq!(e.ts, meta.ts_ms);
+                assert_eq!(e.room_id, sim.room_id(meta.room));
+            }
+            Err(_) => bad += 1,
+        }
+        assert!(sim.room_id(meta.room).starts_with("room-"));
+        n += 1;
+        buf.clear();
+    }
+    assert_eq!(sim.rooms(), 6);
+    assert_eq!(sim.room_id(0), "room-0001");
+    assert!(n > 2_000 && bad > 10, "{n} {bad}");
+}
+
+#[test]
+fn a_room_does_not_depend_on_how_many_rooms_run() {
+    // `--scenario ...:rooms=3` must always mean the same room.
+    let room3 = |rooms: u32| -> Vec<Vec<u8>> {
+        let p = SimParams { malformed_share: 0.01, ..params(rooms, 15, 77) };
+        with_meta(p).into_iter().filter(|(m, _)| m.room == 2).map(|(_, b)| b).collect()
+    };
+    let a = room3(3);
+    assert!(a.len() > 200, "{}", a.len());
+    assert!(String::from_utf8_lossy(&a[0]).contains("\"room_id\":\"room-0003\""));
+    assert_eq!(a, room3(9));
 }
 
 #[test]
@@ -105,99 +173,6 @@ fn arrival_order_has_bounded_disorder_and_sessions_frame_the_room() {
         let (s, e) = span[&room];
         assert!(ts.iter().all(|&t| t >= s && t <= e), "{room}: events inside its session");
     }
-}
-
-#[derive(Default)]
-struct RoomTally {
-    viewers: HashSet<String>,
-    buyers: HashSet<String>,
-    enters_by_class: [u64; 3],
-    late_enters_by_class: [u64; 3],
-    impressions: u64,
-    orders: u64,
-    gmv: i64,
-    qty1: u64,
-}
-
-fn class_index(c: SourceClass) -> usize {
-    match c {
-        SourceClass::Private => 0,
-        SourceClass::Public => 1,
-        SourceClass::Paid => 2,
-    }
-}
-
-#[test]
-fn funnel_ratios_are_realistic() {
-    let p = params(60, 30, 11);
-    let sim = Simulator::new(p.clone());
-    let private_led: HashMap<String, bool> =
-        sim.rooms.iter().map(|r| (r.id.clone(), r.private_led)).collect();
-    let starts: HashMap<String, i64> = sim.rooms.iter().map(|r| (r.id.clone(), r.start)).collect();
-    drop(sim);
-    let msgs = all_messages(p);
-    let mut tally: HashMap<String, RoomTally> = HashMap::new();
-    let mut seen = HashSet::new();
-    for m in &msgs {
-        let ev = decode(m).expect("valid");
-        if !seen.insert((ev.room_id.to_string(), ev.event_id.to_string())) {
-            continue;
-        }
-        let t = tally.entry(ev.room_id.to_string()).or_default();
-        match ev.kind {
-            EventType::Enter => {
-                let c = class_index(ev.source.expect("enter has a source").class());
-                t.viewers.insert(ev.user_id.as_deref().unwrap().to_owned());
-                t.enters_by_class[c] += 1;
-                if ev.ts >= starts[ev.room_id.as_ref()] + 15 * 60_000 {
-                    t.late_enters_by_class[c] += 1;
-                }
-            }
-            EventType::RoomImpression => t.impressions += 1,
-            EventType::OrderPaid => {
-                t.buyers.insert(ev.user_id.as_deref().unwrap().to_owned());
-                t.orders += 1;
-                t.gmv += ev.amount_cents();
-                if ev.quantity() == 1 {
-                    t.qty1 += 1;
-                }
-            }
-            _ => {}
-        }
-    }
-    let (mut pv, mut pb, mut uv, mut ub) = (0usize, 0usize, 0usize, 0usize);
-    let (mut orders, mut gmv, mut qty1, mut imp, mut pub_enters) = (0u64, 0i64, 0u64, 0u64, 0u64);
-    let (mut late_pub, mut late_all) = (0u64, 0u64);
-    for (room, t) in &tally {
-        if private_led[room] {
-            pv += t.viewers.len();
-            pb += t.buyers.len();
-        } else {
-            uv += t.viewers.len();
-            ub += t.buyers.len();
-            late_pub += t.late_enters_by_class[1] + t.late_enters_by_class[2];
-            late_all += t.late_enters_by_class.iter().sum::<u64>();
-        }
-        orders += t.orders;
-        gmv += t.gmv;
-        qty1 += t.qty1;
-        imp += t.impressions;
-        pub_enters += t.enters_by_class[1] + t.enters_by_class[2];
-    }
-    let private_conv = pb as f64 / pv as f64;
-    let public_conv = ub as f64 / uv as f64;
-    let aov_yuan = gmv as f64 / 100.0 / orders as f64;
-    let public_share_late = late_pub as f64 / late_all as f64;
-    assert!(pv > 1_000 && uv > 1_000, "{pv} {uv}");
-    assert!((0.07..0.13).contains(&private_conv), "private-led view→pay {private_conv}");
-    assert!((0.005..0.02).contains(&public_conv), "public-led view→pay {public_conv}");
-    assert!((170.0..230.0).contains(&aov_yuan), "AOV {aov_yuan}");
-    assert!(qty1 as f64 / orders as f64 > 0.7, "quantity mostly 1");
-    assert!(imp > 3 * pub_enters, "impressions ≫ public enters: {imp} vs {pub_enters}");
-    assert!(
-        (0.78..0.95).contains(&public_share_late),
-        "public-led rooms' late public share {public_share_late}"
-    );
 }
 
 #[test]

@@ -1,0 +1,208 @@
+//! `[clickhouse]`: where results go and how they are batched and retried.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The ClickHouse sink's configuration. Every field has a default, so an empty
+/// `[clickhouse]` section talks to a local server's `livefunnel` database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// The HTTP interface, `http://host:8123`. HTTPS is not built in.
+    pub url: String,
+    /// Database holding livefunnel's tables; created by the migrations. Letters,
+    /// digits and `_`, not starting with a digit.
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    /// A flush is due once this many rows are buffered (all tables together).
+    pub batch_rows: usize,
+    /// A flush is due once the oldest buffered row is this old.
+    pub batch_interval_ms: u64,
+    /// Limit for one request (a query, or one insert's sending and its answer).
+    pub request_timeout_ms: u64,
+    /// Compress inserts with LZ4 (ClickHouse's own block format, `decompress=1`).
+    pub compression: bool,
+    /// Backoff between attempts of a failed insert.
+    pub retry: RetryConfig,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> ClickHouseConfig {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:8123".to_string(),
+            database: "livefunnel".to_string(),
+            user: "default".to_string(),
+            password: String::new(),
+            batch_rows: 20_000,
+            batch_interval_ms: 1_000,
+            request_timeout_ms: 30_000,
+            compression: true,
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+/// `[clickhouse.retry]`: exponential backoff with full jitter. Only errors a retry
+/// can fix (connection refused or reset, timeouts, overload) are retried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Upper bound of the first wait; it doubles per attempt up to `max_backoff_ms`.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Give up a flush after retrying this long; absent means retry until it
+    /// succeeds or the caller shuts down. The rows stay buffered either way.
+    pub max_elapsed_ms: Option<u64>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> RetryConfig {
+        RetryConfig { initial_backoff_ms: 100, max_backoff_ms: 10_000, max_elapsed_ms: None }
+    }
+}
+
+/// A configuration value that cannot work, naming the key and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("clickhouse.{field}: {message}")]
+pub struct ConfigError {
+    /// The key below `clickhouse.`, e.g. `retry.max_backoff_ms`.
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError { field, message: message.into() }
+}
+
+impl ClickHouseConfig {
+    /// Checks every field; the error names the first bad key and how to fix it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let rest = self.url.strip_prefix("http://").ok_or_else(|| {
+            invalid(
+                "url",
+                format!(
+                    "{:?} is not an http:// URL: use the HTTP interface, e.g. http://127.0.0.1:8123 \
+                     (https is not supported by this build)",
+                    self.url
+                ),
+            )
+        })?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(invalid(
+                "url",
+                format!("{:?} has no host: use e.g. http://127.0.0.1:8123", self.url),
+            ));
+        }
+        if !is_identifier(&self.database) {
+            return Err(invalid(
+                "database",
+                format!(
+                    "{:?} is not a plain identifier: use letters, digits and _ (not starting with a digit), \
+                     at most 64 bytes, e.g. livefunnel",
+                    self.database
+                ),
+            ));
+        }
+        if self.user.is_empty() {
+            return Err(invalid("user", "is empty: set the ClickHouse user, e.g. default"));
+        }
+        if self.batch_rows == 0 {
+            return Err(invalid("batch_rows", "must be at least 1 (default 20000)"));
+        }
+        if self.batch_interval_ms == 0 {
+            return Err(invalid("batch_interval_ms", "must be at least 1 (default 1000)"));
+        }
+        if self.request_timeout_ms < 100 {
+            return Err(invalid("request_timeout_ms", "must be at least 100 (default 30000)"));
+        }
+        let r = &self.retry;
+        if r.initial_backoff_ms == 0 {
+            return Err(invalid("retry.initial_backoff_ms", "must be at least 1 (default 100)"));
+        }
+        if r.max_backoff_ms < r.initial_backoff_ms {
+            return Err(invalid(
+                "retry.max_backoff_ms",
+                format!(
+                    "{} is below retry.initial_backoff_ms ({}): raise it (default 10000)",
+                    r.max_backoff_ms, r.initial_backoff_ms
+                ),
+            ));
+        }
+        if r.max_elapsed_ms == Some(0) {
+            return Err(invalid(
+                "retry.max_elapsed_ms",
+                "must be at least 1, or absent to retry until shutdown",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn batch_interval(&self) -> Duration {
+        Duration::from_millis(self.batch_interval_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// A name that can appear unquoted in SQL, so it can never inject anything.
+pub(crate) fn is_identifier(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'A'..=b'Z' | b'_'))
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && s.len() <= 64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let cfg = ClickHouseConfig::default();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.url, "http://127.0.0.1:8123");
+        assert_eq!(cfg.database, "livefunnel");
+        assert_eq!((cfg.batch_rows, cfg.batch_interval_ms), (20_000, 1_000));
+        assert_eq!((cfg.retry.initial_backoff_ms, cfg.retry.max_backoff_ms), (100, 10_000));
+    }
+
+    #[test]
+    fn deserializes_partial_sections_with_defaults() {
+        let cfg: ClickHouseConfig =
+            serde_json::from_str(r#"{"database":"lf_test","retry":{"max_backoff_ms":500}}"#).unwrap();
+        assert_eq!(cfg.database, "lf_test");
+        assert_eq!(cfg.retry.max_backoff_ms, 500);
+        assert_eq!(cfg.retry.initial_backoff_ms, 100);
+        assert_eq!(cfg.batch_rows, 20_000);
+        assert!(serde_json::from_str::<ClickHouseConfig>(r#"{"batch_row":1}"#).is_err(), "typos are refused");
+    }
+
+    #[test]
+    fn validation_names_the_field_and_the_fix() {
+        let check = |edit: fn(&mut ClickHouseConfig), field: &str, hint: &str| {
+            let mut cfg = ClickHouseConfig::default();
+            edit(&mut cfg);
+            let err = cfg.validate().unwrap_err();
+            assert_eq!(err.field, field);
+            let text = err.to_string();
+            assert!(text.starts_with(&format!("clickhouse.{field}: ")), "{text}");
+            assert!(text.contains(hint), "{text}");
+        };
+        check(|c| c.url = "https://ch:8443".into(), "url", "http://127.0.0.1:8123");
+        check(|c| c.url = "http://".into(), "url", "no host");
+        check(|c| c.database = "live-funnel".into(), "database", "letters, digits and _");
+        check(|c| c.database = "1db".into(), "database", "not starting with a digit");
+        check(|c| c.database = "a`; DROP".into(), "database", "identifier");
+        check(|c| c.user = String::new(), "user", "default");
+        check(|c| c.batch_rows = 0, "batch_rows", "at least 1");
+        check(|c| c.batch_interval_ms = 0, "batch_interval_ms", "at least 1");
+        check(|c| c.request_timeout_ms = 5, "request_timeout_ms", "at least 100");
+        check(|c| c.retry.initial_backoff_ms = 0, "retry.initial_backoff_ms", "at least 1");
+        check(|c| c.retry.max_backoff_ms = 50, "retry.max_backoff_ms", "below retry.initial_backoff_ms");
+        check(|c| c.retry.max_elapsed_ms = Some(0), "retry.max_elapsed_ms", "absent");
+    }
+}

@@ -1,0 +1,277 @@
+//! Engine state for checkpoints: the whole state of one partition's engine as bytes,
+//! and back. The live pipeline writes it every few seconds with the partition's next
+//! offset (the file framing is `livefunnel-state`'s); after a crash it restores it
+//! and replays the partition from that offset.
+//!
+//! Layout: `LFES`, the format version (u16 LE), a CRC32 of everything after it (u32
+//! LE), then postcard: the configuration the state was shaped by ([`ConfigPrint`]),
+//! then the state. Buffers, caches and indexes derived from the rest are not written;
+//! they are rebuilt on restore.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::emit::{Scratch, EPOCH_SHIFT};
+use super::pane::Ident;
+use super::room::Room;
+use super::{Engine, EngineStats, Params};
+use crate::config::{EngineConfig, TimeMode, WindowSpec};
+use crate::row::Identity;
+
+/// Version of the state layout. Bump it on any change to a serialized type: field
+/// order, a field's type, an enum's variants (postcard writes variant indexes), the
+/// meaning of a value.
+pub const STATE_FORMAT_VERSION: u16 = 1;
+
+const MAGIC: &[u8; 4] = b"LFES";
+const HEADER_LEN: usize = 4 + 2 + 4;
+
+/// Why engine state bytes cannot be restored. No variant is helped by a retry: the
+/// bytes or the configuration must change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("not a livefunnel engine state (bad magic bytes): the checkpoint holds something else; delete the state directory to start over")]
+    NotEngineState,
+    #[error("engine state format {found} is not readable by this build (it reads format {supported}): run the livefunnel version that wrote it, or delete the state directory to start over")]
+    Format { found: u16, supported: u16 },
+    #[error("engine state is corrupt ({detail}): delete the state directory to start over")]
+    Corrupt { detail: String },
+    #[error("{}: restore with the same configuration or delete the state directory to start over", .differences.join("; "))]
+    ConfigMismatch { differences: Vec<String> },
+    #[error("version epoch {requested} is below the engine's epoch {current}: versions would go backwards; keep the epoch counter with the state directory")]
+    EpochBackwards { current: u32, requested: u32 },
+}
+
+fn corrupt(detail: impl Into<String>) -> StateError {
+    StateError::Corrupt { detail: detail.into() }
+}
+
+/// The configuration values that shape the state: restoring under other values would
+/// misread it (window indexes, pane width, folded presence, horizons, distinct sets).
+/// Values that only steer the future (`idle_grace`, `idle_timeout`, `max_future_skew`,
+/// `windows.breakdowns`) may change across a restart. Kept readable, not hashed, so a
+/// mismatch can say what differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ConfigPrint {
+    windows: Vec<String>,
+    out_of_orderness_ms: i64,
+    allowed_lateness_ms: i64,
+    presence_timeout_ms: i64,
+    session_idle_timeout_ms: i64,
+    exact_distinct_limit: u64,
+    live: bool,
+}
+
+impl ConfigPrint {
+    fn of(cfg: &EngineConfig) -> ConfigPrint {
+        ConfigPrint {
+            windows: cfg.windows.iter().map(WindowSpec::name).collect(),
+            out_of_orderness_ms: cfg.out_of_orderness_ms,
+            allowed_lateness_ms: cfg.allowed_lateness_ms,
+            presence_timeout_ms: cfg.presence_timeout_ms,
+            session_idle_timeout_ms: cfg.session_idle_timeout_ms,
+            exact_distinct_limit: cfg.exact_distinct_limit as u64,
+            live: cfg.mode == TimeMode::Live,
+        }
+    }
+
+    /// "checkpoint was taken with X, the config has Y", one per differing value.
+    fn differences(&self, now: &ConfigPrint) -> Vec<String> {
+        fn ms(v: i64) -> String {
+            if v % 1000 == 0 {
+                format!("{}s", v / 1000)
+            } else {
+                format!("{v}ms")
+            }
+        }
+        fn mode(live: bool) -> &'static str {
+            if live {
+                "live"
+            } else {
+                "replay"
+            }
+        }
+        let mut out = Vec::new();
+        let mut diff = |what: &str, then: String, now: String| {
+            if then != now {
+                out.push(format!("checkpoint was taken with {what} {then}, the config has {now}"));
+            }
+        };
+        diff("windows", format!("[{}]", self.windows.join(", ")), format!("[{}]", now.windows.join(", ")));
+        diff("time.out_of_orderness", ms(self.out_of_orderness_ms), ms(now.out_of_orderness_ms));
+        diff("time.allowed_lateness", ms(self.allowed_lateness_ms), ms(now.allowed_lateness_ms));
+        diff("time.presence_timeout", ms(self.presence_timeout_ms), ms(now.presence_timeout_ms));
+        diff("time.session_idle_timeout", ms(self.session_idle_timeout_ms), ms(now.session_idle_timeout_ms));
+        diff(
+            "limits.exact_distinct_limit",
+            self.exact_distinct_limit.to_string(),
+            now.exact_distinct_limit.to_string(),
+        );
+        diff("mode", mode(self.live).to_owned(), mode(now.live).to_owned());
+        out
+    }
+}
+
+/// The state as written ([`Body`] is the same, as read back: same fields, same order).
+#[derive(Serialize)]
+struct BodyRef<'a> {
+    epoch: u32,
+    stats: &'a EngineStats,
+    partition_max_ts: i64,
+    seq: u64,
+    last_input: Option<(i64, i64)>,
+    rooms: &'a [Room],
+}
+
+#[derive(Deserialize)]
+struct Body {
+    epoch: u32,
+    stats: EngineStats,
+    partition_max_ts: i64,
+    seq: u64,
+    last_input: Option<(i64, i64)>,
+    rooms: Vec<Room>,
+}
+
+impl Engine {
+    /// The whole state of the engine, for a checkpoint: rooms, watermarks, duplicate
+    /// memory, presence, panes, distinct sets and sketches, sessions, version counters
+    /// and the fingerprints of the last emissions, the version epoch, the counters.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + 4096);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&STATE_FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        let body = BodyRef {
+            epoch: self.version_epoch(),
+            stats: &self.stats,
+            partition_max_ts: self.partition_max_ts,
+            seq: self.seq,
+            last_input: self.last_input,
+            rooms: &self.rooms,
+        };
+        // Writing into a Vec fails only on allocation failure, which aborts anyway.
+        let out = postcard::to_extend(&ConfigPrint::of(&self.cfg), out).expect("encoding into a vec");
+        let mut out = postcard::to_extend(&body, out).expect("encoding into a vec");
+        let crc = crc32fast::hash(&out[HEADER_LEN..]);
+        out[6..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Restores an engine from [`Engine::snapshot`] bytes after a restart, for the live
+    /// pipeline: every window and session row that could still change is emitted again
+    /// the next time it is checked, even if unchanged (see `Room::mark_stale` for why),
+    /// and the wall clock of the last input is forgotten, so the time the process was
+    /// down does not count as idle time of the partition. Call
+    /// [`Engine::set_version_epoch`] with a new epoch before processing.
+    pub fn restore(cfg: EngineConfig, bytes: &[u8]) -> Result<Engine, StateError> {
+        let mut engine = Engine::restore_exact(cfg, bytes)?;
+        for room in &mut engine.rooms {
+            let h = room.horizon(&engine.p);
+            room.mark_stale(h);
+        }
+        engine.reanchor_wall_clock = engine.p.mode == TimeMode::Live && engine.last_input.is_some();
+        Ok(engine)
+    }
+
+    /// Restores an engine that continues exactly as the one that took the snapshot:
+    /// the same input then gives the same rows, byte for byte.
+    pub fn restore_exact(cfg: EngineConfig, bytes: &[u8]) -> Result<Engine, StateError> {
+        if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
+            return Err(if bytes.len() < HEADER_LEN && MAGIC.starts_with(bytes) {
+                corrupt(format!("truncated to {} bytes", bytes.len()))
+            } else {
+                StateError::NotEngineState
+            });
+        }
+        let found = u16::from_le_bytes([bytes[4], bytes[5]]);
+        if found != STATE_FORMAT_VERSION {
+            return Err(StateError::Format { found, supported: STATE_FORMAT_VERSION });
+        }
+        let crc = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
+        if crc32fast::hash(&bytes[HEADER_LEN..]) != crc {
+            return Err(corrupt("checksum mismatch: truncated or damaged"));
+        }
+        let (print, rest): (ConfigPrint, &[u8]) = postcard::take_from_bytes(&bytes[HEADER_LEN..])
+            .map_err(|e| corrupt(format!("configuration record: {e}")))?;
+        let differences = print.differences(&ConfigPrint::of(&cfg));
+        if !differences.is_empty() {
+            return Err(StateError::ConfigMismatch { differences });
+        }
+        let (body, rest): (Body, &[u8]) =
+            postcard::take_from_bytes(rest).map_err(|e| corrupt(format!("engine state: {e}")))?;
+        if !rest.is_empty() {
+            return Err(corrupt(format!("{} unexpected bytes after the state", rest.len())));
+        }
+        Engine::from_body(cfg, body)
+    }
+
+    fn from_body(cfg: EngineConfig, body: Body) -> Result<Engine, StateError> {
+        let mut engine = Engine::new(cfg);
+        let p: &Params = &engine.p;
+        if u32::try_from(body.rooms.len()).is_err() {
+            return Err(corrupt("more rooms than an engine can hold"));
+        }
+        let mut room_index = FxHashMap::default();
+        let mut due = BTreeSet::new();
+        let mut retiring = BTreeSet::new();
+        let mut dirty = Vec::new();
+        let mut identities = HashMap::new();
+        let mut rooms = body.rooms;
+        for (i, room) in rooms.iter_mut().enumerate() {
+            let ri = i as u32;
+            room.rebuild(p.pane_ms);
+            intern_identities(room, &mut identities);
+            if room_index.insert(room.id.clone(), ri).is_some() {
+                return Err(corrupt(format!("room {} is listed twice", room.id)));
+            }
+            if let Some(k) = room.due_key {
+                due.insert((k, ri));
+            }
+            if let Some(k) = room.retire_key {
+                retiring.insert((k, ri));
+            }
+            // A new process has a new metrics registry: every live room is reported.
+            if room.latest.is_some() && !room.retired {
+                room.dirty = true;
+                dirty.push(ri);
+            }
+        }
+        engine.p.version_base = u64::from(body.epoch) << EPOCH_SHIFT;
+        engine.stats = body.stats;
+        engine.partition_max_ts = body.partition_max_ts;
+        engine.seq = body.seq;
+        engine.last_input = body.last_input;
+        engine.rooms = rooms;
+        engine.room_index = room_index;
+        engine.due = due;
+        engine.retiring = retiring;
+        engine.dirty = dirty;
+        engine.scratch = Scratch::default();
+        Ok(engine)
+    }
+}
+
+/// Panes of a room share their identities: read back, each is its own copy; one per
+/// distinct identity again keeps a restored engine's memory where it was.
+fn intern_identities(room: &mut Room, seen: &mut HashMap<Identity, Arc<Identity>>) {
+    let mut intern = |ident: &mut Option<Ident>| {
+        if let Some((_, _, id)) = ident {
+            let shared = seen.entry((**id).clone()).or_insert_with(|| id.clone());
+            *id = shared.clone();
+        }
+    };
+    for pane in room.panes.map.values_mut() {
+        if let Some(e) = &mut pane.events {
+            intern(&mut e.identity);
+        }
+    }
+    intern(&mut room.panes.freed_identity);
+    intern(&mut room.latest);
+    for s in &mut room.sessions {
+        intern(&mut s.identity);
+    }
+}

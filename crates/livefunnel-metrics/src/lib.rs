@@ -1,0 +1,27 @@
+//! Every Prometheus series livefunnel exports, declared in one place and registered on
+//! a registry passed in (never the global one).
+//!
+//! - [`RoomMetrics`]: the per-room series of contract §4, labels `org_id`, `room_id`,
+//!   `platform` (plus `window` on the window gauges).
+//! - [`PipelineMetrics`]: pipeline health, without room labels.
+//!
+//! ClickHouse insert series live with the ClickHouse sink (`livefunnel-clickhouse`).
+
+mod pipeline;
+mod room;
+
+pub use pipeline::PipelineMetrics;
+pub use room::{RoomKey, RoomMetrics, RoomTotals, RoomTracker};
+
+/// Renders a registry in the Prometheus text format.
+pub fn render(registry: &prometheus::Registry) -> String {
+    use prometheus::Encoder;
+    let mut buf = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&registry.gather(), &mut buf)
+        .expect("text encoding into a vec cannot fail");
+    String::from_utf8(buf).expect("the text format is utf-8")
+}
+
+#[cfg(test)]
+mod tests;

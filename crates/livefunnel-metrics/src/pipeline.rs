@@ -1,0 +1,132 @@
+//! Pipeline health series (contract §4, last bullet). No room labels: their
+//! cardinality is bounded by partitions, reasons and row kinds.
+
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+#[derive(Clone)]
+pub struct PipelineMetrics {
+    /// Messages read from Kafka, valid or not.
+    pub events_consumed: IntCounterVec,
+    pub events_accepted: IntCounter,
+    pub events_rejected: IntCounterVec,
+    pub events_duplicate: IntCounter,
+    /// Accepted with `ts < W`: corrections to windows possibly already shown.
+    pub events_late_accepted: IntCounter,
+    pub events_after_session_final: IntCounter,
+    pub dead_letters: IntCounterVec,
+    pub dead_letter_errors: IntCounter,
+    pub consumer_lag: IntGaugeVec,
+    /// Wall clock minus the partition's event-time watermark, in seconds.
+    pub watermark_lag_seconds: prometheus::GaugeVec,
+    pub rows_emitted: IntCounterVec,
+    pub checkpoints: IntCounterVec,
+    pub checkpoint_duration_seconds: Histogram,
+    pub checkpoint_age_seconds: prometheus::GaugeVec,
+    pub partitions_assigned: IntGauge,
+    pub live_rooms: IntGauge,
+}
+
+impl PipelineMetrics {
+    pub fn new(registry: &Registry) -> Result<PipelineMetrics, prometheus::Error> {
+        let part = &["topic", "partition"];
+        let m = PipelineMetrics {
+            events_consumed: IntCounterVec::new(
+                Opts::new("livefunnel_events_consumed_total", "messages read from the input topics"),
+                part,
+            )?,
+            events_accepted: IntCounter::new("livefunnel_events_accepted_total", "events accepted")?,
+            events_rejected: IntCounterVec::new(
+                Opts::new("livefunnel_events_rejected_total", "events rejected, by contract reason"),
+                &["reason"],
+            )?,
+            events_duplicate: IntCounter::new(
+                "livefunnel_events_duplicate_total",
+                "events dropped as duplicates inside the acceptance horizon",
+            )?,
+            events_late_accepted: IntCounter::new(
+                "livefunnel_events_late_accepted_total",
+                "events accepted behind the acceptance watermark (corrections)",
+            )?,
+            events_after_session_final: IntCounter::new(
+                "livefunnel_events_after_session_final_total",
+                "accepted events of a session whose row is already final",
+            )?,
+            dead_letters: IntCounterVec::new(
+                Opts::new("livefunnel_dead_letters_total", "messages written to the dead-letter topic"),
+                &["reason"],
+            )?,
+            dead_letter_errors: IntCounter::new(
+                "livefunnel_dead_letter_errors_total",
+                "failed attempts to write to the dead-letter topic (retried)",
+            )?,
+            consumer_lag: IntGaugeVec::new(
+                Opts::new("livefunnel_kafka_consumer_lag", "messages behind the partition's high watermark"),
+                part,
+            )?,
+            watermark_lag_seconds: prometheus::GaugeVec::new(
+                Opts::new(
+                    "livefunnel_watermark_lag_seconds",
+                    "wall clock minus the partition's event-time watermark",
+                ),
+                part,
+            )?,
+            rows_emitted: IntCounterVec::new(
+                Opts::new("livefunnel_rows_emitted_total", "result rows emitted, by kind"),
+                &["kind"],
+            )?,
+            checkpoints: IntCounterVec::new(
+                Opts::new("livefunnel_checkpoints_total", "checkpoints taken, by result"),
+                &["result"],
+            )?,
+            checkpoint_duration_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "livefunnel_checkpoint_duration_seconds",
+                    "from the snapshot to the committed offset",
+                )
+                .buckets(exponential_buckets(0.005, 2.0, 14)?),
+            )?,
+            checkpoint_age_seconds: prometheus::GaugeVec::new(
+                Opts::new("livefunnel_checkpoint_age_seconds", "seconds since the last completed checkpoint"),
+                part,
+            )?,
+            partitions_assigned: IntGauge::new(
+                "livefunnel_partitions_assigned",
+                "input partitions this process owns",
+            )?,
+            live_rooms: IntGauge::new("livefunnel_live_rooms", "rooms with a live session")?,
+        };
+        registry.register(Box::new(m.events_consumed.clone()))?;
+        registry.register(Box::new(m.events_accepted.clone()))?;
+        registry.register(Box::new(m.events_rejected.clone()))?;
+        registry.register(Box::new(m.events_duplicate.clone()))?;
+        registry.register(Box::new(m.events_late_accepted.clone()))?;
+        registry.register(Box::new(m.events_after_session_final.clone()))?;
+        registry.register(Box::new(m.dead_letters.clone()))?;
+        registry.register(Box::new(m.dead_letter_errors.clone()))?;
+        registry.register(Box::new(m.consumer_lag.clone()))?;
+        registry.register(Box::new(m.watermark_lag_seconds.clone()))?;
+        registry.register(Box::new(m.rows_emitted.clone()))?;
+        registry.register(Box::new(m.checkpoints.clone()))?;
+        registry.register(Box::new(m.checkpoint_duration_seconds.clone()))?;
+        registry.register(Box::new(m.checkpoint_age_seconds.clone()))?;
+        registry.register(Box::new(m.partitions_assigned.clone()))?;
+        registry.register(Box::new(m.live_rooms.clone()))?;
+        for reason in livefunnel_core::Reason::ALL {
+            // Every reason shows from the start, so `rate()` sees the first rejection.
+            m.events_rejected.with_label_values(&[reason.as_str()]);
+        }
+        Ok(m)
+    }
+
+    /// Drops a partition's series when it is revoked.
+    pub fn forget_partition(&self, topic: &str, partition: i32) {
+        let p = partition.to_string();
+        let labels = [topic, p.as_str()];
+        let _ = self.consumer_lag.remove_label_values(&labels);
+        let _ = self.watermark_lag_seconds.remove_label_values(&labels);
+        let _ = self.checkpoint_age_seconds.remove_label_values(&labels);
+    }
+}

@@ -1,0 +1,290 @@
+//! The consumer loop and the rebalance handler: partitions come with their restored
+//! state and go with a final checkpoint.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::FutureExt;
+use livefunnel_kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use livefunnel_kafka::rdkafka::message::Message;
+use livefunnel_kafka::rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use livefunnel_kafka::{Assignment, AssignmentHandler, DeadLetters, GroupContext, PartitionLag, StartAt};
+use livefunnel_state::StateDir;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::partition::{self, InMsg, PartitionSetup};
+use super::sink::SinkMsg;
+use super::{fail, Metrics, Settings, Status};
+
+/// Messages handed to a partition task at once, at most.
+const BATCH: usize = 2048;
+/// Batches queued per partition before the consumer loop waits.
+const PARTITION_QUEUE: usize = 4;
+/// How long a revoke waits for a partition's final checkpoint.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct ConsumerSettings {
+    pub settings: Settings,
+    pub start_without: StartAt,
+    pub sink: mpsc::Sender<SinkMsg>,
+    pub metrics: Metrics,
+    pub status: Arc<Status>,
+    pub shutdown: CancellationToken,
+    pub abort: CancellationToken,
+}
+
+struct Running {
+    tx: mpsc::Sender<Vec<InMsg>>,
+    stop: oneshot::Sender<()>,
+    join: tokio::task::JoinHandle<anyhow::Result<Option<i64>>>,
+}
+
+/// The pipeline's half of the rebalance protocol.
+struct Handler {
+    cs: Arc<ConsumerSettings>,
+    state: StateDir,
+    dlq: DeadLetters,
+    commits: mpsc::UnboundedSender<(Assignment, i64)>,
+    runtime: tokio::runtime::Handle,
+    tasks: Arc<Mutex<HashMap<Assignment, Running>>>,
+}
+
+impl Handler {
+    fn start(&self, a: &Assignment) -> anyhow::Result<StartAt> {
+        let s = &self.cs.settings;
+        let ck = self.state.load(&a.topic, a.partition)?;
+        let epoch = self.state.claim_epoch(&a.topic, a.partition, ck.as_ref().map_or(0, |c| c.epoch))?;
+        let start = match &ck {
+            Some(c) => StartAt::Offset(c.next_offset),
+            None => self.cs.start_without,
+        };
+        let setup = PartitionSetup::new(a.clone(), s, ck, epoch, self.state.clone())
+            .with_context(|| format!("restoring partition {}/{}", a.topic, a.partition))?;
+        info!(topic = %a.topic, partition = a.partition, epoch, start = ?start, "partition starting");
+        let (tx, rx) = mpsc::channel(PARTITION_QUEUE);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let ctx = partition::Ctx {
+            dlq: self.dlq.clone(),
+            dlq_topic: s.kafka.dlq_topic_for(&a.topic),
+            sink: self.cs.sink.clone(),
+            commits: self.commits.clone(),
+            metrics: self.cs.metrics.clone(),
+            status: self.cs.status.clone(),
+            checkpoint_interval_ms: s.checkpoint_interval_ms,
+            series_ttl_ms: s.series_ttl_ms,
+            abort: self.cs.abort.clone(),
+        };
+        let join = self.runtime.spawn(partition::run(setup, ctx, rx, stop_rx));
+        self.tasks.lock().expect("poisoned").insert(a.clone(), Running { tx, stop: stop_tx, join });
+        Ok(start)
+    }
+}
+
+impl AssignmentHandler for Handler {
+    fn assigned(&self, parts: &[Assignment]) -> Vec<StartAt> {
+        self.cs.status.kafka_assigned.store(true, std::sync::atomic::Ordering::Relaxed);
+        let starts = parts
+            .iter()
+            .map(|a| match self.start(a) {
+                Ok(s) => s,
+                Err(e) => {
+                    fail(&self.cs.status, &self.cs.shutdown, format!("{e:#}"));
+                    // Nothing of this partition is processed or committed: the
+                    // pipeline is stopping.
+                    StartAt::End
+                }
+            })
+            .collect();
+        let n = self.tasks.lock().expect("poisoned").len();
+        self.cs.metrics.pipeline.partitions_assigned.set(n as i64);
+        starts
+    }
+
+    fn revoked(&self, parts: &[Assignment]) -> Vec<(Assignment, i64)> {
+        let stopping: Vec<(Assignment, Running)> = {
+            let mut tasks = self.tasks.lock().expect("poisoned");
+            parts.iter().filter_map(|a| tasks.remove(a).map(|r| (a.clone(), r))).collect()
+        };
+        let n = self.tasks.lock().expect("poisoned").len();
+        self.cs.metrics.pipeline.partitions_assigned.set(n as i64);
+        stop_all(stopping, &self.runtime)
+    }
+
+    fn lag(&self, lags: &[PartitionLag]) {
+        for l in lags {
+            let p = l.partition.to_string();
+            self.cs
+                .metrics
+                .pipeline
+                .consumer_lag
+                .with_label_values(&[l.topic.as_str(), p.as_str()])
+                .set(l.lag);
+        }
+    }
+}
+
+/// Stops partition tasks and waits for their final checkpoints; returns the offsets
+/// to commit.
+async fn stop_and_wait(stopping: Vec<(Assignment, Running)>) -> Vec<(Assignment, i64)> {
+    let mut joins = Vec::new();
+    for (a, r) in stopping {
+        let _ = r.stop.send(());
+        drop(r.tx);
+        joins.push((a, r.join));
+    }
+    let mut out = Vec::new();
+    for (a, j) in joins {
+        match tokio::time::timeout(REVOKE_TIMEOUT, j).await {
+            Ok(Ok(Ok(Some(off)))) => out.push((a, off)),
+            Ok(Ok(Ok(None))) => {}
+            Ok(Ok(Err(e))) => warn!(
+                topic = %a.topic, partition = a.partition, error = %format!("{e:#}"),
+                "partition stopped without a final checkpoint"
+            ),
+            Ok(Err(e)) => {
+                warn!(topic = %a.topic, partition = a.partition, error = %e, "partition task failed")
+            }
+            Err(_) => warn!(topic = %a.topic, partition = a.partition, "final checkpoint timed out"),
+        }
+    }
+    out
+}
+
+/// [`stop_and_wait`] from librdkafka's rebalance callback, which runs inside the
+/// consumer loop's task on a runtime worker: the worker hands its other tasks to the
+/// runtime while it blocks, so the partition tasks can finish.
+fn stop_all(stopping: Vec<(Assignment, Running)>, rt: &tokio::runtime::Handle) -> Vec<(Assignment, i64)> {
+    if stopping.is_empty() {
+        return Vec::new();
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| rt.block_on(stop_and_wait(stopping)))
+        }
+        Ok(_) => {
+            warn!("rebalance on a single-threaded runtime: not waiting for final checkpoints");
+            Vec::new()
+        }
+        Err(_) => rt.block_on(stop_and_wait(stopping)),
+    }
+}
+
+pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
+    let cs = Arc::new(cs);
+    let props = cs.settings.kafka.librdkafka_properties();
+    let state = StateDir::open(&cs.settings.state_dir)?;
+    let dlq = DeadLetters::new(&livefunnel_kafka::producer_config(&props))
+        .context("creating the dead-letter producer")?;
+    let (commit_tx, mut commit_rx) = mpsc::unbounded_channel::<(Assignment, i64)>();
+    let tasks: Arc<Mutex<HashMap<Assignment, Running>>> = Arc::default();
+    let handler = Handler {
+        cs: cs.clone(),
+        state,
+        dlq: dlq.clone(),
+        commits: commit_tx,
+        runtime: tokio::runtime::Handle::current(),
+        tasks: tasks.clone(),
+    };
+    let consumer: StreamConsumer<GroupContext<Handler>> = livefunnel_kafka::consumer_config(&props)?
+        .create_with_context(GroupContext::new(handler))
+        .context("creating the kafka consumer")?;
+    let topics: Vec<&str> = cs.settings.kafka.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).context("subscribing to the input topics")?;
+    info!(topics = ?topics, group = %cs.settings.kafka.group_id, "consuming");
+
+    let mut senders: HashMap<(String, i32), mpsc::Sender<Vec<InMsg>>> = HashMap::new();
+    let mut batches: HashMap<(String, i32), Vec<InMsg>> = HashMap::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = cs.shutdown.cancelled() => break,
+            Some((a, off)) = commit_rx.recv() => commit(&consumer, &a, off, CommitMode::Async),
+            m = consumer.recv() => {
+                let first = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        warn!(error = %e, "kafka consumer error");
+                        continue;
+                    }
+                };
+                let mut push = |m: &livefunnel_kafka::rdkafka::message::BorrowedMessage<'_>| {
+                    batches.entry((m.topic().to_owned(), m.partition())).or_default().push(InMsg {
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                    });
+                };
+                push(&first);
+                drop(first);
+                let mut n = 1usize;
+                // Take whatever else is already here, without waiting.
+                while n < BATCH {
+                    match consumer.recv().now_or_never() {
+                        Some(Ok(m)) => {
+                            push(&m);
+                            n += 1;
+                        }
+                        Some(Err(e)) => {
+                            warn!(error = %e, "kafka consumer error");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                cs.status.events_consumed.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                for (tp, batch) in batches.drain() {
+                    let p = tp.1.to_string();
+                    cs.metrics.pipeline.events_consumed.with_label_values(&[tp.0.as_str(), p.as_str()]).inc_by(batch.len() as u64);
+                    let tx = match senders.get(&tp) {
+                        Some(tx) if !tx.is_closed() => tx.clone(),
+                        _ => {
+                            let a = Assignment { topic: tp.0.clone(), partition: tp.1 };
+                            match tasks.lock().expect("poisoned").get(&a) {
+                                Some(r) => {
+                                    senders.insert(tp.clone(), r.tx.clone());
+                                    r.tx.clone()
+                                }
+                                // Not ours (any more): the owner resumes from its checkpoint.
+                                None => continue,
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        r = tx.send(batch) => if r.is_err() { senders.remove(&tp); },
+                        _ = cs.shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+    }
+    info!("stopping: final checkpoints");
+    drop(senders);
+    let stopping: Vec<(Assignment, Running)> = tasks.lock().expect("poisoned").drain().collect();
+    let finals = stop_and_wait(stopping).await;
+    while let Ok((a, off)) = commit_rx.try_recv() {
+        commit(&consumer, &a, off, CommitMode::Async);
+    }
+    for (a, off) in &finals {
+        commit(&consumer, a, *off, CommitMode::Sync);
+    }
+    cs.metrics.pipeline.partitions_assigned.set(0);
+    consumer.unsubscribe();
+    drop(consumer);
+    drop(dlq);
+    Ok(())
+}
+
+fn commit<C: Consumer<GroupContext<Handler>>>(consumer: &C, a: &Assignment, off: i64, mode: CommitMode) {
+    let mut tpl = TopicPartitionList::new();
+    if tpl.add_partition_offset(&a.topic, a.partition, Offset::Offset(off)).is_err() {
+        return;
+    }
+    // Informative only: a partition resumes from its checkpoint file.
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        warn!(topic = %a.topic, partition = a.partition, offset = off, error = %e, "offset commit failed");
+    }
+}

@@ -1,0 +1,259 @@
+//! The live pipeline: Kafka in, one engine per assigned partition, rows out to
+//! ClickHouse (or JSONL files), Prometheus series and health on HTTP.
+//!
+//! ```text
+//! consumer loop ──batches──▶ partition task (engine, DLQ, checkpoints) ──rows──▶ sink task
+//!      ▲  rebalance callback: restore / final checkpoint          │ barrier ack
+//!      └──────────── commit requests ◀────────────────────────────┘
+//! ```
+//!
+//! Every channel is bounded: a slow sink stops the partition tasks, which stop the
+//! consumer loop, so memory stays flat and Kafka keeps the backlog.
+//!
+//! A checkpoint (per partition, every `checkpoint.interval`): the engine state is
+//! snapshotted at offset `o`; a barrier goes to the sink behind every row emitted
+//! before `o`; when ClickHouse has acknowledged them, the state is written to disk;
+//! only then is `o` committed to Kafka. A restart resumes from the checkpoint file.
+
+mod consumer;
+mod http;
+mod jsonl;
+mod partition;
+mod sink;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+
+use livefunnel_clickhouse::{ClickHouseConfig, ClickHouseMetrics};
+use livefunnel_core::EngineConfig;
+use livefunnel_metrics::{PipelineMetrics, RoomKey, RoomMetrics};
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use http::serve as serve_http;
+pub use sink::SinkKind;
+
+use crate::run_config::{KafkaConfig, StartWithout};
+
+/// Everything `run` needs to know, already checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub engine: EngineConfig,
+    pub kafka: KafkaConfig,
+    pub sink: SinkKind,
+    pub state_dir: PathBuf,
+    pub checkpoint_interval_ms: i64,
+    pub series_ttl_ms: i64,
+}
+
+/// What `run` gets from its caller: its registry, its listener, its stop signals.
+pub struct World {
+    pub registry: Registry,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: not served.
+    pub http: Option<TcpListener>,
+    /// Cancelled to stop: the pipeline stops consuming, takes final checkpoints, returns.
+    pub shutdown: CancellationToken,
+    /// Cancelled to stop without waiting for the sink (a second Ctrl-C).
+    pub abort: CancellationToken,
+}
+
+/// Per input partition (topic, partition).
+type PerPartition<T> = Mutex<std::collections::BTreeMap<(String, i32), T>>;
+
+/// Live counters shared by the tasks, for `/readyz` and the demo's summary line.
+#[derive(Default)]
+pub struct Status {
+    /// The consumer has joined its group and received an assignment.
+    pub kafka_assigned: AtomicBool,
+    /// The sink answered its last health check.
+    pub sink_reachable: AtomicBool,
+    pub sink_detail: Mutex<String>,
+    pub events_consumed: AtomicU64,
+    /// Per partition: its rooms by GMV, refreshed every second.
+    pub top_rooms: PerPartition<Vec<(RoomKey, u64)>>,
+    pub live_rooms: PerPartition<usize>,
+    /// The first fatal error; set once, then the pipeline stops.
+    pub fatal: Mutex<Option<String>>,
+}
+
+impl Status {
+    pub fn top_rooms(&self, n: usize) -> Vec<(RoomKey, u64)> {
+        let mut all: Vec<_> = self.top_rooms.lock().expect("poisoned").values().flatten().cloned().collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
+    }
+
+    pub fn live_rooms(&self) -> usize {
+        self.live_rooms.lock().expect("poisoned").values().sum()
+    }
+}
+
+/// Metrics of every component, registered once on the world's registry.
+#[derive(Clone)]
+pub struct Metrics {
+    pub pipeline: PipelineMetrics,
+    pub rooms: RoomMetrics,
+    pub clickhouse: ClickHouseMetrics,
+}
+
+impl Metrics {
+    pub fn new(registry: &Registry, engine: &EngineConfig) -> Result<Metrics, prometheus::Error> {
+        let windows = engine
+            .windows
+            .iter()
+            .filter(|w| !matches!(w, livefunnel_core::WindowSpec::Session))
+            .map(|w| w.name())
+            .collect();
+        Ok(Metrics {
+            pipeline: PipelineMetrics::new(registry)?,
+            rooms: RoomMetrics::new(registry, windows)?,
+            clickhouse: ClickHouseMetrics::new(registry)?,
+        })
+    }
+}
+
+fn fail(status: &Status, shutdown: &CancellationToken, msg: String) {
+    tracing::error!(error = %msg, "pipeline stopping on a fatal error");
+    let mut f = status.fatal.lock().expect("poisoned");
+    if f.is_none() {
+        *f = Some(msg);
+    }
+    shutdown.cancel();
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs the pipeline until `world.shutdown` is cancelled (then drains and returns
+/// `Ok`) or a fatal error (returned).
+pub async fn run(settings: Settings, world: World, status: Arc<Status>) -> anyhow::Result<()> {
+    let metrics = Metrics::new(&world.registry, &settings.engine)?;
+    run_with_metrics(settings, world, status, metrics).await
+}
+
+pub async fn run_with_metrics(
+    settings: Settings,
+    world: World,
+    status: Arc<Status>,
+    metrics: Metrics,
+) -> anyhow::Result<()> {
+    let shutdown = world.shutdown.clone();
+    if let Some(listener) = world.http {
+        let registry = world.registry.clone();
+        let st = status.clone();
+        let stop = world.abort.clone();
+        let done = shutdown.clone();
+        tokio::spawn(async move {
+            // Served until the pipeline is completely done, so a drain is observable.
+            let stop = async move {
+                tokio::select! { _ = stop.cancelled() => {}, _ = done.cancelled() => {} }
+            };
+            if let Err(e) = http::serve(listener, registry, st, stop).await {
+                tracing::error!(error = %e, "http server failed");
+            }
+        });
+    }
+    let (sink_tx, sink_rx) = tokio::sync::mpsc::channel(sink::CHANNEL_BATCHES);
+    let sink_task = tokio::spawn(sink::run(
+        settings.sink.clone(),
+        sink_rx,
+        metrics.clone(),
+        status.clone(),
+        shutdown.clone(),
+        world.abort.clone(),
+    ));
+    let start_without = match settings.kafka.start_without_checkpoint {
+        StartWithout::Earliest => livefunnel_kafka::StartAt::Beginning,
+        StartWithout::Latest => livefunnel_kafka::StartAt::End,
+    };
+    let consumer_result = consumer::run(consumer::ConsumerSettings {
+        settings: settings.clone(),
+        start_without,
+        sink: sink_tx,
+        metrics: metrics.clone(),
+        status: status.clone(),
+        shutdown: shutdown.clone(),
+        abort: world.abort.clone(),
+    })
+    .await;
+    if let Err(e) = &consumer_result {
+        fail(&status, &shutdown, format!("{e:#}"));
+    }
+    // The consumer loop has stopped every partition task; the sink drains what they sent.
+    match sink_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => fail(&status, &shutdown, format!("{e:#}")),
+        Err(e) => fail(&status, &shutdown, format!("sink task failed: {e}")),
+    }
+    shutdown.cancel();
+    let fatal = status.fatal.lock().expect("poisoned").clone();
+    match fatal {
+        Some(msg) => Err(anyhow::anyhow!(msg)),
+        None => Ok(()),
+    }
+}
+
+/// The ClickHouse settings, when the sink is ClickHouse.
+pub fn clickhouse_config(kind: &SinkKind) -> Option<&ClickHouseConfig> {
+    match kind {
+        SinkKind::ClickHouse(c) => Some(c),
+        SinkKind::Jsonl(_) => None,
+    }
+}
+
+impl Settings {
+    /// The pipeline's settings from a loaded configuration.
+    pub fn from_config(loaded: &crate::config::Loaded, sink: SinkKind) -> Settings {
+        let c = &loaded.config;
+        Settings {
+            engine: loaded.engine.clone(),
+            kafka: c.kafka.clone(),
+            sink,
+            state_dir: c.checkpoint.dir.clone(),
+            checkpoint_interval_ms: c.checkpoint.interval.as_ms(),
+            series_ttl_ms: c.http.series_ttl.as_ms(),
+        }
+    }
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM and `abort` on the second.
+pub fn stop_on_signals(shutdown: CancellationToken, abort: CancellationToken) {
+    tokio::spawn(async move {
+        for round in 0..2 {
+            let sig = async {
+                #[cfg(unix)]
+                {
+                    use tokio::signal::unix::{signal, SignalKind};
+                    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => "SIGINT",
+                        _ = term.recv() => "SIGTERM",
+                    }
+                }
+                #[cfg(not(unix))]
+                {
+                    let _ = tokio::signal::ctrl_c().await;
+                    "ctrl-c"
+                }
+            };
+            let name = sig.await;
+            if round == 0 {
+                tracing::info!(
+                    signal = name,
+                    "stopping: draining and taking final checkpoints (again to abort)"
+                );
+                shutdown.cancel();
+            } else {
+                tracing::warn!(signal = name, "aborting without waiting for the sink");
+                abort.cancel();
+            }
+        }
+    });
+}

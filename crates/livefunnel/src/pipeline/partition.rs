@@ -1,0 +1,366 @@
+//! One partition's task: decode, engine, dead letters, room series, checkpoints.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::stream::{FuturesUnordered, StreamExt};
+use livefunnel_clickhouse::Annotation;
+use livefunnel_core::{decode, Engine, Outcome, Reason, Row};
+use livefunnel_kafka::{Assignment, DeadLetter, DeadLetters};
+use livefunnel_metrics::{RoomKey, RoomTracker};
+use livefunnel_state::{Checkpoint, StateDir};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::sink::SinkMsg;
+use super::{now_ms, Metrics, Settings, Status};
+
+/// How often running values, idle partitions and series expiry are looked at: well
+/// inside the contract's 1 s for running values to show.
+const TICK: Duration = Duration::from_millis(200);
+
+/// One consumed message, copied out of librdkafka's buffer.
+#[derive(Debug)]
+pub struct InMsg {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// A partition's restored (or fresh) state.
+pub struct PartitionSetup {
+    a: Assignment,
+    engine: Engine,
+    tracker: RoomTracker,
+    /// The offset of the next message; `None` until one is seen without a checkpoint.
+    next_offset: Option<i64>,
+    epoch: u32,
+    state: StateDir,
+}
+
+impl PartitionSetup {
+    pub fn new(
+        a: Assignment,
+        s: &Settings,
+        ck: Option<Checkpoint>,
+        epoch: u32,
+        state: StateDir,
+    ) -> anyhow::Result<PartitionSetup> {
+        let path = state.checkpoint_path(&a.topic, a.partition);
+        let (mut engine, tracker, next_offset) = match ck {
+            Some(ck) => {
+                let engine = Engine::restore(s.engine.clone(), &ck.engine)
+                    .with_context(|| format!("checkpoint {}", path.display()))?;
+                let tracker: RoomTracker = postcard::from_bytes(&ck.extra)
+                    .with_context(|| format!("checkpoint {}: room counters", path.display()))?;
+                (engine, tracker, Some(ck.next_offset))
+            }
+            None => (Engine::new(s.engine.clone()), RoomTracker::default(), None),
+        };
+        engine.set_version_epoch(epoch).with_context(|| format!("checkpoint {}", path.display()))?;
+        Ok(PartitionSetup { a, engine, tracker, next_offset, epoch, state })
+    }
+}
+
+pub struct Ctx {
+    pub dlq: DeadLetters,
+    pub dlq_topic: String,
+    pub sink: mpsc::Sender<SinkMsg>,
+    pub commits: mpsc::UnboundedSender<(Assignment, i64)>,
+    pub metrics: Metrics,
+    pub status: std::sync::Arc<Status>,
+    pub checkpoint_interval_ms: i64,
+    pub series_ttl_ms: i64,
+    pub abort: CancellationToken,
+}
+
+/// A checkpoint whose rows are on their way to the sink.
+struct Pending {
+    ck: Checkpoint,
+    ack: oneshot::Receiver<Result<(), String>>,
+    started: Instant,
+}
+
+struct Task {
+    s: PartitionSetup,
+    ctx: Ctx,
+    rows: Vec<Row>,
+    annotations: Vec<Annotation>,
+    dlq_inflight: FuturesUnordered<futures::future::BoxFuture<'static, Result<(), DeadLetter>>>,
+    last_checkpoint: Instant,
+    partition_label: String,
+}
+
+/// Runs until `stop` fires or the consumer loop drops `rx`; then takes a final
+/// checkpoint and returns its offset (`None` when nothing was ever consumed).
+pub async fn run(
+    setup: PartitionSetup,
+    ctx: Ctx,
+    mut rx: mpsc::Receiver<Vec<InMsg>>,
+    mut stop: oneshot::Receiver<()>,
+) -> anyhow::Result<Option<i64>> {
+    setup.tracker.publish(&ctx.metrics.rooms);
+    let partition_label = setup.a.partition.to_string();
+    let mut t = Task {
+        s: setup,
+        ctx,
+        rows: Vec::new(),
+        annotations: Vec::new(),
+        dlq_inflight: FuturesUnordered::new(),
+        last_checkpoint: Instant::now(),
+        partition_label,
+    };
+    let mut pending: Option<Pending> = None;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            Some(r) = t.dlq_inflight.next() => {
+                if let Err(d) = r {
+                    t.ctx.metrics.pipeline.dead_letter_errors.inc();
+                    t.send_dead_letter(d);
+                }
+            }
+            ack = async { (&mut pending.as_mut().expect("guarded").ack).await }, if pending.is_some() => {
+                let p = pending.take().expect("guarded");
+                t.complete_checkpoint(p, ack).await?;
+            }
+            batch = rx.recv() => match batch {
+                Some(batch) => t.process(batch).await?,
+                None => break,
+            },
+            _ = tick.tick() => {
+                t.on_tick().await?;
+                if pending.is_none()
+                    && t.last_checkpoint.elapsed().as_millis() as i64 >= t.ctx.checkpoint_interval_ms
+                {
+                    pending = t.begin_checkpoint().await?;
+                }
+            }
+        }
+    }
+    // Drain: the messages already handed over belong to this owner's final state.
+    rx.close();
+    while let Some(batch) = rx.recv().await {
+        t.process(batch).await?;
+    }
+    if let Some(p) = pending.take() {
+        let ack = tokio::select! {
+            a = p.ack => a,
+            _ = t.ctx.abort.cancelled() => return Ok(None),
+        };
+        let p2 = Pending { ck: p.ck, ack: oneshot::channel().1, started: p.started };
+        t.complete_checkpoint(p2, ack).await?;
+    }
+    let last = match t.begin_checkpoint().await? {
+        Some(p) => {
+            let ack = tokio::select! {
+                a = p.ack => a,
+                _ = t.ctx.abort.cancelled() => return Ok(None),
+            };
+            let off = p.ck.next_offset;
+            let p2 = Pending { ck: p.ck, ack: oneshot::channel().1, started: p.started };
+            t.complete_checkpoint(p2, ack).await?;
+            Some(off)
+        }
+        None => None,
+    };
+    t.s.tracker.unpublish(&t.ctx.metrics.rooms);
+    t.ctx.metrics.pipeline.forget_partition(&t.s.a.topic, t.s.a.partition);
+    t.ctx.status.top_rooms.lock().expect("poisoned").remove(&(t.s.a.topic.clone(), t.s.a.partition));
+    t.ctx.status.live_rooms.lock().expect("poisoned").remove(&(t.s.a.topic.clone(), t.s.a.partition));
+    info!(topic = %t.s.a.topic, partition = t.s.a.partition, offset = ?last, "partition stopped");
+    Ok(last)
+}
+
+impl Task {
+    async fn process(&mut self, batch: Vec<InMsg>) -> anyhow::Result<()> {
+        let now = now_ms();
+        let m = self.ctx.metrics.clone();
+        for msg in batch {
+            self.s.next_offset = Some(msg.offset + 1);
+            let payload = msg.payload.as_deref().unwrap_or(&[]);
+            let ev = match decode(payload) {
+                Ok(ev) => ev,
+                Err(rej) => {
+                    debug!(offset = msg.offset, reason = rej.reason.as_str(), detail = %rej.detail, "rejected");
+                    self.dead_letter(rej.reason, &msg);
+                    continue;
+                }
+            };
+            match self.s.engine.process(&ev, now, &mut self.rows) {
+                Outcome::Accepted { late } => {
+                    m.pipeline.events_accepted.inc();
+                    if late {
+                        m.pipeline.events_late_accepted.inc();
+                    }
+                    self.s.tracker.on_accepted(&m.rooms, &ev);
+                    if let Some(a) = Annotation::from_event(&ev) {
+                        self.annotations.push(a);
+                    }
+                }
+                Outcome::Duplicate => m.pipeline.events_duplicate.inc(),
+                Outcome::Rejected(reason) => self.dead_letter(reason, &msg),
+            }
+        }
+        self.flush_rows().await
+    }
+
+    fn dead_letter(&mut self, reason: Reason, msg: &InMsg) {
+        self.ctx.metrics.pipeline.events_rejected.with_label_values(&[reason.as_str()]).inc();
+        self.ctx.metrics.pipeline.dead_letters.with_label_values(&[reason.as_str()]).inc();
+        let d = DeadLetter {
+            dlq_topic: self.ctx.dlq_topic.clone(),
+            reason: reason.as_str(),
+            source_topic: self.s.a.topic.clone(),
+            source_partition: self.s.a.partition,
+            source_offset: msg.offset,
+            key: msg.key.clone(),
+            payload: msg.payload.clone().unwrap_or_default(),
+        };
+        self.send_dead_letter(d);
+    }
+
+    fn send_dead_letter(&mut self, d: DeadLetter) {
+        let dlq = self.ctx.dlq.clone();
+        self.dlq_inflight.push(Box::pin(async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match dlq.send(&d) {
+                    Ok(fut) => {
+                        return match fut.await {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err((e, _))) => {
+                                warn!(error = %e, "dead letter not delivered, sending again");
+                                Err(d)
+                            }
+                            Err(_) => Err(d),
+                        };
+                    }
+                    // A full local queue: wait for deliveries to make room.
+                    Err(_) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        }));
+    }
+
+    async fn flush_rows(&mut self) -> anyhow::Result<()> {
+        if self.rows.is_empty() && self.annotations.is_empty() {
+            return Ok(());
+        }
+        for r in &self.rows {
+            self.ctx.metrics.pipeline.rows_emitted.with_label_values(&[r.kind()]).inc();
+        }
+        let msg = SinkMsg::Batch {
+            rows: std::mem::take(&mut self.rows),
+            annotations: std::mem::take(&mut self.annotations),
+        };
+        self.ctx.sink.send(msg).await.map_err(|_| anyhow::anyhow!("the sink stopped"))
+    }
+
+    async fn on_tick(&mut self) -> anyhow::Result<()> {
+        let now = now_ms();
+        self.s.engine.tick(now, &mut self.rows);
+        self.flush_rows().await?;
+        let rooms = &self.ctx.metrics.rooms;
+        let mut running = Vec::new();
+        self.s.engine.running(&mut running);
+        for r in &running {
+            let key = RoomKey {
+                org_id: r.identity.org_id.to_string(),
+                room_id: r.room_id.to_string(),
+                platform: r.identity.platform.as_str().to_owned(),
+            };
+            let windows: Vec<(&str, &livefunnel_core::Counts)> =
+                r.windows.iter().map(|w| (&*w.window, &w.counts)).collect();
+            self.s.tracker.observe(rooms, &key, r.online, r.live, &windows, now);
+        }
+        self.s.tracker.expire(rooms, now, self.ctx.series_ttl_ms);
+        let labels = [self.s.a.topic.as_str(), self.partition_label.as_str()];
+        if let Some(pmax) = self.s.engine.partition_max_ts() {
+            let wm = pmax.saturating_sub(self.s.engine.config().out_of_orderness_ms);
+            self.ctx
+                .metrics
+                .pipeline
+                .watermark_lag_seconds
+                .with_label_values(&labels)
+                .set((now - wm) as f64 / 1000.0);
+        }
+        self.ctx
+            .metrics
+            .pipeline
+            .checkpoint_age_seconds
+            .with_label_values(&labels)
+            .set(self.last_checkpoint.elapsed().as_secs_f64());
+        let key = (self.s.a.topic.clone(), self.s.a.partition);
+        self.ctx.status.top_rooms.lock().expect("poisoned").insert(key.clone(), self.s.tracker.top_by_gmv(5));
+        self.ctx.status.live_rooms.lock().expect("poisoned").insert(key, self.s.tracker.live_rooms());
+        Ok(())
+    }
+
+    /// Snapshots the state and sends a barrier behind the rows emitted so far.
+    async fn begin_checkpoint(&mut self) -> anyhow::Result<Option<Pending>> {
+        let Some(next_offset) = self.s.next_offset else {
+            self.last_checkpoint = Instant::now();
+            return Ok(None);
+        };
+        let started = Instant::now();
+        self.flush_rows().await?;
+        // Dead letters are part of "nothing lost": the offset moves past them only
+        // once Kafka has them.
+        while let Some(r) = self.dlq_inflight.next().await {
+            if let Err(d) = r {
+                self.ctx.metrics.pipeline.dead_letter_errors.inc();
+                self.send_dead_letter(d);
+            }
+        }
+        let ck = Checkpoint {
+            topic: self.s.a.topic.clone(),
+            partition: self.s.a.partition,
+            next_offset,
+            epoch: self.s.epoch,
+            taken_at_ms: now_ms(),
+            engine: self.s.engine.snapshot(),
+            extra: postcard::to_stdvec(&self.s.tracker).context("encoding room counters")?,
+        };
+        let (tx, rx) = oneshot::channel();
+        self.ctx.sink.send(SinkMsg::Barrier(tx)).await.map_err(|_| anyhow::anyhow!("the sink stopped"))?;
+        Ok(Some(Pending { ck, ack: rx, started }))
+    }
+
+    async fn complete_checkpoint(
+        &mut self,
+        p: Pending,
+        ack: Result<Result<(), String>, oneshot::error::RecvError>,
+    ) -> anyhow::Result<()> {
+        match ack {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.ctx.metrics.pipeline.checkpoints.with_label_values(&["failed"]).inc();
+                anyhow::bail!(
+                    "checkpoint of {}/{} failed: the sink: {e}",
+                    self.s.a.topic,
+                    self.s.a.partition
+                );
+            }
+            Err(_) => anyhow::bail!("the sink stopped before acknowledging a checkpoint"),
+        }
+        let state = self.s.state.clone();
+        let ck = p.ck;
+        let (topic, off) = (ck.topic.clone(), ck.next_offset);
+        tokio::task::spawn_blocking(move || state.save(&ck)).await.context("checkpoint writer")??;
+        let _ = self.ctx.commits.send((self.s.a.clone(), off));
+        let m = &self.ctx.metrics.pipeline;
+        m.checkpoints.with_label_values(&["ok"]).inc();
+        m.checkpoint_duration_seconds.observe(p.started.elapsed().as_secs_f64());
+        self.last_checkpoint = Instant::now();
+        debug!(topic = %topic, partition = self.s.a.partition, offset = off, "checkpoint");
+        Ok(())
+    }
+}

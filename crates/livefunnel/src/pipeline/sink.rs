@@ -1,0 +1,178 @@
+//! The sink task: rows from every partition, batched by rows and time, written to
+//! ClickHouse (or JSONL files); a barrier is acknowledged once everything before it
+//! is durable.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use livefunnel_clickhouse::{Annotation, ClickHouseConfig, ClickHouseSink};
+use livefunnel_core::Row;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::jsonl::JsonlSink;
+use super::{Metrics, Status};
+
+/// Batches queued towards the sink before the partition tasks wait.
+pub const CHANNEL_BATCHES: usize = 64;
+const HEALTH_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    ClickHouse(ClickHouseConfig),
+    /// JSONL files in a directory: the demo without a ClickHouse server.
+    Jsonl(PathBuf),
+}
+
+pub enum SinkMsg {
+    Batch { rows: Vec<Row>, annotations: Vec<Annotation> },
+    Barrier(oneshot::Sender<Result<(), String>>),
+}
+
+enum Out {
+    ClickHouse(Box<ClickHouseSink>),
+    Jsonl(JsonlSink),
+}
+
+impl Out {
+    fn push(&mut self, rows: &[Row], annotations: &[Annotation]) {
+        match self {
+            Out::ClickHouse(s) => {
+                for r in rows {
+                    s.push(r);
+                }
+                for a in annotations {
+                    s.push_annotation(a);
+                }
+            }
+            Out::Jsonl(s) => s.push(rows, annotations),
+        }
+    }
+
+    fn should_flush(&self) -> bool {
+        match self {
+            Out::ClickHouse(s) => s.should_flush(std::time::Instant::now()),
+            Out::Jsonl(s) => s.should_flush(),
+        }
+    }
+
+    async fn flush(&mut self, abort: &CancellationToken) -> Result<(), String> {
+        match self {
+            Out::ClickHouse(s) => tokio::select! {
+                r = s.flush() => r.map(|_| ()).map_err(|e| format!("{e}")),
+                _ = abort.cancelled() => Err("aborted while writing to clickhouse".into()),
+            },
+            Out::Jsonl(s) => s.flush().map_err(|e| format!("writing jsonl output: {e}")),
+        }
+    }
+}
+
+pub async fn run(
+    kind: SinkKind,
+    mut rx: mpsc::Receiver<SinkMsg>,
+    metrics: Metrics,
+    status: Arc<Status>,
+    shutdown: CancellationToken,
+    abort: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut out = match &kind {
+        SinkKind::ClickHouse(cfg) => {
+            let health = tokio::spawn(watch_clickhouse(cfg.clone(), status.clone(), abort.clone()));
+            // Until the tables exist nothing can be written; rows wait in the
+            // channel, and nothing is committed meanwhile.
+            migrate_until_done(cfg, &status, &shutdown, &abort).await?;
+            drop(health);
+            Out::ClickHouse(Box::new(ClickHouseSink::new(cfg.clone(), metrics.clickhouse.clone())?))
+        }
+        SinkKind::Jsonl(dir) => {
+            status.sink_reachable.store(true, Ordering::Relaxed);
+            *status.sink_detail.lock().expect("poisoned") = format!("jsonl files in {}", dir.display());
+            Out::Jsonl(JsonlSink::open(dir)?)
+        }
+    };
+    if let SinkKind::ClickHouse(cfg) = &kind {
+        tokio::spawn(watch_clickhouse(cfg.clone(), status.clone(), abort.clone()));
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(SinkMsg::Batch { rows, annotations }) => {
+                    out.push(&rows, &annotations);
+                    if out.should_flush() {
+                        out.flush(&abort).await.map_err(anyhow::Error::msg)?;
+                    }
+                }
+                Some(SinkMsg::Barrier(ack)) => {
+                    let r = out.flush(&abort).await;
+                    let fatal = r.as_ref().err().cloned();
+                    let _ = ack.send(r);
+                    if let Some(e) = fatal {
+                        anyhow::bail!(e);
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                if out.should_flush() {
+                    out.flush(&abort).await.map_err(anyhow::Error::msg)?;
+                }
+            }
+        }
+    }
+    out.flush(&abort).await.map_err(anyhow::Error::msg)?;
+    info!("sink drained");
+    Ok(())
+}
+
+async fn migrate_until_done(
+    cfg: &ClickHouseConfig,
+    status: &Status,
+    shutdown: &CancellationToken,
+    abort: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match livefunnel_clickhouse::migrate(cfg).await {
+            Ok(report) => {
+                info!(server = %report.server_version, applied = ?report.applied, "clickhouse ready");
+                return Ok(());
+            }
+            Err(e) if e.is_retryable() => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "clickhouse not reachable yet");
+                *status.sink_detail.lock().expect("poisoned") = format!("clickhouse: {e}");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = abort.cancelled() => anyhow::bail!("stopped before clickhouse was reachable"),
+            _ = shutdown.cancelled(), if false => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Keeps `/readyz` honest about ClickHouse.
+async fn watch_clickhouse(cfg: ClickHouseConfig, status: Arc<Status>, abort: CancellationToken) {
+    loop {
+        match livefunnel_clickhouse::ping(&cfg).await {
+            Ok(()) => {
+                status.sink_reachable.store(true, Ordering::Relaxed);
+                *status.sink_detail.lock().expect("poisoned") = format!("clickhouse at {}", cfg.url);
+            }
+            Err(e) => {
+                status.sink_reachable.store(false, Ordering::Relaxed);
+                *status.sink_detail.lock().expect("poisoned") = format!("clickhouse unreachable: {e}");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEALTH_EVERY) => {}
+            _ = abort.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! `livefunnel run` and `livefunnel migrate`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use livefunnel::config::{self, Sources};
+use livefunnel::pipeline::{self, Settings, SinkKind, Status, World};
+use livefunnel_core::TimeMode;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// TOML configuration file; LIVEFUNNEL_* environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // At least two workers: a rebalance blocks the consumer loop's worker while the
+    // partition tasks finish their checkpoints on the others.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let loaded = config::load(&Sources::cli(args.config.as_deref()), TimeMode::Live)?;
+    let settings = Settings::from_config(&loaded, SinkKind::ClickHouse(loaded.config.clickhouse.clone()));
+    runtime()?.block_on(async {
+        let listen = &loaded.config.http.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding http.listen {listen}: is another process using it?"))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(
+            metrics = %format!("http://{addr}/metrics"),
+            readyz = %format!("http://{addr}/readyz"),
+            clickhouse = %loaded.config.clickhouse.url,
+            state = %settings.state_dir.display(),
+            "livefunnel run starting"
+        );
+        let (shutdown, abort) = (CancellationToken::new(), CancellationToken::new());
+        pipeline::stop_on_signals(shutdown.clone(), abort.clone());
+        let world = World { registry: prometheus::Registry::new(), http: Some(listener), shutdown, abort };
+        pipeline::run(settings, world, Arc::new(Status::default())).await
+    })
+}
+
+pub fn migrate(args: &RunArgs) -> anyhow::Result<()> {
+    let loaded = config::load(&Sources::cli(args.config.as_deref()), TimeMode::Live)?;
+    let ch = loaded.config.clickhouse;
+    runtime()?.block_on(async {
+        let report =
+            livefunnel_clickhouse::migrate(&ch).await.with_context(|| format!("migrating {}", ch.url))?;
+        println!(
+            "clickhouse {} at {}, database {}: migrations applied now {:?}, already applied {:?}",
+            report.server_version, ch.url, ch.database, report.applied, report.already_applied
+        );
+        Ok(())
+    })
+}

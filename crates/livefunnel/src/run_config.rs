@@ -1,0 +1,200 @@
+//! Configuration sections of the live pipeline (`run`, `demo`, `bench`, `migrate`):
+//! `[kafka]`, `[clickhouse]`, `[checkpoint]` and `[http]`. Loaded and layered with the
+//! rest of the configuration (see `config`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Duration;
+
+/// `[kafka]`: the input topics, the consumer group and the dead-letter topic. Every
+/// other key of the table is a librdkafka property passed through unchanged, so SASL
+/// and SSL are configured exactly as for any librdkafka client:
+/// `"security.protocol" = "SASL_SSL"` (quoted, or as nested tables `security.protocol`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// `group.id`: instances with the same group share the partitions.
+    pub group_id: String,
+    /// Input topics; message key `room_id` keeps a room on one partition.
+    pub topics: Vec<String>,
+    /// Dead-letter topic; empty: `<input topic>.dlq` for each input topic.
+    pub dlq_topic: String,
+    /// Where a partition without a checkpoint starts: `earliest` (rebuild its state from
+    /// everything Kafka retains: correct windows) or `latest` (only new messages).
+    pub start_without_checkpoint: StartWithout,
+    /// librdkafka properties, passed through.
+    #[serde(flatten)]
+    pub properties: BTreeMap<String, PropValue>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> KafkaConfig {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "livefunnel".into(),
+            topics: vec!["room-events".into()],
+            dlq_topic: String::new(),
+            start_without_checkpoint: StartWithout::Earliest,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartWithout {
+    Earliest,
+    Latest,
+}
+
+/// A librdkafka property value as TOML writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PropValue {
+    Bool(bool),
+    Int(i64),
+    Str(String),
+    Table(BTreeMap<String, PropValue>),
+}
+
+impl KafkaConfig {
+    /// The full librdkafka property list: nested tables flattened to dotted names.
+    pub fn librdkafka_properties(&self) -> BTreeMap<String, String> {
+        fn flatten(prefix: &str, v: &PropValue, out: &mut BTreeMap<String, String>) {
+            match v {
+                PropValue::Bool(b) => {
+                    out.insert(prefix.to_owned(), b.to_string());
+                }
+                PropValue::Int(i) => {
+                    out.insert(prefix.to_owned(), i.to_string());
+                }
+                PropValue::Str(s) => {
+                    out.insert(prefix.to_owned(), s.clone());
+                }
+                PropValue::Table(t) => {
+                    for (k, v) in t {
+                        flatten(&format!("{prefix}.{k}"), v, out);
+                    }
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (k, v) in &self.properties {
+            flatten(k, v, &mut out);
+        }
+        out.insert("bootstrap.servers".into(), self.brokers.clone());
+        out.insert("group.id".into(), self.group_id.clone());
+        out
+    }
+
+    /// The dead-letter topic for messages of `input_topic`.
+    pub fn dlq_topic_for(&self, input_topic: &str) -> String {
+        if self.dlq_topic.is_empty() {
+            format!("{input_topic}.dlq")
+        } else {
+            self.dlq_topic.clone()
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.brokers.trim().is_empty() {
+            return Err(("kafka.brokers", "is empty: set it to host:port[,host:port...]".into()));
+        }
+        if self.group_id.trim().is_empty() {
+            return Err(("kafka.group_id", "is empty: name the consumer group, like \"livefunnel\"".into()));
+        }
+        if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err((
+                "kafka.topics",
+                "needs at least one non-empty topic name, like [\"room-events\"]".into(),
+            ));
+        }
+        for key in ["bootstrap.servers", "group.id"] {
+            if self.properties.contains_key(key)
+                || self.properties.contains_key(key.split('.').next().unwrap_or(""))
+            {
+                return Err((
+                    "kafka",
+                    format!("sets `{key}` directly: use kafka.brokers / kafka.group_id instead"),
+                ));
+            }
+        }
+        if self.topics.iter().any(|t| self.dlq_topic_for(t) == *t) {
+            return Err(("kafka.dlq_topic", "is one of the input topics: choose another name".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `[checkpoint]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Local directory of the per-partition checkpoint files.
+    pub dir: PathBuf,
+    /// How often each partition takes a checkpoint (rows acknowledged by ClickHouse,
+    /// engine state written, then the Kafka offset committed).
+    pub interval: Duration,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> CheckpointConfig {
+        CheckpointConfig { dir: PathBuf::from("livefunnel-state"), interval: Duration::from_ms(10_000) }
+    }
+}
+
+/// `[http]`: the Prometheus and health endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: String,
+    /// A room's series are removed this long after its session ends.
+    pub series_ttl: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig { listen: "127.0.0.1:9464".into(), series_ttl: Duration::from_ms(900_000) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_and_quoted_properties_flatten_to_librdkafka_names() {
+        let toml = r#"
+            brokers = "b:9092"
+            topics = ["t"]
+            "sasl.mechanism" = "PLAIN"
+            security.protocol = "SASL_SSL"
+            "fetch.min.bytes" = 1024
+            "check.crcs" = true
+        "#;
+        let k: KafkaConfig = toml::from_str(toml).unwrap();
+        let p = k.librdkafka_properties();
+        assert_eq!(p["sasl.mechanism"], "PLAIN");
+        assert_eq!(p["security.protocol"], "SASL_SSL");
+        assert_eq!(p["fetch.min.bytes"], "1024");
+        assert_eq!(p["check.crcs"], "true");
+        assert_eq!(p["bootstrap.servers"], "b:9092");
+        assert_eq!(p["group.id"], "livefunnel");
+        assert!(k.validate().is_ok());
+        assert_eq!(k.dlq_topic_for("t"), "t.dlq");
+    }
+
+    #[test]
+    fn direct_bootstrap_servers_is_refused_with_the_fix() {
+        let k: KafkaConfig = toml::from_str("\"bootstrap.servers\" = \"x:1\"").unwrap();
+        let (key, msg) = k.validate().unwrap_err();
+        assert_eq!(key, "kafka");
+        assert!(msg.contains("kafka.brokers"), "{msg}");
+    }
+}

@@ -1,0 +1,317 @@
+//! Shared by the pipeline's end-to-end tests: the input (the repository's sample plus
+//! "clock" events that move every partition far enough for every window and session
+//! to be final), the expected rows (what `replay` produces for the same events), and
+//! comparisons with what ClickHouse holds.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use livefunnel_clickhouse::{ClickHouseConfig, Table};
+use livefunnel_core::{EngineConfig, TimeMode};
+use livefunnel_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
+use livefunnel_kafka::rdkafka::ClientConfig;
+use serde_json::Value;
+
+pub const TOPIC: &str = "room-events";
+
+/// Logs of the pipeline in the test's output (shown when a test fails).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// What every pipeline test starts from: a mock cluster with the input topic, the
+/// sample input, what replay makes of it, a state directory and a runtime. The mock
+/// cluster stays on the test's thread (it is not `Send`) and lives as long as this.
+pub struct Fixture {
+    pub mock: livefunnel_kafka::rdkafka::mocking::MockCluster<
+        'static,
+        livefunnel_kafka::rdkafka::producer::DefaultProducerContext,
+    >,
+    pub brokers: String,
+    pub inputs: Vec<Input>,
+    pub expected: BTreeMap<String, Value>,
+    pub dir: tempfile::TempDir,
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Fixture {
+    pub fn new(partitions: i32) -> Fixture {
+        init_logs();
+        let mock =
+            livefunnel_kafka::rdkafka::mocking::MockCluster::new(1).expect("starting the mock cluster");
+        mock.create_topic(TOPIC, partitions, 1).expect("creating the input topic");
+        let brokers = mock.bootstrap_servers();
+        let inputs = sample_input(partitions);
+        let expected = latest(&replay_rows(&inputs));
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        Fixture { mock, brokers, inputs, expected, dir, rt }
+    }
+}
+
+/// One input message and the partition it is produced to.
+#[derive(Clone)]
+pub struct Input {
+    pub partition: i32,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// The room of a JSON line, if it has one (malformed lines may not).
+fn room_of(line: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(line).ok()?;
+    v.get("room_id")?.as_str().map(str::to_owned)
+}
+
+/// A room's partition: stable, whatever Kafka's partitioner does.
+pub fn partition_of(room: &str, partitions: i32) -> i32 {
+    (xxhash_rust::xxh3::xxh3_64(room.as_bytes()) % partitions as u64) as i32
+}
+
+/// The sample's lines (bad ones included), each room on one partition; bad lines
+/// without a room go to partition 0. Then, per partition, clock events 50 and 100
+/// minutes after the sample's last `ts`, so that every window and session is final.
+pub fn sample_input(partitions: i32) -> Vec<Input> {
+    let text = std::fs::read(repo_root().join("data/sample.jsonl")).expect("reading data/sample.jsonl");
+    let mut out = Vec::new();
+    let mut max_ts = 0i64;
+    for line in text.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        if let Ok(v) = serde_json::from_slice::<Value>(line) {
+            if let Some(ts) = v.get("ts").and_then(Value::as_i64) {
+                max_ts = max_ts.max(ts);
+            }
+        }
+        let room = room_of(line);
+        let partition = room.as_deref().map_or(0, |r| partition_of(r, partitions));
+        out.push(Input { partition, key: room.unwrap_or_default().into_bytes(), payload: line.to_vec() });
+    }
+    for step in 1..=2 {
+        for p in 0..partitions {
+            let ts = max_ts + step * 50 * 60_000;
+            let room = format!("clock-{p}");
+            let kind = if step == 1 { "session_start" } else { "session_end" };
+            let payload = format!(
+                r#"{{"event_id":"clock-{p}-{step}","type":"{kind}","ts":{ts},"room_id":"{room}","session_id":"clock"}}"#
+            );
+            out.push(Input { partition: p, key: room.into_bytes(), payload: payload.into_bytes() });
+        }
+    }
+    out
+}
+
+pub async fn produce(brokers: &str, inputs: &[Input]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()
+        .expect("creating the test producer");
+    let mut pending = Vec::new();
+    for i in inputs {
+        let rec = FutureRecord::to(TOPIC).partition(i.partition).key(&i.key[..]).payload(&i.payload[..]);
+        pending.push(producer.send(rec, Duration::from_secs(10)));
+        if pending.len() >= 1000 {
+            for f in pending.drain(..) {
+                f.await.expect("producing a test message");
+            }
+        }
+    }
+    for f in pending {
+        f.await.expect("producing a test message");
+    }
+}
+
+/// The engine configuration for both replay and the pipeline (live mode): defaults,
+/// with a short idle timeout so quiet partitions move on.
+pub fn engine_config(mode: TimeMode) -> EngineConfig {
+    let mut loaded = livefunnel::config::load(&livefunnel::config::Sources::file_only(None), mode).unwrap();
+    loaded.engine.idle_timeout_ms = 1_000;
+    loaded.engine
+}
+
+/// What `replay` writes for the same messages, in partition order per room.
+pub fn replay_rows(inputs: &[Input]) -> Vec<Value> {
+    let mut text = Vec::new();
+    for i in inputs {
+        text.extend_from_slice(&i.payload);
+        text.push(b'\n');
+    }
+    let mut out = Vec::new();
+    livefunnel::replay::replay(&text[..], &mut out, None, engine_config(TimeMode::Replay)).expect("replay");
+    out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
+}
+
+fn key_of(v: &Value) -> String {
+    let f = |k: &str| v.get(k).map(|x| x.to_string()).unwrap_or_default();
+    format!(
+        "{}|{}|{}|{}|{}|{}|{}",
+        f("kind"),
+        f("room_id"),
+        f("window"),
+        f("window_start"),
+        f("source"),
+        f("plan_id"),
+        f("product_id")
+    ) + &if f("kind") == "\"session\"" { f("session_id") } else { String::new() }
+}
+
+/// The last version of every key, without `version`, by key. The clock rooms are
+/// left out: their own last windows end after the clock and are final only at the end
+/// of a bounded replay, never in a live run.
+pub fn latest(rows: &[Value]) -> BTreeMap<String, Value> {
+    let mut best: BTreeMap<String, (u64, Value)> = BTreeMap::new();
+    for r in rows {
+        if r["room_id"].as_str().is_some_and(|id| id.starts_with("clock-")) {
+            continue;
+        }
+        let v = r["version"].as_u64().expect("version");
+        let k = key_of(r);
+        if best.get(&k).is_none_or(|(bv, _)| v > *bv) {
+            best.insert(k, (v, r.clone()));
+        }
+    }
+    best.into_iter()
+        .map(|(k, (_, mut r))| {
+            r.as_object_mut().unwrap().remove("version");
+            (k, r)
+        })
+        .collect()
+}
+
+/// Every result table's latest rows, keyed like [`latest`].
+pub async fn clickhouse_latest(cfg: &ClickHouseConfig) -> Result<BTreeMap<String, Value>, String> {
+    let mut all = Vec::new();
+    for t in Table::ALL {
+        if t == Table::Annotations {
+            continue;
+        }
+        all.extend(livefunnel_clickhouse::latest_rows(cfg, t).await.map_err(|e| e.to_string())?);
+    }
+    Ok(latest(&all))
+}
+
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            _ if x == y => true,
+            (Some(p), Some(q)) => (p - q).abs() <= 1e-9 * p.abs().max(q.abs()).max(1.0),
+            _ => false,
+        },
+        _ => a == b,
+    }
+}
+
+/// `None` when equal; otherwise a description of the first differences.
+pub fn diff(expected: &BTreeMap<String, Value>, actual: &BTreeMap<String, Value>) -> Option<String> {
+    let mut out = Vec::new();
+    for (k, e) in expected {
+        match actual.get(k) {
+            None => out.push(format!("missing {k}")),
+            Some(a) => {
+                let (eo, ao) = (e.as_object().unwrap(), a.as_object().unwrap());
+                for (f, ev) in eo {
+                    let av = ao.get(f).unwrap_or(&Value::Null);
+                    if !same_value(ev, av) {
+                        out.push(format!("{k}: {f} expected {ev}, got {av}"));
+                    }
+                }
+                for f in ao.keys() {
+                    if !eo.contains_key(f) {
+                        out.push(format!("{k}: unexpected column {f}"));
+                    }
+                }
+            }
+        }
+        if out.len() > 10 {
+            break;
+        }
+    }
+    for k in actual.keys() {
+        if !expected.contains_key(k) && out.len() <= 10 {
+            out.push(format!("unexpected {k}"));
+        }
+    }
+    (!out.is_empty()).then(|| {
+        format!(
+            "{} of {} expected keys; first differences:\n{}",
+            actual.len(),
+            expected.len(),
+            out.join("\n")
+        )
+    })
+}
+
+/// Polls ClickHouse until it holds exactly `expected`, or fails after `limit`.
+pub async fn wait_for_clickhouse(
+    cfg: &ClickHouseConfig,
+    expected: &BTreeMap<String, Value>,
+    limit: Duration,
+) {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < limit {
+        match clickhouse_latest(cfg).await {
+            Ok(actual) => match diff(expected, &actual) {
+                None => return,
+                Some(d) => last = d,
+            },
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("clickhouse never matched replay within {limit:?}: {last}");
+}
+
+/// Per room: (gmv_cents, orders_paid, comments) over all its `1m` windows.
+pub fn room_totals(rows: &BTreeMap<String, Value>) -> BTreeMap<String, (i64, i64, i64)> {
+    let mut out: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+    for r in rows.values() {
+        if r["kind"] == "window" && r["window"] == "1m" {
+            let t = out.entry(r["room_id"].as_str().unwrap().to_owned()).or_default();
+            t.0 += r["gmv_cents"].as_i64().unwrap();
+            t.1 += r["orders_paid"].as_i64().unwrap();
+            t.2 += r["comments"].as_i64().unwrap();
+        }
+    }
+    out
+}
+
+/// A plain HTTP GET on loopback: (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// The value of one series in a Prometheus text exposition.
+pub fn series_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| l.starts_with(name) && !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let rest = series.strip_prefix(name)?;
+        if !(rest.is_empty() || rest.starts_with('{')) {
+            return None;
+        }
+        labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))).then(|| value.parse().ok())?
+    })
+}

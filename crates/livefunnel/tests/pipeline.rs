@@ -1,0 +1,248 @@
+//! The pipeline in-process against librdkafka's mock cluster and a real ClickHouse
+//! server (18.16 from Debian in CI), started by the test with its own data directory.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use livefunnel::pipeline::{self, Settings, SinkKind, Status, World};
+use livefunnel_clickhouse::ClickHouseConfig;
+use livefunnel_core::TimeMode;
+use livefunnel_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use livefunnel_kafka::rdkafka::message::{Headers, Message};
+use livefunnel_kafka::rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use livefunnel_kafka::rdkafka::ClientConfig;
+use livefunnel_testkit::ClickHouseServer;
+use tokio_util::sync::CancellationToken;
+
+const PARTITIONS: i32 = 2;
+
+fn settings(brokers: &str, ch: ClickHouseConfig, state: &std::path::Path) -> Settings {
+    let kafka = livefunnel::run_config::KafkaConfig {
+        brokers: brokers.to_owned(),
+        topics: vec![TOPIC.to_owned()],
+        group_id: "e2e".to_owned(),
+        ..Default::default()
+    };
+    Settings {
+        engine: engine_config(TimeMode::Live),
+        kafka,
+        sink: SinkKind::ClickHouse(ch),
+        state_dir: state.to_owned(),
+        checkpoint_interval_ms: 1_000,
+        series_ttl_ms: 15 * 60_000,
+    }
+}
+
+fn ch_config(server: &ClickHouseServer, db: &str) -> ClickHouseConfig {
+    ClickHouseConfig {
+        url: server.http_url(),
+        database: db.to_owned(),
+        batch_interval_ms: 200,
+        ..Default::default()
+    }
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    addr: std::net::SocketAddr,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start(s: Settings) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let world = World {
+        registry: prometheus::Registry::new(),
+        http: Some(listener),
+        shutdown: shutdown.clone(),
+        abort: CancellationToken::new(),
+    };
+    let handle = tokio::spawn(pipeline::run(s, world, Arc::new(Status::default())));
+    Running { shutdown, addr, handle }
+}
+
+fn committed(brokers: &str) -> Vec<Offset> {
+    let c: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "e2e").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(TOPIC, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    got.elements().iter().map(|e| e.offset()).collect()
+}
+
+/// Dead letters in the DLQ topic: (reason header, source offset header) per message.
+fn dead_letters(brokers: &str, expect: usize) -> Vec<(String, String, String)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "dlq-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&[&format!("{TOPIC}.dlq")]).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while out.len() < expect && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            let h = m.headers().expect("dead letters carry headers");
+            let get = |name: &str| {
+                h.iter()
+                    .find(|x| x.key == name)
+                    .and_then(|x| x.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            assert_eq!(get("livefunnel.source.topic"), TOPIC);
+            out.push((
+                get("livefunnel.reason"),
+                get("livefunnel.source.partition"),
+                get("livefunnel.source.offset"),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn run_writes_what_replay_computes_dead_letters_and_live_metrics() {
+    let server = ClickHouseServer::spawn();
+    let f = Fixture::new(PARTITIONS);
+    let (brokers, inputs, expected, state) = (&f.brokers, &f.inputs, &f.expected, &f.dir);
+    let ch = ch_config(&server, "e2e_main");
+    f.rt.block_on(async {
+        produce(brokers, inputs).await;
+        let r = start(settings(brokers, ch.clone(), state.path())).await;
+        wait_for_clickhouse(&ch, expected, Duration::from_secs(120)).await;
+
+        // The room counters on /metrics: the same totals as the replay's minute rows.
+        let (code, text) = http_get(r.addr, "/metrics").await.unwrap();
+        assert_eq!(code, 200);
+        let totals = room_totals(expected);
+        let mut checked = 0;
+        for (room, (gmv, orders, comments)) in &totals {
+            if room.starts_with("clock-") {
+                continue;
+            }
+            let l = [("room_id", room.as_str())];
+            assert_eq!(
+                series_value(&text, "livefunnel_room_gmv_cents_total", &l),
+                Some(*gmv as f64),
+                "{room}"
+            );
+            assert_eq!(
+                series_value(&text, "livefunnel_room_orders_paid_total", &l),
+                Some(*orders as f64),
+                "{room}"
+            );
+            assert_eq!(
+                series_value(&text, "livefunnel_room_comments_total", &l),
+                Some(*comments as f64),
+                "{room}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 4, "{totals:?}");
+        let (code, body) = http_get(r.addr, "/readyz").await.unwrap();
+        assert_eq!(code, 200, "{body}");
+
+        // Every rejected line is in the DLQ, with its reason.
+        let summary = {
+            let mut text = Vec::new();
+            for i in inputs {
+                text.extend_from_slice(&i.payload);
+                text.push(b'\n');
+            }
+            livefunnel::replay::replay(&text[..], std::io::sink(), None, engine_config(TimeMode::Replay))
+                .unwrap()
+        };
+        let rejected: u64 = summary.rejected.iter().sum();
+        assert!(rejected > 0, "the sample has bad lines");
+        let dlq = tokio::task::spawn_blocking({
+            let b = brokers.clone();
+            move || dead_letters(&b, rejected as usize)
+        })
+        .await
+        .unwrap();
+        assert_eq!(dlq.len() as u64, rejected);
+        let mut by_reason = std::collections::BTreeMap::<String, u64>::new();
+        for (reason, _, _) in &dlq {
+            *by_reason.entry(reason.clone()).or_default() += 1;
+        }
+        let want: std::collections::BTreeMap<String, u64> = livefunnel_core::Reason::ALL
+            .iter()
+            .zip(summary.rejected)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (r.as_str().to_owned(), n))
+            .collect();
+        assert_eq!(by_reason, want);
+
+        // A clean stop: final checkpoints, offsets committed at the end of each partition.
+        r.shutdown.cancel();
+        r.handle.await.unwrap().unwrap();
+        let ends: Vec<i64> =
+            (0..PARTITIONS).map(|p| inputs.iter().filter(|i| i.partition == p).count() as i64).collect();
+        let got = tokio::task::spawn_blocking({
+            let b = brokers.clone();
+            move || committed(&b)
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, ends.iter().map(|&e| Offset::Offset(e)).collect::<Vec<_>>());
+        for p in 0..PARTITIONS {
+            assert!(state.path().join(format!("{TOPIC}-{p}.ckpt")).exists());
+        }
+    });
+}
+
+#[test]
+fn clickhouse_down_at_start_then_up() {
+    let mut server = ClickHouseServer::prepare();
+    let f = Fixture::new(PARTITIONS);
+    let (brokers, inputs, expected, state) = (&f.brokers, &f.inputs, &f.expected, &f.dir);
+    let ch = ch_config(&server, "e2e_down");
+    f.rt.block_on(async {
+        produce(brokers, inputs).await;
+        let r = start(settings(brokers, ch.clone(), state.path())).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let (code, body) = http_get(r.addr, "/readyz").await.unwrap();
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("clickhouse"), "{body}");
+        // Nothing is committed while the rows cannot be written.
+        let got = tokio::task::spawn_blocking({
+            let b = brokers.clone();
+            move || committed(&b)
+        })
+        .await
+        .unwrap();
+        assert!(got.iter().all(|o| *o == Offset::Invalid), "{got:?}");
+        assert!(std::fs::read_dir(state.path())
+            .unwrap()
+            .all(|e| { !e.unwrap().file_name().to_string_lossy().ends_with(".ckpt") }));
+
+        let server = tokio::task::spawn_blocking(move || {
+            server.start();
+            server
+        })
+        .await
+        .unwrap();
+        let _server = wait_ready(r.addr, server).await;
+        wait_for_clickhouse(&ch, expected, Duration::from_secs(120)).await;
+        r.shutdown.cancel();
+        r.handle.await.unwrap().unwrap();
+    });
+}
+
+async fn wait_ready(addr: std::net::SocketAddr, server: ClickHouseServer) -> ClickHouseServer {
+    for _ in 0..100 {
+        if let Ok((200, _)) = http_get(addr, "/readyz").await {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("/readyz never became ready after clickhouse came up");
+}
