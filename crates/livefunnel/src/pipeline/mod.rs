@@ -166,7 +166,6 @@ pub async fn run_with_metrics(
         sink_rx,
         metrics.clone(),
         status.clone(),
-        shutdown.clone(),
         world.abort.clone(),
     ));
     let start_without = match settings.kafka.start_without_checkpoint {

@@ -75,16 +75,14 @@ pub async fn run(
     mut rx: mpsc::Receiver<SinkMsg>,
     metrics: Metrics,
     status: Arc<Status>,
-    shutdown: CancellationToken,
     abort: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut out = match &kind {
         SinkKind::ClickHouse(cfg) => {
-            let health = tokio::spawn(watch_clickhouse(cfg.clone(), status.clone(), abort.clone()));
+            tokio::spawn(watch_clickhouse(cfg.clone(), status.clone(), abort.clone()));
             // Until the tables exist nothing can be written; rows wait in the
             // channel, and nothing is committed meanwhile.
-            migrate_until_done(cfg, &status, &shutdown, &abort).await?;
-            drop(health);
+            migrate_until_done(cfg, &status, &abort).await?;
             Out::ClickHouse(Box::new(ClickHouseSink::new(cfg.clone(), metrics.clickhouse.clone())?))
         }
         SinkKind::Jsonl(dir) => {
@@ -93,9 +91,6 @@ pub async fn run(
             Out::Jsonl(JsonlSink::open(dir)?)
         }
     };
-    if let SinkKind::ClickHouse(cfg) = &kind {
-        tokio::spawn(watch_clickhouse(cfg.clone(), status.clone(), abort.clone()));
-    }
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -132,7 +127,6 @@ pub async fn run(
 async fn migrate_until_done(
     cfg: &ClickHouseConfig,
     status: &Status,
-    shutdown: &CancellationToken,
     abort: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(200);
@@ -151,7 +145,6 @@ async fn migrate_until_done(
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = abort.cancelled() => anyhow::bail!("stopped before clickhouse was reachable"),
-            _ = shutdown.cancelled(), if false => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
