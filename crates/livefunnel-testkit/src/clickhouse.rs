@@ -90,6 +90,11 @@ impl ClickHouseServer {
         self.dir.path()
     }
 
+    /// The server's process id while it runs (for CPU accounting by benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the server process is running.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {

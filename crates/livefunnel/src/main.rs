@@ -1,5 +1,6 @@
 //! `livefunnel`: the command line.
 
+mod bench_cmd;
 mod demo_cmd;
 mod run_cmd;
 
@@ -38,6 +39,9 @@ enum Command {
     /// Everything in one process, no services needed: a Kafka mock cluster, the
     /// simulator at real-time pace, the pipeline, and the Prometheus endpoint.
     Demo(demo_cmd::DemoArgs),
+    /// Measure the pipeline end to end through a Kafka mock cluster into ClickHouse:
+    /// sustained events/s, then freshness (produce to /metrics) at a steady rate.
+    Bench(bench_cmd::BenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(args),
         Command::Migrate(args) => run_cmd::migrate(args),
         Command::Demo(args) => demo_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
