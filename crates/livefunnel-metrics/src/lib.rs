@@ -3,15 +3,19 @@
 //!
 //! - [`RoomMetrics`]: the per-room series of contract §4, labels `org_id`, `room_id`,
 //!   `platform` (plus `window` on the window gauges).
+//!   Their alert signals ([`signals`]) are computed in event time from the emitted rows.
 //! - [`PipelineMetrics`]: pipeline health, without room labels.
 //!
 //! ClickHouse insert series live with the ClickHouse sink (`livefunnel-clickhouse`).
 
 mod pipeline;
 mod room;
+mod signal_series;
+pub mod signals;
 
 pub use pipeline::PipelineMetrics;
 pub use room::{RoomKey, RoomMetrics, RoomTotals, RoomTracker};
+pub use signals::{RoomSignals, SignalWindow, SignalWindows};
 
 /// Renders a registry in the Prometheus text format.
 pub fn render(registry: &prometheus::Registry) -> String {

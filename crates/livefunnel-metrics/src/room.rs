@@ -4,13 +4,16 @@
 //! [`RoomTracker`] is one partition's bookkeeping: the counter totals (saved in the
 //! partition's checkpoint, so counters continue across restarts), and when each room's
 //! session ended (its series go `series_ttl` later, so the series count tracks live
-//! rooms, not history).
+//! rooms, not history), and each room's alert-signal state ([`crate::signals`]).
 
 use std::collections::BTreeMap;
 
-use livefunnel_core::{Counts, Event, EventType};
+use livefunnel_core::{Counts, Event, EventType, Row, RunningRoom};
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
+
+use crate::signal_series::SignalGauges;
+use crate::signals::{RoomSignals, SignalWindows};
 
 const ROOM: &[&str] = &["org_id", "room_id", "platform"];
 const ROOM_WINDOW: &[&str] = &["org_id", "room_id", "platform", "window"];
@@ -55,6 +58,7 @@ pub struct RoomMetrics {
     window_watch_to_pay_rate: GaugeVec,
     window_product_click_rate: GaugeVec,
     window_avg_watch_seconds: GaugeVec,
+    signals: SignalGauges,
     /// The configured hop and tumble window names, for removing a room's series.
     windows: Vec<String>,
 }
@@ -102,6 +106,7 @@ impl RoomMetrics {
                 "livefunnel_room_window_avg_watch_seconds",
                 "avg_watch_seconds of the latest open window (NaN: nobody present)",
             )?,
+            signals: SignalGauges::new(registry)?,
             windows,
         };
         for c in
@@ -165,6 +170,7 @@ impl RoomMetrics {
                 let _ = g.remove_label_values(&lw);
             }
         }
+        self.signals.remove(key, &self.windows);
     }
 }
 
@@ -181,11 +187,104 @@ struct Tracked {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoomTracker {
     rooms: BTreeMap<RoomKey, Tracked>,
+    /// Last in the encoding: a checkpoint written before signals existed ends before it
+    /// (see [`RoomTracker::from_checkpoint`]).
+    signals: Signals,
+}
+
+/// The alert-signal state of a partition's rooms.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Signals {
+    /// The windows the rows below belong to.
+    windows: SignalWindows,
+    /// By `room_id`: rows find their room without building a [`RoomKey`].
+    rooms: BTreeMap<String, RoomSignals>,
+}
+
+impl Signals {
+    fn room_mut(&mut self, room_id: &str) -> &mut RoomSignals {
+        room_mut(&mut self.rooms, room_id)
+    }
+}
+
+fn room_mut<'a>(rooms: &'a mut BTreeMap<String, RoomSignals>, room_id: &str) -> &'a mut RoomSignals {
+    // Looked up by `&str` first: the key is allocated once per room, not per row.
+    if !rooms.contains_key(room_id) {
+        rooms.insert(room_id.to_owned(), RoomSignals::default());
+    }
+    rooms.get_mut(room_id).expect("inserted above")
+}
+
+/// The checkpoint form of [`RoomTracker`] before the signals existed.
+#[derive(Deserialize)]
+struct RoomTrackerV1 {
+    rooms: BTreeMap<RoomKey, Tracked>,
 }
 
 impl RoomTracker {
-    /// Counts an accepted event in its room's counters.
-    pub fn on_accepted(&mut self, metrics: &RoomMetrics, ev: &Event<'_>) {
+    /// Decodes the tracker saved by [`RoomTracker::to_checkpoint`], or by a version
+    /// without signals (they start empty then). A decoding error is permanent.
+    pub fn from_checkpoint(bytes: &[u8]) -> Result<RoomTracker, postcard::Error> {
+        match postcard::from_bytes::<RoomTracker>(bytes) {
+            Ok(t) => Ok(t),
+            // The old form is a prefix of the new one: it fails only at its end.
+            Err(e) => match postcard::from_bytes::<RoomTrackerV1>(bytes) {
+                Ok(old) => Ok(RoomTracker { rooms: old.rooms, signals: Signals::default() }),
+                Err(_) => Err(e),
+            },
+        }
+    }
+
+    /// The tracker's checkpoint bytes.
+    pub fn to_checkpoint(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_stdvec(self)
+    }
+
+    /// Sets which windows feed the signals. Rows kept for another window (a
+    /// checkpoint written under another configuration) are dropped.
+    pub fn set_signal_windows(&mut self, w: SignalWindows) {
+        let s = &mut self.signals;
+        let (compare, online) = (s.windows.compare != w.compare, s.windows.online != w.online);
+        if compare || online {
+            for r in s.rooms.values_mut() {
+                r.clear_windows(compare, online);
+            }
+        }
+        s.windows = w;
+    }
+
+    /// Feeds the signals with emitted rows: the window rows of the two signal windows
+    /// and the session rows; every other row is skipped after a name comparison.
+    pub fn on_rows(&mut self, rows: &[Row]) {
+        let Signals { windows, rooms } = &mut self.signals;
+        let compare = windows.compare.as_ref().map(|w| w.name.as_str());
+        let online = windows.online.as_ref().map(|w| w.name.as_str());
+        for row in rows {
+            match row {
+                Row::Window(w) => {
+                    let is_compare = compare == Some(&*w.window);
+                    let is_online = online == Some(&*w.window);
+                    if !is_compare && !is_online {
+                        continue;
+                    }
+                    let room = room_mut(rooms, &w.room_id);
+                    if is_compare {
+                        room.on_compare_row(w);
+                    }
+                    if is_online {
+                        room.on_online_row(w);
+                    }
+                }
+                Row::Session(r) => room_mut(rooms, &r.room_id).on_session_row(r),
+                Row::Breakdown(_) => {}
+            }
+        }
+    }
+
+    /// Counts an accepted event in its room's counters; `now_ms` is the wall clock at
+    /// which the pipeline accepted it.
+    pub fn on_accepted(&mut self, metrics: &RoomMetrics, ev: &Event<'_>, now_ms: i64) {
+        self.signals.room_mut(&ev.room_id).on_accepted(now_ms);
         let mut d = RoomTotals::default();
         match ev.kind {
             EventType::Enter => d.watch_entries = 1,
@@ -215,6 +314,45 @@ impl RoomTracker {
         tt.refund_cents = tt.refund_cents.saturating_add(d.refund_cents);
         tt.comments += d.comments;
         metrics.add(&key, &d);
+    }
+
+    /// Sets a room's gauges from its running values, and hands them to its signals.
+    pub fn observe_running(&mut self, metrics: &RoomMetrics, r: &RunningRoom, now_ms: i64) {
+        let key = RoomKey {
+            org_id: r.identity.org_id.to_string(),
+            room_id: r.room_id.to_string(),
+            platform: r.identity.platform.as_str().to_owned(),
+        };
+        let windows: Vec<(&str, &Counts)> = r.windows.iter().map(|w| (&*w.window, &w.counts)).collect();
+        self.observe(metrics, &key, r.online, r.live, &windows, now_ms);
+        let room = self.signals.room_mut(&r.room_id);
+        room.observe(r.latest_ts, r.live);
+        if room.key.as_ref() != Some(&key) {
+            // New labels (or a first sight): the series move to them.
+            if let Some(old) = room.key.take() {
+                metrics.signals.remove(&old, &metrics.windows);
+            }
+            room.shown = Default::default();
+            room.key = Some(key);
+            room.dirty = true;
+        }
+    }
+
+    /// Sets the signal gauges of every room whose signals changed since the last call,
+    /// and drops the rows they no longer need.
+    pub fn publish_signals(&mut self, metrics: &RoomMetrics) {
+        let s = &mut self.signals;
+        for room in s.rooms.values_mut() {
+            if !room.dirty {
+                continue;
+            }
+            // Shown once its labels are known (its first running values).
+            let Some(key) = room.key.clone() else { continue };
+            room.prune(&s.windows);
+            let values = room.values(&s.windows);
+            metrics.signals.show(&key, &s.windows, room, &values);
+            room.dirty = false;
+        }
     }
 
     /// Sets a room's gauges from its running state: viewers online now, whether a
@@ -257,21 +395,29 @@ impl RoomTracker {
     /// Returns how many rooms were dropped.
     pub fn expire(&mut self, metrics: &RoomMetrics, now_ms: i64, ttl_ms: i64) -> usize {
         let before = self.rooms.len();
+        let signals = &mut self.signals.rooms;
         self.rooms.retain(|key, t| {
             let keep = t.ended_at_ms.is_none_or(|e| now_ms.saturating_sub(e) < ttl_ms);
             if !keep {
                 metrics.remove(key);
+                if signals.get(&key.room_id).is_some_and(|s| s.key.as_ref().is_none_or(|k| k == key)) {
+                    signals.remove(&key.room_id);
+                }
             }
             keep
         });
         before - self.rooms.len()
     }
 
-    /// Publishes restored totals (after a restart or a new assignment).
-    pub fn publish(&self, metrics: &RoomMetrics) {
+    /// Publishes restored totals and signals (after a restart or a new assignment).
+    pub fn publish(&mut self, metrics: &RoomMetrics) {
         for (key, t) in &self.rooms {
             metrics.add(key, &t.totals);
         }
+        for room in self.signals.rooms.values_mut() {
+            room.dirty = true;
+        }
+        self.publish_signals(metrics);
     }
 
     /// Removes every series of this partition's rooms (partition revoked).
@@ -283,6 +429,11 @@ impl RoomTracker {
 
     pub fn totals(&self, key: &RoomKey) -> Option<&RoomTotals> {
         self.rooms.get(key).map(|t| &t.totals)
+    }
+
+    /// A room's signal state, by `room_id`.
+    pub fn signals(&self, room_id: &str) -> Option<&RoomSignals> {
+        self.signals.rooms.get(room_id)
     }
 
     pub fn live_rooms(&self) -> usize {

@@ -27,10 +27,10 @@ fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 fn counters_follow_accepted_events_and_continue_after_restore() {
     let (reg, m, _) = metrics();
     let mut t = RoomTracker::default();
-    t.on_accepted(&m, &ev(EventType::OrderPaid, "r1", Some(19_900)));
-    t.on_accepted(&m, &ev(EventType::OrderPaid, "r1", Some(100)));
-    t.on_accepted(&m, &ev(EventType::Enter, "r1", None));
-    t.on_accepted(&m, &ev(EventType::Refund, "r1", Some(500)));
+    t.on_accepted(&m, &ev(EventType::OrderPaid, "r1", Some(19_900)), 0);
+    t.on_accepted(&m, &ev(EventType::OrderPaid, "r1", Some(100)), 0);
+    t.on_accepted(&m, &ev(EventType::Enter, "r1", None), 0);
+    t.on_accepted(&m, &ev(EventType::Refund, "r1", Some(500)), 0);
     let text = render(&reg);
     let gmv = r#"livefunnel_room_gmv_cents_total{org_id="default",platform="other",room_id="r1"}"#;
     assert_eq!(line(&text, gmv), Some(&*format!("{gmv} 20000")), "{text}");
@@ -44,18 +44,14 @@ fn counters_follow_accepted_events_and_continue_after_restore() {
     ));
 
     // A restart: a new registry, the tracker restored from its serialized form.
-    let bytes = postcard_like(&t);
+    let bytes = t.to_checkpoint().unwrap();
     let (reg2, m2, _) = metrics();
-    let t2: RoomTracker = postcard::from_bytes(&bytes).unwrap();
+    let mut t2 = RoomTracker::from_checkpoint(&bytes).unwrap();
+    assert_eq!(t2, t);
     t2.publish(&m2);
-    let mut t2 = t2;
-    t2.on_accepted(&m2, &ev(EventType::OrderPaid, "r1", Some(1)));
+    t2.on_accepted(&m2, &ev(EventType::OrderPaid, "r1", Some(1)), 0);
     let text = render(&reg2);
     assert_eq!(line(&text, gmv), Some(&*format!("{gmv} 20001")), "{text}");
-}
-
-fn postcard_like(t: &RoomTracker) -> Vec<u8> {
-    postcard::to_stdvec(t).unwrap()
 }
 
 #[test]
@@ -81,7 +77,7 @@ fn series_go_ttl_after_the_session_ends() {
     let (reg, m, _) = metrics();
     let mut t = RoomTracker::default();
     let key = RoomKey { org_id: "default".into(), room_id: "r1".into(), platform: "other".into() };
-    t.on_accepted(&m, &ev(EventType::Enter, "r1", None));
+    t.on_accepted(&m, &ev(EventType::Enter, "r1", None), 0);
     let c = Counts::default();
     t.observe(&m, &key, 1, true, &[("5m/10s", &c)], 0);
     assert_eq!(t.expire(&m, 10_000_000, 900_000), 0, "a live room never expires");
@@ -113,9 +109,162 @@ fn pipeline_series_exist_with_every_reason() {
 fn top_rooms_by_gmv() {
     let (_, m, _) = metrics();
     let mut t = RoomTracker::default();
-    t.on_accepted(&m, &ev(EventType::OrderPaid, "a", Some(5)));
-    t.on_accepted(&m, &ev(EventType::OrderPaid, "b", Some(50)));
-    t.on_accepted(&m, &ev(EventType::OrderPaid, "c", Some(20)));
+    t.on_accepted(&m, &ev(EventType::OrderPaid, "a", Some(5)), 0);
+    t.on_accepted(&m, &ev(EventType::OrderPaid, "b", Some(50)), 0);
+    t.on_accepted(&m, &ev(EventType::OrderPaid, "c", Some(20)), 0);
     let top: Vec<_> = t.top_by_gmv(2).into_iter().map(|(k, g)| (k.room_id, g)).collect();
     assert_eq!(top, vec![("b".to_string(), 50), ("c".to_string(), 20)]);
+}
+
+/// The tracker as checkpoints encoded it before the signals existed.
+#[derive(serde::Serialize)]
+struct TrackerV1 {
+    rooms: std::collections::BTreeMap<RoomKey, TrackedV1>,
+}
+
+#[derive(serde::Serialize)]
+struct TrackedV1 {
+    totals: RoomTotals,
+    ended_at_ms: Option<i64>,
+}
+
+#[test]
+fn a_checkpoint_from_before_the_signals_still_loads() {
+    let key = |r: &str| RoomKey { org_id: "default".into(), room_id: r.into(), platform: "other".into() };
+    let totals = RoomTotals { gmv_cents: 12_345, orders_paid: 3, ..RoomTotals::default() };
+    let old = TrackerV1 {
+        rooms: [
+            (key("a"), TrackedV1 { totals: totals.clone(), ended_at_ms: None }),
+            (key("b"), TrackedV1 { totals: RoomTotals::default(), ended_at_ms: Some(7) }),
+        ]
+        .into(),
+    };
+    let t = RoomTracker::from_checkpoint(&postcard::to_stdvec(&old).unwrap()).unwrap();
+    assert_eq!(t.totals(&key("a")), Some(&totals));
+    assert_eq!(t.live_rooms(), 1);
+    assert!(t.signals("a").is_none());
+    assert!(RoomTracker::from_checkpoint(b"\xff\xff\xff").is_err(), "garbage is an error");
+}
+
+const MIN: i64 = 60_000;
+
+fn signal_windows() -> SignalWindows {
+    SignalWindows {
+        compare: Some(SignalWindow { name: "10m/1m".into(), size_ms: 10 * MIN }),
+        online: Some(SignalWindow { name: "5m/10s".into(), size_ms: 5 * MIN }),
+    }
+}
+
+fn identity() -> livefunnel_core::Identity {
+    livefunnel_core::Identity {
+        session_id: "s1".into(),
+        org_id: "o".into(),
+        account_id: None,
+        platform: livefunnel_core::Platform::Douyin,
+    }
+}
+
+fn window_row(window: &str, size: i64, end: i64, counts: Counts) -> livefunnel_core::Row {
+    livefunnel_core::Row::Window(livefunnel_core::WindowRow {
+        room_id: "r".into(),
+        window: window.into(),
+        window_start: end - size,
+        window_end: end,
+        version: 1,
+        identity: identity(),
+        counts,
+    })
+}
+
+fn running(latest_ts: i64, live: bool) -> livefunnel_core::RunningRoom {
+    livefunnel_core::RunningRoom {
+        room_id: "r".into(),
+        identity: identity(),
+        retired: false,
+        latest_ts,
+        online: 3,
+        live,
+        session_end_ts: None,
+        totals: livefunnel_core::RoomTotals::default(),
+        windows: Vec::new(),
+    }
+}
+
+fn signal_metrics() -> (Registry, RoomMetrics) {
+    let reg = Registry::new();
+    let room = RoomMetrics::new(&reg, vec!["1m".into(), "5m/10s".into(), "10m/1m".into()]).unwrap();
+    (reg, room)
+}
+
+#[test]
+fn signal_series_follow_the_rows_and_go_with_the_room() {
+    let (reg, m) = signal_metrics();
+    let mut t = RoomTracker::default();
+    t.set_signal_windows(signal_windows());
+    let c = Counts { watch_pv: 200, watch_uv: 100, gmv_cents: 50_000, buyer_uv: 5, ..Counts::default() };
+    let online = Counts { watch_ms: 600_000, ..Counts::default() };
+    t.on_rows(&[
+        window_row("1m", MIN, 21 * MIN, Counts { watch_pv: 1, ..Counts::default() }),
+        window_row("10m/1m", 10 * MIN, 21 * MIN, c),
+        window_row("5m/10s", 5 * MIN, 21 * MIN, online),
+    ]);
+    let mut ev = ev(EventType::Enter, "r", None);
+    ev.org_id = Some(std::borrow::Cow::Borrowed("o"));
+    ev.platform = Some(livefunnel_core::Platform::Douyin);
+    t.on_accepted(&m, &ev, 1_767_225_600_000);
+    t.publish_signals(&m);
+    assert!(!render(&reg).contains("livefunnel_room_signal_gpm{"), "not shown before the labels are known");
+    t.observe_running(&m, &running(21 * MIN + 5_000, true), 0);
+    t.publish_signals(&m);
+    let text = render(&reg);
+    let cw = r#"{org_id="o",platform="douyin",room_id="r",window="10m/1m"}"#;
+    let ow = r#"{org_id="o",platform="douyin",room_id="r",window="5m/10s"}"#;
+    let room = r#"{org_id="o",platform="douyin",room_id="r"}"#;
+    for want in [
+        format!("livefunnel_room_signal_gpm{cw} 2500"),
+        format!("livefunnel_room_signal_gpm_previous{cw} NaN"),
+        format!("livefunnel_room_signal_watch_to_pay_rate{cw} 0.05"),
+        format!("livefunnel_room_signal_window_end_timestamp_seconds{cw} 1260"),
+        format!("livefunnel_room_signal_online_avg{ow} 2"),
+        format!("livefunnel_room_session_gpm{room} NaN"),
+        format!("livefunnel_room_last_event_received_timestamp_seconds{room} 1767225600"),
+    ] {
+        assert!(text.lines().any(|l| l == want), "missing {want}:\n{text}");
+    }
+    assert!(
+        !text.contains(r#"livefunnel_room_signal_gpm{org_id="o",platform="douyin",room_id="r",window="1m"}"#)
+    );
+
+    // Restored from a checkpoint into a new registry: the same series at once.
+    let (reg2, m2) = signal_metrics();
+    let mut t2 = RoomTracker::from_checkpoint(&t.to_checkpoint().unwrap()).unwrap();
+    t2.set_signal_windows(signal_windows());
+    t2.publish(&m2);
+    assert!(render(&reg2).contains(&format!("livefunnel_room_signal_gpm{cw} 2500")), "{}", render(&reg2));
+    t2.unpublish(&m2);
+    assert!(!render(&reg2).contains("room_id=\"r\""), "{}", render(&reg2));
+
+    // The session ends: the series go `ttl` later, signals included, and the state too.
+    t.observe_running(&m, &running(22 * MIN, false), 1_000);
+    t.publish_signals(&m);
+    assert_eq!(t.expire(&m, 1_000 + 900_000, 900_000), 1);
+    let text = render(&reg);
+    assert!(!text.contains("room_id=\"r\""), "{text}");
+    assert!(t.signals("r").is_none());
+}
+
+#[test]
+fn a_changed_signal_window_forgets_the_old_rows() {
+    let (_, m) = signal_metrics();
+    let mut t = RoomTracker::default();
+    t.set_signal_windows(signal_windows());
+    t.on_rows(&[window_row("10m/1m", 10 * MIN, 21 * MIN, Counts::default())]);
+    t.observe_running(&m, &running(21 * MIN, true), 0);
+    assert_eq!(t.signals("r").unwrap().rows_kept(), (1, 0));
+    let mut t = RoomTracker::from_checkpoint(&t.to_checkpoint().unwrap()).unwrap();
+    t.set_signal_windows(SignalWindows {
+        compare: Some(SignalWindow { name: "1m".into(), size_ms: MIN }),
+        ..signal_windows()
+    });
+    assert_eq!(t.signals("r").unwrap().rows_kept(), (0, 0));
 }

@@ -40,6 +40,8 @@ pub struct Config {
     pub checkpoint: crate::run_config::CheckpointConfig,
     /// Live pipeline: `/metrics`, `/healthz`, `/readyz`.
     pub http: crate::run_config::HttpConfig,
+    /// Live pipeline: the windows behind the alert-signal series.
+    pub signals: crate::run_config::SignalsConfig,
 }
 
 /// `[time]`: watermarks, lateness, presence and retirement. Durations are strings
@@ -299,12 +301,18 @@ pub fn load(sources: &Sources, mode: TimeMode) -> Result<Loaded, ConfigLoadError
     if sources.env {
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split(ENV_SPLIT));
     }
-    let config: Config = figment.extract().map_err(|e| from_figment(&e))?;
+    let mut config: Config = figment.extract().map_err(|e| from_figment(&e))?;
     let engine = config.engine_config(mode).map_err(|e| {
         let origin = figment.find_metadata(&e.key).and_then(|md| origin(md, &e.key));
         keyed(&e.key, origin, &e.message)
     })?;
     config.check_pipeline().map_err(|(key, message)| {
+        let origin = figment.find_metadata(&key).and_then(|md| origin(md, &key));
+        keyed(&key, origin, &message)
+    })?;
+    // Only a value someone set must name a configured window: the defaults turn off.
+    let set_by_user = |key: &str| figment.find_metadata(key).and_then(|md| origin(md, key)).is_some();
+    config.signals.check(&engine.windows, set_by_user).map_err(|(key, message)| {
         let origin = figment.find_metadata(&key).and_then(|md| origin(md, &key));
         keyed(&key, origin, &message)
     })?;
@@ -616,6 +624,71 @@ mod tests {
             jail.set_env("LIVEFUNNEL_TIME__SESSION_IDLE_TIMEOUT", "3m");
             let err = load_in(jail, None).unwrap_err();
             assert!(err.message.contains("LIVEFUNNEL_TIME__SESSION_IDLE_TIMEOUT"), "{}", err.message);
+            Ok(())
+        });
+    }
+
+    fn signal_names(loaded: &Loaded) -> (Option<String>, Option<String>) {
+        let w = loaded.config.signals.resolve(&loaded.engine.windows);
+        (w.compare.map(|w| w.name), w.online.map(|w| w.name))
+    }
+
+    #[test]
+    fn signal_windows_default_to_10m_and_5m_and_accept_any_spelling() {
+        Jail::expect_with(|jail| {
+            let loaded = load_in(jail, None).unwrap();
+            assert_eq!(signal_names(&loaded), (Some("10m/1m".into()), Some("5m/10s".into())));
+            let w = loaded.config.signals.resolve(&loaded.engine.windows);
+            assert_eq!(w.compare.unwrap().size_ms, 600_000);
+            assert_eq!(w.online.unwrap().size_ms, 300_000);
+            let loaded =
+                load_in(jail, Some("[signals]\ncompare_window = \"600s/60s\"\nonline_window = \"1m\"\n"))
+                    .unwrap();
+            assert_eq!(signal_names(&loaded), (Some("10m/1m".into()), Some("1m".into())));
+            let loaded = load_in(jail, Some("[signals]\nonline_window = \"\"\n")).unwrap();
+            assert_eq!(signal_names(&loaded), (Some("10m/1m".into()), None), "\"\" turns a signal off");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_signal_window_outside_windows_set_names_the_key_and_the_fix() {
+        Jail::expect_with(|jail| {
+            let err = load_in(jail, Some("[signals]\ncompare_window = \"2m/1m\"\n")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("signals.compare_window"));
+            for part in ["2m/1m", "windows.set", "livefunnel.toml", "\"10m/1m\"", "turn this signal off"] {
+                assert!(err.message.contains(part), "{part}: {}", err.message);
+            }
+            let err = load_in(jail, Some("[signals]\nonline_window = \"session\"\n")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("signals.online_window"));
+            assert!(err.message.contains("hop or tumble"), "{}", err.message);
+            let err = load_in(jail, Some("[signals]\nonline_window = \"5 minutes\"\n")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("signals.online_window"));
+            assert!(err.message.contains("5 minutes"), "{}", err.message);
+            jail.set_env("LIVEFUNNEL_SIGNALS__ONLINE_WINDOW", "1h");
+            let err = load_in(jail, None).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("signals.online_window"));
+            assert!(err.message.contains("LIVEFUNNEL_SIGNALS__ONLINE_WINDOW"), "{}", err.message);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn default_signal_windows_turn_off_without_their_windows() {
+        Jail::expect_with(|jail| {
+            jail.set_env("LIVEFUNNEL_WINDOWS__SET", "1m,session");
+            let loaded = load_in(jail, None).expect("defaults need no [signals] section");
+            assert_eq!(signal_names(&loaded), (None, None));
+            assert_eq!(loaded.config.signals.compare_window, "", "the effective config shows it off");
+            // What check-config prints loads back.
+            assert_eq!(load_in(jail, Some(&loaded.config.to_toml())).unwrap().config, loaded.config);
+            // Set explicitly, the same window is an error.
+            let err = load_in(jail, Some("[signals]\ncompare_window = \"10m/1m\"\n")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("signals.compare_window"));
+            assert!(err.message.contains("\"1m\""), "lists the usable windows: {}", err.message);
+            jail.set_env("LIVEFUNNEL_SIGNALS__COMPARE_WINDOW", "1m");
+            let loaded = load_in(jail, None).unwrap();
+            assert_eq!(signal_names(&loaded), (Some("1m".into()), None));
             Ok(())
         });
     }

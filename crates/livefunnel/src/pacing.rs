@@ -27,10 +27,12 @@ enum Mode {
         anchor: Option<Instant>,
         sent: u64,
     },
-    /// Event time `origin_ms` happens at `origin`.
+    /// Event time `origin_ms` happens at `origin`, and runs `speed` times faster
+    /// than the wall clock from there.
     Realtime {
         origin: Instant,
         origin_ms: i64,
+        speed: f64,
     },
 }
 
@@ -50,7 +52,15 @@ impl Pacer {
     /// Simulated time `origin_ms` (epoch ms) happens at `origin`; a message
     /// is sent when its simulated arrival time comes.
     pub fn realtime(origin: Instant, origin_ms: i64) -> Pacer {
-        Pacer { mode: Mode::Realtime { origin, origin_ms } }
+        Pacer::realtime_at_speed(origin, origin_ms, 1.0)
+    }
+
+    /// [`Pacer::realtime`] with simulated time running `speed` times faster than the
+    /// wall clock after `origin` (20: a simulated hour in 3 minutes). `speed` must be
+    /// positive and finite.
+    pub fn realtime_at_speed(origin: Instant, origin_ms: i64, speed: f64) -> Pacer {
+        debug_assert!(speed > 0.0 && speed.is_finite(), "speed {speed}");
+        Pacer { mode: Mode::Realtime { origin, origin_ms, speed } }
     }
 
     /// Whether [`Pacer::send_at`] can ever say "later" (an unpaced sender
@@ -78,9 +88,14 @@ impl Pacer {
                 *sent += 1;
                 at.max(now)
             }
-            Mode::Realtime { origin, origin_ms } => {
+            Mode::Realtime { origin, origin_ms, speed } => {
                 let ahead = u64::try_from(due_ms.saturating_sub(*origin_ms)).unwrap_or(0);
-                (*origin + Duration::from_millis(ahead)).max(now)
+                let wall = if *speed == 1.0 {
+                    Duration::from_millis(ahead)
+                } else {
+                    Duration::from_nanos((ahead as f64 * 1e6 / *speed).round() as u64)
+                };
+                (*origin + wall).max(now)
             }
         }
     }
@@ -161,5 +176,20 @@ mod tests {
         assert_eq!(p.send_at(later, origin_ms + 90_000), later);
         // Before the origin: at once.
         assert_eq!(p.send_at(t0, origin_ms - 5_000), t0);
+    }
+
+    #[test]
+    fn realtime_at_speed_divides_simulated_time_by_the_speed() {
+        let t0 = Instant::now();
+        let origin_ms = 1_767_225_600_000;
+        let mut p = Pacer::realtime_at_speed(t0, origin_ms, 20.0);
+        assert!(p.is_paced());
+        // A simulated hour after the origin is three wall minutes after it.
+        assert_eq!(p.send_at(t0, origin_ms + 3_600_000), t0 + 180_000 * MS);
+        assert_eq!(p.send_at(t0, origin_ms + 1_000), t0 + 50 * MS);
+        // The warm-up before the origin goes at once, whatever the speed.
+        assert_eq!(p.send_at(t0, origin_ms - 300_000), t0);
+        let mut slow = Pacer::realtime_at_speed(t0, origin_ms, 0.5);
+        assert_eq!(slow.send_at(t0, origin_ms + 1_000), t0 + 2_000 * MS);
     }
 }

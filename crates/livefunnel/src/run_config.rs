@@ -1,10 +1,12 @@
 //! Configuration sections of the live pipeline (`run`, `demo`, `bench`, `migrate`):
-//! `[kafka]`, `[clickhouse]`, `[checkpoint]` and `[http]`. Loaded and layered with the
-//! rest of the configuration (see `config`).
+//! `[kafka]`, `[clickhouse]`, `[checkpoint]`, `[http]` and `[signals]`. Loaded and
+//! layered with the rest of the configuration (see `config`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use livefunnel_core::WindowSpec;
+use livefunnel_metrics::{SignalWindow, SignalWindows};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Duration;
@@ -161,6 +163,90 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> HttpConfig {
         HttpConfig { listen: "127.0.0.1:9464".into(), series_ttl: Duration::from_ms(900_000) }
+    }
+}
+
+/// `[signals]`: the windows behind the alert-signal series (docs/metrics.md): values of
+/// a room's latest closed window, computed in event time, so alert rules are thresholds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignalsConfig {
+    /// A hop or tumble window of `windows.set`: its latest closed row against the row one
+    /// window size earlier (`livefunnel_room_signal_gpm`, `..._previous`, ...); `""`: off.
+    pub compare_window: String,
+    /// A hop or tumble window of `windows.set`: `livefunnel_room_signal_online_avg`; `""`: off.
+    pub online_window: String,
+}
+
+impl Default for SignalsConfig {
+    fn default() -> SignalsConfig {
+        SignalsConfig { compare_window: "10m/1m".into(), online_window: "5m/10s".into() }
+    }
+}
+
+impl SignalsConfig {
+    /// Checks both windows against `windows` (the parsed `windows.set`); the error is
+    /// `(dotted key, message)`. A value that is not a hop or tumble window of
+    /// `windows.set` is an error when `set_by_user(key)` (a file or the environment set
+    /// it); a default whose window is not configured becomes `""` (off) instead, so a
+    /// smaller `windows.set` like `["1m", "session"]` needs no `[signals]` section.
+    pub fn check(
+        &mut self,
+        windows: &[WindowSpec],
+        set_by_user: impl Fn(&str) -> bool,
+    ) -> Result<(), (String, String)> {
+        let configured = || {
+            let names: Vec<String> = windows
+                .iter()
+                .filter(|w| **w != WindowSpec::Session)
+                .map(|w| format!("\"{}\"", w.name()))
+                .collect();
+            names.join(", ")
+        };
+        for (key, value) in [
+            ("signals.compare_window", &mut self.compare_window),
+            ("signals.online_window", &mut self.online_window),
+        ] {
+            if value.is_empty() {
+                continue;
+            }
+            let spec = WindowSpec::parse(value).map_err(|m| {
+                let fix = "name a hop or tumble window of windows.set, like \"10m/1m\", or \"\" for off";
+                (key.to_owned(), format!("window `{value}`: {m}; {fix}"))
+            })?;
+            if windows.contains(&spec) && spec != WindowSpec::Session {
+                continue;
+            }
+            if !set_by_user(key) {
+                value.clear();
+                continue;
+            }
+            let why = if spec == WindowSpec::Session {
+                "is not a hop or tumble window"
+            } else {
+                "is not in windows.set"
+            };
+            return Err((
+                key.to_owned(),
+                format!(
+                    "window `{value}` {why}: set it to one of windows.set's hop/tumble windows ({}), add it to windows.set, or set it to \"\" to turn this signal off",
+                    configured()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The signal windows; `None` for one that is off (`""`, or not a hop or tumble
+    /// window of `windows`).
+    pub fn resolve(&self, windows: &[WindowSpec]) -> SignalWindows {
+        let pick = |value: &str| {
+            WindowSpec::parse(value)
+                .ok()
+                .filter(|s| windows.contains(s))
+                .and_then(|s| SignalWindow::from_spec(&s))
+        };
+        SignalWindows { compare: pick(&self.compare_window), online: pick(&self.online_window) }
     }
 }
 

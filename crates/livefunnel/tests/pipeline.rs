@@ -26,8 +26,10 @@ fn settings(brokers: &str, ch: ClickHouseConfig, state: &std::path::Path) -> Set
         group_id: "e2e".to_owned(),
         ..Default::default()
     };
+    let engine = engine_config(TimeMode::Live);
     Settings {
-        engine: engine_config(TimeMode::Live),
+        signals: livefunnel::run_config::SignalsConfig::default().resolve(&engine.windows),
+        engine,
         kafka,
         sink: SinkKind::ClickHouse(ch),
         state_dir: state.to_owned(),
@@ -114,6 +116,8 @@ fn run_writes_what_replay_computes_dead_letters_and_live_metrics() {
     let f = Fixture::new(PARTITIONS);
     let (brokers, inputs, expected, state) = (&f.brokers, &f.inputs, &f.expected, &f.dir);
     let ch = ch_config(&server, "e2e_main");
+    let unix_secs = || std::time::UNIX_EPOCH.elapsed().unwrap().as_secs_f64();
+    let started = unix_secs();
     f.rt.block_on(async {
         produce(brokers, inputs).await;
         let r = start(settings(brokers, ch.clone(), state.path())).await;
@@ -147,6 +151,23 @@ fn run_writes_what_replay_computes_dead_letters_and_live_metrics() {
             checked += 1;
         }
         assert!(checked >= 4, "{totals:?}");
+
+        // The alert signals: what the replay rows give for each room's latest closed windows.
+        let latest_ts = latest_accepted_ts(inputs);
+        let mut checked = 0;
+        for (room, ts) in latest_ts.iter().filter(|(room, _)| !room.starts_with("clock-")) {
+            let want = expected_signals(expected, room, *ts);
+            assert_eq!(want.len(), 16, "{room} has closed 10m/1m and 5m/10s windows");
+            wait_for_signals(r.addr, room, &want).await;
+            let (_, text) = http_get(r.addr, "/metrics").await.unwrap();
+            let l = [("room_id", room.as_str())];
+            let age = series_value(&text, "livefunnel_room_session_age_seconds", &l);
+            assert!(age.is_some_and(f64::is_nan), "{room}'s session ended: {age:?}");
+            let received = series_value(&text, "livefunnel_room_last_event_received_timestamp_seconds", &l);
+            assert!(received.is_some_and(|t| t >= started.floor() && t <= unix_secs()), "{received:?}");
+            checked += 1;
+        }
+        assert!(checked >= 4, "{latest_ts:?}");
         let (code, body) = http_get(r.addr, "/readyz").await.unwrap();
         assert_eq!(code, 200, "{body}");
 
@@ -235,6 +256,30 @@ fn clickhouse_down_at_start_then_up() {
         r.shutdown.cancel();
         r.handle.await.unwrap().unwrap();
     });
+}
+
+/// Polls `/metrics` until every signal of `room` shows its expected value (a tick
+/// after the rows, at most), or fails naming the first difference.
+async fn wait_for_signals(addr: std::net::SocketAddr, room: &str, want: &[(String, &str, f64)]) {
+    let same = |a: Option<f64>, b: f64| {
+        a.is_some_and(|a| (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * b.abs().max(1.0))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, text) = http_get(addr, "/metrics").await.unwrap();
+        let wrong = want.iter().find_map(|(name, window, v)| {
+            let got = series_value(&text, name, &[("room_id", room), ("window", window)]);
+            (!same(got, *v))
+                .then(|| format!("{name}{{room_id={room},window={window}}}: want {v}, got {got:?}"))
+        });
+        match wrong {
+            None => return,
+            Some(w) if std::time::Instant::now() > deadline => {
+                panic!("signal series never matched replay: {w}")
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 async fn wait_ready(addr: std::net::SocketAddr, server: ClickHouseServer) -> ClickHouseServer {

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use livefunnel_clickhouse::{ClickHouseConfig, ClickHouseMetrics};
 use livefunnel_core::EngineConfig;
-use livefunnel_metrics::{PipelineMetrics, RoomKey, RoomMetrics};
+use livefunnel_metrics::{PipelineMetrics, RoomKey, RoomMetrics, SignalWindows};
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +46,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub checkpoint_interval_ms: i64,
     pub series_ttl_ms: i64,
+    /// The windows behind the alert-signal series (`[signals]`).
+    pub signals: SignalWindows,
 }
 
 /// What `run` gets from its caller: its registry, its listener, its stop signals.
@@ -145,6 +147,15 @@ pub async fn run_with_metrics(
     metrics: Metrics,
 ) -> anyhow::Result<()> {
     let shutdown = world.shutdown.clone();
+    for (what, w) in [("compare", &settings.signals.compare), ("online", &settings.signals.online)] {
+        match w {
+            Some(w) => tracing::info!(signal = what, window = %w.name, "alert signals"),
+            None => tracing::warn!(
+                signal = what,
+                "alert signals off: signals.{what}_window is \"\" or not a window of windows.set"
+            ),
+        }
+    }
     if let Some(listener) = world.http {
         let registry = world.registry.clone();
         let st = status.clone();
@@ -218,6 +229,7 @@ impl Settings {
             state_dir: c.checkpoint.dir.clone(),
             checkpoint_interval_ms: c.checkpoint.interval.as_ms(),
             series_ttl_ms: c.http.series_ttl.as_ms(),
+            signals: c.signals.resolve(&loaded.engine.windows),
         }
     }
 }

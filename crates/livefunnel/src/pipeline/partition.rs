@@ -7,7 +7,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use livefunnel_clickhouse::Annotation;
 use livefunnel_core::{decode, Engine, Outcome, Reason, Row};
 use livefunnel_kafka::{Assignment, DeadLetter, DeadLetters};
-use livefunnel_metrics::{RoomKey, RoomTracker};
+use livefunnel_metrics::RoomTracker;
 use livefunnel_state::{Checkpoint, StateDir};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -48,16 +48,17 @@ impl PartitionSetup {
         state: StateDir,
     ) -> anyhow::Result<PartitionSetup> {
         let path = state.checkpoint_path(&a.topic, a.partition);
-        let (mut engine, tracker, next_offset) = match ck {
+        let (mut engine, mut tracker, next_offset) = match ck {
             Some(ck) => {
                 let engine = Engine::restore(s.engine.clone(), &ck.engine)
                     .with_context(|| format!("checkpoint {}", path.display()))?;
-                let tracker: RoomTracker = postcard::from_bytes(&ck.extra)
+                let tracker = RoomTracker::from_checkpoint(&ck.extra)
                     .with_context(|| format!("checkpoint {}: room counters", path.display()))?;
                 (engine, tracker, Some(ck.next_offset))
             }
             None => (Engine::new(s.engine.clone()), RoomTracker::default(), None),
         };
+        tracker.set_signal_windows(s.signals.clone());
         engine.set_version_epoch(epoch).with_context(|| format!("checkpoint {}", path.display()))?;
         Ok(PartitionSetup { a, engine, tracker, next_offset, epoch, state })
     }
@@ -90,18 +91,21 @@ struct Task {
     dlq_inflight: FuturesUnordered<futures::future::BoxFuture<'static, Result<(), DeadLetter>>>,
     last_checkpoint: Instant,
     partition_label: String,
+    /// The engine's `after_session_final` count already added to its counter.
+    after_final_counted: u64,
 }
 
 /// Runs until `stop` fires or the consumer loop drops `rx`; then takes a final
 /// checkpoint and returns its offset (`None` when nothing was ever consumed).
 pub async fn run(
-    setup: PartitionSetup,
+    mut setup: PartitionSetup,
     ctx: Ctx,
     mut rx: mpsc::Receiver<Vec<InMsg>>,
     mut stop: oneshot::Receiver<()>,
 ) -> anyhow::Result<Option<i64>> {
     setup.tracker.publish(&ctx.metrics.rooms);
     let partition_label = setup.a.partition.to_string();
+    let after_final_counted = setup.engine.stats().after_session_final;
     let mut t = Task {
         s: setup,
         ctx,
@@ -110,6 +114,7 @@ pub async fn run(
         dlq_inflight: FuturesUnordered::new(),
         last_checkpoint: Instant::now(),
         partition_label,
+        after_final_counted,
     };
     let mut pending: Option<Pending> = None;
     let mut tick = tokio::time::interval(TICK);
@@ -172,6 +177,7 @@ pub async fn run(
     t.ctx.metrics.pipeline.forget_partition(&t.s.a.topic, t.s.a.partition);
     t.ctx.status.top_rooms.lock().expect("poisoned").remove(&(t.s.a.topic.clone(), t.s.a.partition));
     t.ctx.status.live_rooms.lock().expect("poisoned").remove(&(t.s.a.topic.clone(), t.s.a.partition));
+    t.ctx.metrics.pipeline.live_rooms.set(t.ctx.status.live_rooms() as i64);
     info!(topic = %t.s.a.topic, partition = t.s.a.partition, offset = ?last, "partition stopped");
     Ok(last)
 }
@@ -197,7 +203,7 @@ impl Task {
                     if late {
                         m.pipeline.events_late_accepted.inc();
                     }
-                    self.s.tracker.on_accepted(&m.rooms, &ev);
+                    self.s.tracker.on_accepted(&m.rooms, &ev, now);
                     if let Some(a) = Annotation::from_event(&ev) {
                         self.annotations.push(a);
                     }
@@ -205,6 +211,11 @@ impl Task {
                 Outcome::Duplicate => m.pipeline.events_duplicate.inc(),
                 Outcome::Rejected(reason) => self.dead_letter(reason, &msg),
             }
+        }
+        let after_final = self.s.engine.stats().after_session_final;
+        if after_final > self.after_final_counted {
+            m.pipeline.events_after_session_final.inc_by(after_final - self.after_final_counted);
+            self.after_final_counted = after_final;
         }
         self.flush_rows().await
     }
@@ -257,6 +268,8 @@ impl Task {
         for r in &self.rows {
             self.ctx.metrics.pipeline.rows_emitted.with_label_values(&[r.kind()]).inc();
         }
+        // Every emitted row passes here, before the sink and before any checkpoint.
+        self.s.tracker.on_rows(&self.rows);
         let msg = SinkMsg::Batch {
             rows: std::mem::take(&mut self.rows),
             annotations: std::mem::take(&mut self.annotations),
@@ -272,15 +285,9 @@ impl Task {
         let mut running = Vec::new();
         self.s.engine.running(&mut running);
         for r in &running {
-            let key = RoomKey {
-                org_id: r.identity.org_id.to_string(),
-                room_id: r.room_id.to_string(),
-                platform: r.identity.platform.as_str().to_owned(),
-            };
-            let windows: Vec<(&str, &livefunnel_core::Counts)> =
-                r.windows.iter().map(|w| (&*w.window, &w.counts)).collect();
-            self.s.tracker.observe(rooms, &key, r.online, r.live, &windows, now);
+            self.s.tracker.observe_running(rooms, r, now);
         }
+        self.s.tracker.publish_signals(rooms);
         self.s.tracker.expire(rooms, now, self.ctx.series_ttl_ms);
         let labels = [self.s.a.topic.as_str(), self.partition_label.as_str()];
         if let Some(pmax) = self.s.engine.partition_max_ts() {
@@ -301,6 +308,7 @@ impl Task {
         let key = (self.s.a.topic.clone(), self.s.a.partition);
         self.ctx.status.top_rooms.lock().expect("poisoned").insert(key.clone(), self.s.tracker.top_by_gmv(5));
         self.ctx.status.live_rooms.lock().expect("poisoned").insert(key, self.s.tracker.live_rooms());
+        self.ctx.metrics.pipeline.live_rooms.set(self.ctx.status.live_rooms() as i64);
         Ok(())
     }
 
@@ -327,7 +335,7 @@ impl Task {
             epoch: self.s.epoch,
             taken_at_ms: now_ms(),
             engine: self.s.engine.snapshot(),
-            extra: postcard::to_stdvec(&self.s.tracker).context("encoding room counters")?,
+            extra: self.s.tracker.to_checkpoint().context("encoding room counters")?,
         };
         let (tx, rx) = oneshot::channel();
         self.ctx.sink.send(SinkMsg::Barrier(tx)).await.map_err(|_| anyhow::anyhow!("the sink stopped"))?;

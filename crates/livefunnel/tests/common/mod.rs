@@ -315,3 +315,81 @@ pub fn series_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))).then(|| value.parse().ok())?
     })
 }
+
+/// Per room: the largest `ts` among its events that replay accepts, which is the
+/// room's latest accepted `ts` in the pipeline's running values.
+pub fn latest_accepted_ts(inputs: &[Input]) -> BTreeMap<String, i64> {
+    let mut text = Vec::new();
+    for i in inputs {
+        text.extend_from_slice(&i.payload);
+        text.push(b'\n');
+    }
+    let mut dead = Vec::new();
+    livefunnel::replay::replay(&text[..], std::io::sink(), Some(&mut dead), engine_config(TimeMode::Replay))
+        .expect("replay");
+    let rejected: std::collections::BTreeSet<u64> = dead
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice::<Value>(l).unwrap()["line"].as_u64().expect("line"))
+        .collect();
+    let mut out = BTreeMap::new();
+    for (n, i) in inputs.iter().enumerate() {
+        // Every input is one line of the replay, counted from 1.
+        if rejected.contains(&(n as u64 + 1)) {
+            continue;
+        }
+        let v: Value = serde_json::from_slice(&i.payload).expect("an accepted line is JSON");
+        let (room, ts) = (v["room_id"].as_str().unwrap().to_owned(), v["ts"].as_i64().unwrap());
+        let e = out.entry(room).or_insert(ts);
+        *e = (*e).max(ts);
+    }
+    out
+}
+
+/// The alert signals (docs/metrics.md) of a room whose latest accepted `ts` is
+/// `latest_ts`, computed from the latest rows: (series name, `window` label, value), NaN
+/// where a ratio has no denominator or the previous window is missing.
+pub fn expected_signals(
+    rows: &BTreeMap<String, Value>,
+    room: &str,
+    latest_ts: i64,
+) -> Vec<(String, &'static str, f64)> {
+    let closed = |window: &str| -> BTreeMap<i64, &Value> {
+        rows.values()
+            .filter(|r| r["kind"] == "window" && r["window"] == window && r["room_id"] == room)
+            .map(|r| (r["window_end"].as_i64().unwrap(), r))
+            .filter(|(end, _)| *end <= latest_ts)
+            .collect()
+    };
+    let num = |r: Option<&&Value>, f: &str| r.map_or(f64::NAN, |r| r[f].as_f64().unwrap_or(f64::NAN));
+    let mut out = Vec::new();
+    let compare = closed("10m/1m");
+    if let Some((&end, cur)) = compare.last_key_value() {
+        let prev = compare.get(&(end - 600_000));
+        out.push((
+            "livefunnel_room_signal_window_end_timestamp_seconds".into(),
+            "10m/1m",
+            end as f64 / 1000.0,
+        ));
+        for (name, field) in [
+            ("livefunnel_room_signal_gpm", "gpm"),
+            ("livefunnel_room_signal_watch_pv", "watch_pv"),
+            ("livefunnel_room_signal_watch_uv", "watch_uv"),
+            ("livefunnel_room_signal_watch_to_pay_rate", "watch_to_pay_rate"),
+            ("livefunnel_room_signal_product_click_uv", "product_click_uv"),
+            ("livefunnel_room_signal_click_to_pay_rate", "click_to_pay_rate"),
+            ("livefunnel_room_signal_orders_paid", "orders_paid"),
+        ] {
+            out.push((name.into(), "10m/1m", num(Some(cur), field)));
+            out.push((format!("{name}_previous"), "10m/1m", num(prev, field)));
+        }
+    }
+    if let Some((_, cur)) = closed("5m/10s").last_key_value() {
+        out.push((
+            "livefunnel_room_signal_online_avg".into(),
+            "5m/10s",
+            num(Some(cur), "watch_seconds") / 300.0,
+        ));
+    }
+    out
+}
