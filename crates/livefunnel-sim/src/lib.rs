@@ -39,7 +39,8 @@
 //!   Every valid message is accepted by the engine with the default
 //!   configuration (lateness stays well inside `allowed_lateness`);
 //! - per-room [`Scenario`]s: `gpm_drop`, `viewer_cliff`, `sales_stall`,
-//!   `late_and_duplicates`, `malformed` (see [`scenario`]).
+//!   `late_and_duplicates`, `malformed`, and `audience` (a room `scale` times
+//!   as big, every rate per viewer the same; see [`scenario`]).
 //!
 //! Room `k` (from 1) is `room-{k:04}`; its profile and its messages depend on
 //! the seed, the duration, the start and its own scenarios only, not on the
@@ -57,7 +58,7 @@ use std::collections::BinaryHeap;
 use json::Break;
 use model::{Arrival, Ev, Room, Sink, K_SESSION_END, K_SESSION_START};
 use rng::mix64;
-pub use scenario::{parse_duration_ms, RoomScenario, RoomSet, Scenario, ScenarioSpecError};
+pub use scenario::{parse_duration_ms, RoomScenario, RoomSet, Scenario, ScenarioSpecError, AUDIENCE_SCALES};
 
 /// What to simulate.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +91,8 @@ pub enum ParamsError {
     NoSuchRoom { scenario: String, room: u32, rooms: u32 },
     /// A scenario's time is not inside the stream.
     At { scenario: String, at_ms: i64, duration_ms: i64 },
+    /// An `audience` scale outside [`AUDIENCE_SCALES`].
+    Scale(f64),
 }
 
 impl std::fmt::Display for ParamsError {
@@ -106,6 +109,12 @@ impl std::fmt::Display for ParamsError {
                 "scenario {scenario} at {} is not inside the {} stream",
                 human_ms(*at_ms),
                 human_ms(*duration_ms)
+            ),
+            ParamsError::Scale(s) => write!(
+                f,
+                "scenario audience scale must be a number from {} to {}, got {s}",
+                AUDIENCE_SCALES.start(),
+                AUDIENCE_SCALES.end()
             ),
         }
     }
@@ -159,6 +168,9 @@ impl SimParams {
                 }
                 Scenario::LateAndDuplicates { share: s } => share(kind, s, false)?,
                 Scenario::Malformed { share: s } => share(kind, s, true)?,
+                Scenario::Audience { scale } if !AUDIENCE_SCALES.contains(&scale) => {
+                    return Err(ParamsError::Scale(scale));
+                }
                 _ => {}
             }
         }
@@ -282,7 +294,8 @@ pub struct Simulator {
 impl Simulator {
     /// Plans the rooms. It never fails on what [`SimParams::validate`]
     /// rejects: shares act as if clamped to [0, 1], the duration is at least a
-    /// minute, and scenarios for rooms or times that do not exist do nothing.
+    /// minute, scenarios for rooms or times that do not exist do nothing, and
+    /// an `audience` scale is clamped into [`AUDIENCE_SCALES`] (NaN is 1).
     pub fn new(p: SimParams) -> Simulator {
         let n_orgs = 2 + (mix64(p.seed ^ 0x4F52_4753) % 3) as usize;
         let duration = p.duration_ms.max(60_000);

@@ -225,7 +225,7 @@ pub(crate) struct Room {
     pub end: i64,
     /// Private-domain-led (私域主导) or public-led.
     pub private_led: bool,
-    /// Private arrivals per second at the base level.
+    /// Private arrivals per second at the base level, `audience` scale included.
     pub base: f64,
     /// Public enters per private enter, early and once the room has ramped up.
     pub_ratio_start: f64,
@@ -311,7 +311,9 @@ impl Room {
         let (y, m, d) = civil_from_days(start.div_euclid(86_400_000));
         let session_id = format!("{id}-{y:04}{m:02}{d:02}-1");
 
-        let base = rng.log_uniform(0.006, 0.09);
+        // Every arrival rate derives from `base`; scaling it after the draw
+        // keeps the room's draws the same (and scale 1 the exact same bytes).
+        let base = rng.log_uniform(0.006, 0.09) * fx.audience_scale;
         // About 1:1 early; 80–90 % public once public-led rooms take off.
         let pub_ratio_start = rng.uniform(0.6, 1.0);
         let pub_ratio_end = if private_led { rng.uniform(0.4, 0.9) } else { rng.uniform(2.5, 5.5) };

@@ -6,12 +6,21 @@
 //! the seed, the duration and its own number only, never on `rooms` or on the
 //! other rooms' scenarios, so `rooms=7` always targets the same room.
 //!
-//! Spec syntax (`--scenario`): `KIND[:rooms=LIST][:at=DURATION|:share=FRACTION]`,
-//! e.g. `gpm_drop:rooms=1-5:at=10m`, `viewer_cliff:rooms=7:at=15m`,
-//! `malformed:rooms=all:share=0.01`. `LIST` is `all` (the default) or
-//! comma-separated room numbers and ranges (`1,3,8-12`, `room-0007`). `at` is
-//! measured from the room's own `session_start` and needs a unit (`90s`,
-//! `10m`, `1h`, `1500ms`).
+//! Spec syntax (`--scenario`):
+//! `KIND[:rooms=LIST][:at=DURATION|:share=FRACTION|:scale=F]`, e.g.
+//! `gpm_drop:rooms=1-5:at=10m`, `viewer_cliff:rooms=7:at=15m`,
+//! `malformed:rooms=all:share=0.01`, `audience:rooms=1-4:scale=10`. `LIST` is
+//! `all` (the default) or comma-separated room numbers and ranges (`1,3,8-12`,
+//! `room-0007`). `at` is measured from the room's own `session_start` and needs
+//! a unit (`90s`, `10m`, `1h`, `1500ms`). `scale` (only for `audience`, which
+//! needs it) is a number from 0.01 to 1000.
+//!
+//! `audience` multiplies the room's arrival rates (private arrivals, hence the
+//! public traffic they pull in, ads, boost plans, reservation reminders) by
+//! `scale`, and nothing else: conversion, order values, dwell and the schedule
+//! stay as they are. The multiplication comes after the room's profile is
+//! drawn, so the profile draws are the same whatever the scale, and a room
+//! with scale 1 is byte for byte the room without the scenario.
 
 use std::fmt;
 use std::str::FromStr;
@@ -36,6 +45,10 @@ pub enum Scenario {
     /// This share of the room's messages is bad (invalid JSON, missing
     /// field, unknown type, bad field), on top of its valid events.
     Malformed { share: f64 },
+    /// The room's audience is `scale` times as big (within
+    /// [`AUDIENCE_SCALES`]): every arrival rate is multiplied, every rate per
+    /// viewer stays. For rooms big enough to trip alert volume guards.
+    Audience { scale: f64 },
 }
 
 impl Scenario {
@@ -48,6 +61,7 @@ impl Scenario {
             Scenario::SalesStall { .. } => "sales_stall",
             Scenario::LateAndDuplicates { .. } => "late_and_duplicates",
             Scenario::Malformed { .. } => "malformed",
+            Scenario::Audience { .. } => "audience",
         }
     }
 }
@@ -91,11 +105,16 @@ impl RoomScenario {
     }
 }
 
+/// The scales `audience` accepts.
+pub const AUDIENCE_SCALES: std::ops::RangeInclusive<f64> = 0.01..=1000.0;
+
 /// The expected form of each scenario spec, for error messages and help.
 pub const SCENARIO_FORMS: &str = "normal[:rooms=LIST] | gpm_drop[:rooms=LIST]:at=DURATION | \
 viewer_cliff[:rooms=LIST]:at=DURATION | sales_stall[:rooms=LIST]:at=DURATION | \
-late_and_duplicates[:rooms=LIST]:share=FRACTION | malformed[:rooms=LIST]:share=FRACTION \
-(LIST: all, or room numbers and ranges like 1,3,8-12; DURATION from the room's start, e.g. 10m)";
+late_and_duplicates[:rooms=LIST]:share=FRACTION | malformed[:rooms=LIST]:share=FRACTION | \
+audience[:rooms=LIST]:scale=F \
+(LIST: all, or room numbers and ranges like 1,3,8-12; DURATION from the room's start, e.g. 10m; \
+F multiplies the room's audience, from 0.01 to 1000)";
 
 /// A `--scenario` spec that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +145,7 @@ fn form_of(kind: &str) -> Option<&'static str> {
             "late_and_duplicates[:rooms=LIST]:share=FRACTION, e.g. late_and_duplicates:rooms=3:share=0.05"
         }
         "malformed" => "malformed[:rooms=LIST]:share=FRACTION, e.g. malformed:rooms=all:share=0.01",
+        "audience" => "audience[:rooms=LIST]:scale=F (F from 0.01 to 1000), e.g. audience:rooms=1-4:scale=10",
         _ => return None,
     })
 }
@@ -145,7 +165,7 @@ impl FromStr for RoomScenario {
         };
         let err =
             |problem: String| ScenarioSpecError { spec: spec.to_owned(), problem, expected: form.to_owned() };
-        let (mut rooms, mut at, mut share) = (None, None, None);
+        let (mut rooms, mut at, mut share, mut scale) = (None, None, None, None);
         for part in parts {
             let Some((key, value)) = part.split_once('=') else {
                 return Err(err(format!("`{part}` is not key=value")));
@@ -154,7 +174,19 @@ impl FromStr for RoomScenario {
                 "rooms" => &mut rooms,
                 "at" if matches!(kind, "gpm_drop" | "viewer_cliff" | "sales_stall") => &mut at,
                 "share" if matches!(kind, "late_and_duplicates" | "malformed") => &mut share,
-                _ => return Err(err(format!("`{key}=` does not apply to {kind}"))),
+                "scale" if kind == "audience" => &mut scale,
+                _ => {
+                    let only = match key {
+                        "at" => " (only to gpm_drop, viewer_cliff and sales_stall)",
+                        "share" => " (only to late_and_duplicates and malformed)",
+                        "scale" => {
+                            " (only to audience: give the scale as a scenario of its own, \
+                                    e.g. audience:rooms=1-4:scale=10)"
+                        }
+                        _ => "",
+                    };
+                    return Err(err(format!("`{key}=` does not apply to {kind}{only}")));
+                }
             };
             if slot.replace(value).is_some() {
                 return Err(err(format!("`{key}=` given twice")));
@@ -178,12 +210,23 @@ impl FromStr for RoomScenario {
                 _ => Err(err(format!("`share={v}` is not a fraction from 0 up to (not including) 1"))),
             }
         };
+        let scale = || -> Result<f64, ScenarioSpecError> {
+            let v = scale.ok_or_else(|| err("`scale=` is missing".to_owned()))?;
+            match v.trim().parse::<f64>() {
+                Ok(s) if AUDIENCE_SCALES.contains(&s) => Ok(s),
+                _ => Err(err(format!(
+                    "`scale={v}` is not a number from 0.01 to 1000 (1 leaves the audience as it is, \
+                     10 makes it ten times bigger)"
+                ))),
+            }
+        };
         let scenario = match kind {
             "normal" => Scenario::Normal,
             "gpm_drop" => Scenario::GpmDrop { at_ms: at_ms()? },
             "viewer_cliff" => Scenario::ViewerCliff { at_ms: at_ms()? },
             "sales_stall" => Scenario::SalesStall { at_ms: at_ms()? },
             "late_and_duplicates" => Scenario::LateAndDuplicates { share: share()? },
+            "audience" => Scenario::Audience { scale: scale()? },
             _ => Scenario::Malformed { share: share()? },
         };
         Ok(RoomScenario { rooms, scenario })
@@ -253,11 +296,14 @@ pub(crate) struct Effects {
     pub late_share: f64,
     pub duplicate_share: f64,
     pub malformed_share: f64,
+    /// What the room's arrival rates are multiplied by (1 without `audience`).
+    pub audience_scale: f64,
 }
 
 impl Effects {
     /// The effects on room number `n` (from 1): every matching scenario in
     /// order, the last one of a kind winning, `normal` clearing the earlier ones.
+    /// A scale outside [`AUDIENCE_SCALES`] is clamped into it (NaN is 1).
     pub(crate) fn for_room(p: &crate::SimParams, n: u32) -> Effects {
         let defaults = Effects {
             gpm_drop_at: None,
@@ -266,6 +312,7 @@ impl Effects {
             late_share: p.late_share,
             duplicate_share: p.duplicate_share,
             malformed_share: p.malformed_share,
+            audience_scale: 1.0,
         };
         let mut e = defaults.clone();
         for rs in p.scenarios.iter().filter(|rs| rs.rooms.contains(n)) {
@@ -279,6 +326,10 @@ impl Effects {
                     e.duplicate_share = share;
                 }
                 Scenario::Malformed { share } => e.malformed_share = share,
+                Scenario::Audience { scale } if scale.is_nan() => e.audience_scale = 1.0,
+                Scenario::Audience { scale } => {
+                    e.audience_scale = scale.clamp(*AUDIENCE_SCALES.start(), *AUDIENCE_SCALES.end());
+                }
             }
         }
         e

@@ -238,6 +238,8 @@ fn scenario_specs_parse() {
         ("malformed:rooms=all:share=0.01", RoomSet::All, Scenario::Malformed { share: 0.01 }),
         ("late_and_duplicates:share=0.05", RoomSet::All, Scenario::LateAndDuplicates { share: 0.05 }),
         ("normal:rooms=room-0012", RoomSet::Ranges(vec![(12, 12)]), Scenario::Normal),
+        ("audience:rooms=1-4:scale=10", RoomSet::Ranges(vec![(1, 4)]), Scenario::Audience { scale: 10.0 }),
+        ("audience:scale=0.25", RoomSet::All, Scenario::Audience { scale: 0.25 }),
     ];
     for (s, rooms, scenario) in cases {
         assert_eq!(spec(s), RoomScenario { rooms, scenario }, "{s}");
@@ -258,6 +260,22 @@ fn bad_scenario_specs_name_the_bad_part_and_the_expected_form() {
         ("malformed:at=5m:share=0.1", ["`at=` does not apply to malformed", "malformed[:rooms=LIST]"]),
         ("normal:rooms", ["`rooms` is not key=value", "normal[:rooms=LIST]"]),
         ("normal:rooms=1:rooms=2", ["`rooms=` given twice", "normal[:rooms=LIST]"]),
+        ("audience:rooms=1-4", ["`scale=` is missing", "e.g. audience:rooms=1-4:scale=10"]),
+        (
+            "gpm_drop:at=10m:scale=10",
+            ["`scale=` does not apply to gpm_drop (only to audience", "gpm_drop[:rooms"],
+        ),
+        ("audience:scale=10:at=5m", ["`at=` does not apply to audience", "audience[:rooms=LIST]:scale=F"]),
+        (
+            "audience:scale=0",
+            ["`scale=0` is not a number from 0.01 to 1000", "audience[:rooms=LIST]:scale=F"],
+        ),
+        ("audience:scale=-3", ["`scale=-3` is not a number from 0.01 to 1000", "(F from 0.01 to 1000)"]),
+        ("audience:scale=NaN", ["`scale=NaN` is not a number", "audience[:rooms=LIST]:scale=F"]),
+        ("audience:scale=inf", ["`scale=inf` is not a number", "audience[:rooms=LIST]:scale=F"]),
+        ("audience:scale=1e4", ["`scale=1e4` is not a number", "audience[:rooms=LIST]:scale=F"]),
+        ("audience:scale=big", ["`scale=big` is not a number", "audience[:rooms=LIST]:scale=F"]),
+        ("crowd:scale=10", ["unknown scenario `crowd`", "audience[:rooms=LIST]:scale=F"]),
     ];
     for (s, want) in cases {
         let e = err(s);
@@ -278,4 +296,187 @@ fn params_name_rooms_and_times_that_do_not_exist() {
     assert!(p("gpm_drop:rooms=5:at=19m").validate().is_ok());
     let e = SimParams { malformed_share: 1.0, ..params(1, 1, 1) }.validate().unwrap_err().to_string();
     assert!(e.contains("malformed_share"), "{e}");
+}
+
+/// Per room id: enters by source class (private, public, paid), reservation
+/// opens, room impressions, viewers and buyers (distinct users), paid orders, GMV.
+#[derive(Default, Debug)]
+struct Audience {
+    enters: [u64; 3],
+    reservation_opens: u64,
+    impressions: u64,
+    viewers: HashSet<String>,
+    buyers: HashSet<String>,
+    orders: u64,
+    gmv: i64,
+}
+
+impl Audience {
+    fn all_enters(&self) -> u64 {
+        self.enters.iter().sum()
+    }
+
+    fn conversion(&self) -> f64 {
+        self.buyers.len() as f64 / self.viewers.len() as f64
+    }
+}
+
+fn audiences(events: &[Event<'_>]) -> HashMap<String, Audience> {
+    let mut by_room: HashMap<String, Audience> = HashMap::new();
+    for e in events {
+        let a = by_room.entry(e.room_id.to_string()).or_default();
+        let user = || e.user_id.as_deref().unwrap_or_default().to_owned();
+        match e.kind {
+            EventType::Enter => {
+                let class = match e.source.expect("enter has a source").class() {
+                    SourceClass::Private => 0,
+                    SourceClass::Public => 1,
+                    SourceClass::Paid => 2,
+                };
+                a.enters[class] += 1;
+                a.viewers.insert(user());
+            }
+            EventType::ReservationOpen => a.reservation_opens += 1,
+            EventType::RoomImpression => a.impressions += 1,
+            EventType::OrderPaid => {
+                a.buyers.insert(user());
+                a.orders += 1;
+                a.gmv += e.amount_cents();
+            }
+            _ => {}
+        }
+    }
+    by_room
+}
+
+#[test]
+fn audience_scales_every_arrival_rate_and_nothing_else() {
+    let base = params(8, 30, 36);
+    let scaled = with(&base, &["audience:rooms=1-4:scale=10"]);
+    // The profile: only the arrival rates differ, by exactly the scale.
+    let (plain_sim, scaled_sim) = (Simulator::new(base.clone()), Simulator::new(scaled.clone()));
+    for (p, s) in plain_sim.rooms.iter().zip(&scaled_sim.rooms) {
+        let k = if p.idx < 4 { 10.0 } else { 1.0 };
+        assert_eq!(s.base, p.base * k, "{}: base", p.id);
+        assert_eq!(
+            (s.conv, s.ctr, s.private_led, s.start, s.end),
+            (p.conv, p.ctr, p.private_led, p.start, p.end)
+        );
+        let prices = |r: &Room| r.products.iter().map(|x| x.price_cents).collect::<Vec<_>>();
+        assert_eq!(prices(s), prices(p), "{}: catalogue", p.id);
+        assert_eq!((&s.pins, &s.lucky, &s.flash), (&p.pins, &p.lucky, &p.flash), "{}: schedule", p.id);
+        assert_eq!(s.plans.len(), p.plans.len());
+        for (sp, pp) in s.plans.iter().zip(&p.plans) {
+            assert!((sp.rate / (pp.rate * k) - 1.0).abs() < 1e-12, "{}: plan rate", p.id);
+            let shape = |x: &crate::model::Plan| (x.start, x.end, x.click_mult, x.comment_mult, x.conv_mult);
+            assert_eq!(shape(sp), shape(pp), "{}: plan", p.id);
+        }
+    }
+    let private_led: Vec<bool> = plain_sim.rooms.iter().map(|r| r.private_led).collect();
+    drop((plain_sim, scaled_sim));
+
+    let (plain, big) =
+        (audiences(&accepted(&all_messages(base))), audiences(&accepted(&all_messages(scaled))));
+    let rooms = ["room-0001", "room-0002", "room-0003", "room-0004"];
+    let sum = |m: &HashMap<String, Audience>, f: &dyn Fn(&Audience) -> u64| {
+        rooms.iter().map(|r| f(&m[*r])).sum::<u64>()
+    };
+    let ratio = |f: &dyn Fn(&Audience) -> u64| sum(&big, f) as f64 / sum(&plain, f) as f64;
+    let enters = ratio(&Audience::all_enters);
+    let (private, public, paid) = (ratio(&|a| a.enters[0]), ratio(&|a| a.enters[1]), ratio(&|a| a.enters[2]));
+    let (reservations, impressions) = (ratio(&|a| a.reservation_opens), ratio(&|a| a.impressions));
+    eprintln!(
+        "audience ×10: enters ×{enters:.2} (private ×{private:.2}, public ×{public:.2}, paid ×{paid:.2}), \
+         reservation opens ×{reservations:.2}, impressions ×{impressions:.2}; {} enters without",
+        sum(&plain, &Audience::all_enters)
+    );
+    assert!(sum(&plain, &|a| a.enters[2]) > 50, "the rooms have paid viewers to compare");
+    // Thousands of enters scaled: well inside ±15 %; a class alone, ±25 %.
+    assert!((8.5..11.5).contains(&enters), "enters ×{enters}");
+    for (what, r) in [
+        ("private", private),
+        ("public", public),
+        ("paid", paid),
+        ("reservation opens", reservations),
+        ("impressions", impressions),
+    ] {
+        assert!((7.5..12.5).contains(&r), "{what} ×{r}");
+    }
+    for (i, room) in rooms.iter().enumerate() {
+        let (p, b) = (&plain[*room], &big[*room]);
+        let r = b.all_enters() as f64 / p.all_enters() as f64;
+        // The unscaled room's conversion, give or take three standard errors of its few viewers.
+        let (c, cp, n) = (b.conversion(), p.conversion(), p.viewers.len() as f64);
+        let band = 3.0 * (c * (1.0 - c) / n).sqrt() + 0.5 / n;
+        let aov = |a: &Audience| a.gmv as f64 / 100.0 / a.orders as f64;
+        eprintln!(
+            "{room}: enters {} → {} (×{r:.2}); view→pay {cp:.4} → {c:.4} (±{band:.4}); AOV {:.0} → {:.0} yuan",
+            p.all_enters(),
+            b.all_enters(),
+            aov(p),
+            aov(b)
+        );
+        // One room alone is noisy (its public traffic follows its own private
+        // arrivals): over 240 rooms of 30 minutes, ×6.9 to ×21.6.
+        assert!((5.0..20.0).contains(&r), "{room}: enters ×{r}");
+        assert!((c - cp).abs() <= band, "{room}: view→pay {cp} without, {c} with");
+        // And in the range of its kind (240 rooms scaled ×10: private-led 0.062–0.136,
+        // public-led 0.0025–0.022).
+        let kind = if private_led[i] { 0.05..0.16 } else { 0.002..0.03 };
+        assert!(kind.contains(&c), "{room}: view→pay {c}, private-led {}", private_led[i]);
+    }
+}
+
+#[test]
+fn audience_leaves_the_other_rooms_and_scale_one_changes_no_byte() {
+    let base = SimParams { malformed_share: 0.01, ..params(8, 20, 37) };
+    let by_room = |p: SimParams| {
+        let mut rooms: HashMap<u32, Vec<Vec<u8>>> = HashMap::new();
+        for (meta, m) in with_meta(p) {
+            rooms.entry(meta.room).or_default().push(m);
+        }
+        rooms
+    };
+    let plain = by_room(base.clone());
+    let big = by_room(with(&base, &["audience:rooms=2,5:scale=10"]));
+    for room in 0..8 {
+        let same = plain[&room] == big[&room];
+        assert_eq!(same, room != 1 && room != 4, "room-{:04}: changed only if scaled", room + 1);
+    }
+    assert!(big[&1].len() > 5 * plain[&1].len(), "{} vs {}", big[&1].len(), plain[&1].len());
+    assert!(
+        all_messages(with(&base, &["audience:scale=1"])) == all_messages(base.clone()),
+        "scale 1 changes nothing"
+    );
+    let shrunk = by_room(with(&base, &["audience:rooms=3:scale=0.2"]));
+    assert!(shrunk[&2].len() * 2 < plain[&2].len(), "{} vs {}", shrunk[&2].len(), plain[&2].len());
+}
+
+#[test]
+fn audience_scale_is_last_one_wins_cleared_by_normal_and_validated() {
+    let p = with(
+        &params(4, 20, 1),
+        &[
+            "audience:rooms=1-3:scale=10",
+            "audience:rooms=2:scale=0.5",
+            "normal:rooms=3",
+            "gpm_drop:rooms=3:at=5m",
+        ],
+    );
+    let fx = |n: u32| scenario::Effects::for_room(&p, n);
+    assert_eq!(fx(1).audience_scale, 10.0);
+    assert_eq!(fx(2).audience_scale, 0.5, "the last one wins");
+    assert_eq!(fx(3).audience_scale, 1.0, "normal cleared it");
+    assert_eq!(fx(4).audience_scale, 1.0, "default");
+    // Built in code rather than parsed: validate names the bad scale, the simulator clamps it.
+    for scale in [0.0, -2.0, f64::NAN, f64::INFINITY, 1e6] {
+        let p = SimParams {
+            scenarios: vec![RoomScenario::all_rooms(Scenario::Audience { scale })],
+            ..params(2, 5, 1)
+        };
+        let e = p.validate().expect_err("bad scale").to_string();
+        assert!(e.contains("audience scale must be a number from 0.01 to 1000"), "{e}");
+        let s = scenario::Effects::for_room(&p, 1).audience_scale;
+        assert!(AUDIENCE_SCALES.contains(&s), "{scale} clamped to {s}");
+    }
 }
