@@ -10,7 +10,7 @@
 use crate::client::Conn;
 use crate::config::ClickHouseConfig;
 use crate::error::ClickHouseError;
-use crate::schema::{ColumnType, Table};
+use crate::schema::{Column, ColumnType, Table};
 
 /// One numbered migration.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +43,151 @@ pub struct MigrationReport {
     pub already_applied: Vec<u32>,
     /// `table.column` added because the core gained a measure.
     pub added_columns: Vec<String>,
+    /// Every statement this run sent after `SELECT version()`, in order.
+    pub statements: Vec<String>,
+}
+
+impl MigrationReport {
+    /// [`migration_statements`]: what a run sends, known without a server.
+    pub fn planned_statements(database: &str) -> Vec<MigrationStatement> {
+        migration_statements(database)
+    }
+}
+
+/// What a statement of [`migration_statements`] is for, i.e. what [`migrate`] does
+/// with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementRole {
+    /// Creates the database or the version table: sent by every run, "already
+    /// exists" tolerated.
+    Setup,
+    /// Reads the versions recorded in `schema_migrations` (one a line).
+    AppliedVersions,
+    /// Creates what migration `n` creates; skipped once `n` is recorded.
+    Apply(u32),
+    /// Records migration `n` in `schema_migrations`, once its `Apply` succeeded.
+    Record(u32),
+    /// Reads a table's columns (`name`, `type`) to add those the core has gained.
+    Columns(Table),
+}
+
+/// One statement [`migrate`] sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationStatement {
+    pub role: StatementRole,
+    pub sql: String,
+}
+
+impl MigrationStatement {
+    /// The migration the statement applies or records, if any.
+    pub fn version(&self) -> Option<u32> {
+        match self.role {
+            StatementRole::Apply(v) | StatementRole::Record(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Whether [`migrate`] reads rows from its answer (a `SELECT`).
+    pub fn is_read(&self) -> bool {
+        matches!(self.role, StatementRole::AppliedVersions | StatementRole::Columns(_))
+    }
+}
+
+/// Every statement [`migrate`] sends after `SELECT version()`, in order, built without
+/// a server. A run sends all of them to a server without `database`; once migrated,
+/// all but the `Apply` and `Record` of the recorded versions. After a table's
+/// `Columns` read it may also send `ALTER TABLE ... ADD COLUMN` (a measure added
+/// since) or the table's `CREATE TABLE` again (dropped by hand), as
+/// [`MigrationReport::statements`] shows.
+pub fn migration_statements(database: &str) -> Vec<MigrationStatement> {
+    let db = database;
+    let st = |role, sql: String| MigrationStatement { role, sql };
+    let mut out = vec![
+        st(StatementRole::Setup, format!("CREATE DATABASE IF NOT EXISTS `{db}`")),
+        st(
+            StatementRole::Setup,
+            format!(
+                "CREATE TABLE IF NOT EXISTS `{db}`.`schema_migrations` \
+                 (`version` UInt32, `name` String, `applied_at` DateTime) \
+                 ENGINE = ReplacingMergeTree() ORDER BY `version`"
+            ),
+        ),
+        st(StatementRole::AppliedVersions, applied_versions_sql(db)),
+    ];
+    for m in MIGRATIONS {
+        out.push(st(StatementRole::Apply(m.version), m.table.create_sql(db)));
+        out.push(st(
+            StatementRole::Record(m.version),
+            format!(
+                "INSERT INTO `{db}`.`schema_migrations` (`version`, `name`, `applied_at`) VALUES ({}, '{}', now())",
+                m.version, m.name
+            ),
+        ));
+    }
+    for table in Table::ALL {
+        out.push(st(
+            StatementRole::Columns(table),
+            format!(
+                "SELECT name, type FROM system.columns WHERE database = '{db}' AND table = '{}'",
+                table.name()
+            ),
+        ));
+    }
+    out
+}
+
+/// Creates the database and tables of contract §5, or brings them up to date.
+pub async fn migrate(cfg: &ClickHouseConfig) -> Result<MigrationReport, ClickHouseError> {
+    let conn = Conn::new(cfg)?;
+    let db = &cfg.database;
+    let mut report = MigrationReport { server_version: conn.server_version().await?, ..Default::default() };
+    let mut done = Vec::new();
+    for statement in migration_statements(db) {
+        let sql = &statement.sql;
+        match statement.role {
+            StatementRole::Setup => idempotent(&conn, sql).await?,
+            StatementRole::AppliedVersions => done = parse_versions(&conn.fetch_lines(sql).await?)?,
+            StatementRole::Apply(version) if done.contains(&version) => {
+                report.already_applied.push(version);
+                continue;
+            }
+            StatementRole::Record(version) if done.contains(&version) => continue,
+            StatementRole::Apply(version) => {
+                let name = MIGRATIONS.iter().find(|m| m.version == version).map_or("", |m| m.name);
+                tracing::info!(version, name, database = %db, "applying clickhouse migration");
+                idempotent(&conn, sql).await?;
+            }
+            StatementRole::Record(version) => {
+                conn.execute(sql).await?;
+                report.applied.push(version);
+            }
+            StatementRole::Columns(table) => {
+                let existing = conn.fetch_lines(sql).await?;
+                report.statements.push(statement.sql);
+                reconcile_columns(&conn, table, &existing, &mut report).await?;
+                continue;
+            }
+        }
+        report.statements.push(statement.sql);
+    }
+    Ok(report)
+}
+
+fn applied_versions_sql(database: &str) -> String {
+    format!("SELECT DISTINCT `version` FROM `{database}`.`schema_migrations` ORDER BY `version`")
+}
+
+/// Versions recorded in `schema_migrations`, ascending, each once.
+pub async fn applied_versions(cfg: &ClickHouseConfig) -> Result<Vec<u32>, ClickHouseError> {
+    let conn = Conn::new(cfg)?;
+    parse_versions(&conn.fetch_lines(&applied_versions_sql(&cfg.database)).await?)
+}
+
+fn parse_versions(lines: &[String]) -> Result<Vec<u32>, ClickHouseError> {
+    lines
+        .iter()
+        .map(|l| l.parse().map_err(|_| ClickHouseError::Protocol(format!("bad migration version {l:?}"))))
+        .collect()
 }
 
 /// ClickHouse codes meaning "it exists already": a concurrent migration won the race.
@@ -52,54 +197,6 @@ const ALREADY_EXISTS: &[u32] = &[
     57, // TABLE_ALREADY_EXISTS
     82, // DATABASE_ALREADY_EXISTS
 ];
-
-/// Creates the database and tables of contract §5, or brings them up to date.
-pub async fn migrate(cfg: &ClickHouseConfig) -> Result<MigrationReport, ClickHouseError> {
-    let conn = Conn::new(cfg)?;
-    let db = &cfg.database;
-    let mut report = MigrationReport { server_version: conn.server_version().await?, ..Default::default() };
-    idempotent(&conn, &format!("CREATE DATABASE IF NOT EXISTS `{db}`")).await?;
-    idempotent(
-        &conn,
-        &format!(
-            "CREATE TABLE IF NOT EXISTS `{db}`.`schema_migrations` \
-             (`version` UInt32, `name` String, `applied_at` DateTime) \
-             ENGINE = ReplacingMergeTree() ORDER BY `version`"
-        ),
-    )
-    .await?;
-    let done = applied_versions(cfg).await?;
-    for m in MIGRATIONS {
-        if done.contains(&m.version) {
-            report.already_applied.push(m.version);
-            continue;
-        }
-        tracing::info!(version = m.version, name = m.name, database = %db, "applying clickhouse migration");
-        idempotent(&conn, &m.table.create_sql(db)).await?;
-        conn.execute(&format!(
-            "INSERT INTO `{db}`.`schema_migrations` (`version`, `name`, `applied_at`) VALUES ({}, '{}', now())",
-            m.version, m.name
-        ))
-        .await?;
-        report.applied.push(m.version);
-    }
-    for table in Table::ALL {
-        reconcile_columns(&conn, table, &mut report.added_columns).await?;
-    }
-    Ok(report)
-}
-
-/// Versions recorded in `schema_migrations`, ascending, each once.
-pub async fn applied_versions(cfg: &ClickHouseConfig) -> Result<Vec<u32>, ClickHouseError> {
-    let conn = Conn::new(cfg)?;
-    let sql =
-        format!("SELECT DISTINCT `version` FROM `{}`.`schema_migrations` ORDER BY `version`", cfg.database);
-    conn.fetch_lines(&sql)
-        .await?
-        .iter()
-        .map(|l| l.parse().map_err(|_| ClickHouseError::Protocol(format!("bad migration version {l:?}"))))
-        .collect()
-}
 
 async fn idempotent(conn: &Conn, sql: &str) -> Result<(), ClickHouseError> {
     match conn.execute(sql).await {
@@ -111,27 +208,26 @@ async fn idempotent(conn: &Conn, sql: &str) -> Result<(), ClickHouseError> {
     }
 }
 
-/// Adds the columns the core has gained since `table` was created.
+/// Adds the columns the core has gained since `table` was created, given the
+/// table's `name\ttype` lines from `system.columns`.
 async fn reconcile_columns(
     conn: &Conn,
     table: Table,
-    added: &mut Vec<String>,
+    lines: &[String],
+    report: &mut MigrationReport,
 ) -> Result<(), ClickHouseError> {
     let db = &conn.cfg.database;
-    let sql = format!(
-        "SELECT name, type FROM system.columns WHERE database = '{db}' AND table = '{}'",
-        table.name()
-    );
-    let existing: Vec<(String, String)> = conn
-        .fetch_lines(&sql)
-        .await?
+    let existing: Vec<(String, String)> = lines
         .iter()
         .filter_map(|l| l.split_once('\t').map(|(n, t)| (unescape_tsv(n), unescape_tsv(t))))
         .collect();
     if existing.is_empty() {
         // Recorded as migrated but dropped by hand since: create it again, empty.
         tracing::warn!(table = table.name(), database = %db, "clickhouse table missing, creating it");
-        return idempotent(conn, &table.create_sql(db)).await;
+        let sql = table.create_sql(db);
+        idempotent(conn, &sql).await?;
+        report.statements.push(sql);
+        return Ok(());
     }
     let mut previous: Option<String> = None;
     for column in table.columns() {
@@ -146,24 +242,28 @@ async fn reconcile_columns(
                 })
             }
             None => {
-                let position = match &previous {
-                    Some(p) => format!(" AFTER `{p}`"),
-                    None => String::new(),
-                };
-                let sql = format!(
-                    "ALTER TABLE `{db}`.`{}` ADD COLUMN `{}` {}{position}",
-                    table.name(),
-                    column.name,
-                    column.ty.sql()
-                );
+                let sql = add_column_sql(db, table, &column, previous.as_deref());
                 tracing::info!(table = table.name(), column = %column.name, "adding a clickhouse column");
                 idempotent(conn, &sql).await?;
-                added.push(format!("{}.{}", table.name(), column.name));
+                report.statements.push(sql);
+                report.added_columns.push(format!("{}.{}", table.name(), column.name));
             }
         }
         previous = Some(column.name);
     }
     Ok(())
+}
+
+/// Adds `column` right after `after`, where a table created today has it; last
+/// when `after` is `None` (the table's first column is missing).
+fn add_column_sql(database: &str, table: Table, column: &Column, after: Option<&str>) -> String {
+    let position = after.map(|p| format!(" AFTER `{p}`")).unwrap_or_default();
+    format!(
+        "ALTER TABLE `{database}`.`{}` ADD COLUMN `{}` {}{position}",
+        table.name(),
+        column.name,
+        column.ty.sql()
+    )
 }
 
 /// `DateTime` columns created without the time zone (by hand, say) store the same
@@ -204,6 +304,45 @@ mod tests {
         for table in Table::ALL {
             assert!(MIGRATIONS.iter().any(|m| m.table == table), "{table:?} has no migration");
         }
+    }
+
+    #[test]
+    fn statements_create_record_then_read_columns_in_migration_order() {
+        let all = migration_statements("lf");
+        assert_eq!(all.len(), 3 + 2 * MIGRATIONS.len() + Table::ALL.len());
+        assert_eq!(all[0].sql, "CREATE DATABASE IF NOT EXISTS `lf`");
+        assert!(
+            all[1].sql.starts_with("CREATE TABLE IF NOT EXISTS `lf`.`schema_migrations` "),
+            "{}",
+            all[1].sql
+        );
+        assert_eq!(all[2].role, StatementRole::AppliedVersions);
+        assert!(all[..3].iter().all(|s| s.version().is_none()));
+        for (m, pair) in MIGRATIONS.iter().zip(all[3..].chunks(2)) {
+            assert_eq!(pair[0].role, StatementRole::Apply(m.version));
+            assert_eq!(pair[0].sql, m.table.create_sql("lf"));
+            assert_eq!(pair[1].version(), Some(m.version));
+            assert!(
+                pair[1].sql.ends_with(&format!("VALUES ({}, '{}', now())", m.version, m.name)),
+                "{}",
+                pair[1].sql
+            );
+            assert!(!pair[0].is_read() && !pair[1].is_read());
+        }
+        let reads: Vec<Table> = all[3 + 2 * MIGRATIONS.len()..]
+            .iter()
+            .map(|s| match s.role {
+                StatementRole::Columns(t) => t,
+                other => panic!("{other:?} after the migrations"),
+            })
+            .collect();
+        assert_eq!(reads, Table::ALL);
+        assert_eq!(MigrationReport::planned_statements("lf"), all);
+        let gpm = Table::Window.columns().into_iter().find(|c| c.name == "gpm").unwrap();
+        assert_eq!(
+            add_column_sql("lf", Table::Window, &gpm, Some("uv_value")),
+            "ALTER TABLE `lf`.`room_window_stats` ADD COLUMN `gpm` Nullable(Float64) AFTER `uv_value`"
+        );
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! Test helpers shared by livefunnel's crates: a throwaway local ClickHouse server
-//! and free loopback ports.
+//! Test helpers shared by livefunnel's crates: a throwaway local ClickHouse server,
+//! current ClickHouse in process through chdb, and free loopback ports.
 //!
 //! Everything here panics on failure with a message saying what to do: a test that
 //! needs a server it cannot start must fail loudly, never pass silently.
 
+mod chdb;
 mod clickhouse;
 
+pub use chdb::{Chdb, ChdbAnswer, ChdbRun, ChdbStep, CHDB_PYTHON_ENV, CHDB_VERSION};
 pub use clickhouse::{ClickHouseServer, LIMITED_PASSWORD, LIMITED_USER};
 
 use std::collections::HashSet;
