@@ -14,7 +14,7 @@
 #   1. cargo build --release -p livefunnel (into $CARGO_TARGET_DIR, default target/)
 #   2. starts a throwaway clickhouse-server (the testkit's `throwaway-clickhouse`: its
 #      own config, data directory and free loopback ports, as for the tests; the binary
-#      is $LIVEFUNNEL_CLICKHOUSE_SERVER, clickhouse-server, or `clickhouse server`)
+#      is $TESTKIT_CLICKHOUSE_SERVER, clickhouse-server, or `clickhouse server`)
 #   3. prints the machine's load (uptime), runs
 #        livefunnel bench --clickhouse-url URL --clickhouse-pid PID --json FILE [your flags]
 #      with the defaults: 2,000,000 events, 1,000 rooms, 4 partitions, then 50,000

@@ -3,7 +3,7 @@
 //! livefunnel's SQL works on current releases too, not only on the 18.16 server
 //! [`crate::ClickHouseServer`] starts.
 //!
-//! The Python comes from `LIVEFUNNEL_CHDB_PYTHON` (else `python3`) and must be able
+//! The Python comes from `TESTKIT_CHDB_PYTHON` (else `python3`) and must be able
 //! to `import chdb`; otherwise [`Chdb::find`] panics with the commands that install it.
 
 use std::io::{Read, Write};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 /// Environment variable naming the Python interpreter that has `chdb` installed.
-pub const CHDB_PYTHON_ENV: &str = "LIVEFUNNEL_CHDB_PYTHON";
+pub const CHDB_PYTHON_ENV: &str = "TESTKIT_CHDB_PYTHON";
 /// The chdb release the tests are written against (`SELECT version()` = 26.9.2.1).
 pub const CHDB_VERSION: &str = "4.4.0";
 /// The runner, compiled in: tests do not depend on the working directory, and a
@@ -152,7 +152,7 @@ pub struct Chdb {
 }
 
 impl Chdb {
-    /// The interpreter named by `LIVEFUNNEL_CHDB_PYTHON`, else `python3`.
+    /// The interpreter named by `TESTKIT_CHDB_PYTHON`, else `python3`.
     ///
     /// Panics, saying how to install chdb, when it cannot `import chdb`: a test that
     /// needs current ClickHouse must fail loudly, never pass silently.

@@ -18,10 +18,10 @@ pub const LIMITED_USER: &str = "limited";
 pub const LIMITED_PASSWORD: &str = "secret";
 
 /// Environment variable naming the server binary, when it is not on the usual paths.
-const BINARY_ENV: &str = "LIVEFUNNEL_CLICKHOUSE_SERVER";
+const BINARY_ENV: &str = "TESTKIT_CLICKHOUSE_SERVER";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const INSTALL_HINT: &str = "install it with `apt-get install -y clickhouse-server clickhouse-client` \
-     (or point LIVEFUNNEL_CLICKHOUSE_SERVER at a `clickhouse-server` or `clickhouse` binary)";
+     (or point TESTKIT_CLICKHOUSE_SERVER at a `clickhouse-server` or `clickhouse` binary)";
 
 /// A local ClickHouse server in a fresh temporary directory, listening on
 /// 127.0.0.1 only. User `default` has no password; [`LIMITED_USER`] is read-only.

@@ -47,12 +47,12 @@ impl Drop for Killed {
 }
 
 fn prometheus_binary() -> PathBuf {
-    let p = std::env::var_os("LIVEFUNNEL_PROMETHEUS")
+    let p = std::env::var_os("TESTKIT_PROMETHEUS")
         .map_or_else(|| PathBuf::from("/usr/bin/prometheus"), PathBuf::from);
     assert!(
         p.exists(),
         "this test needs a prometheus server binary at {}: apt-get install -y prometheus \
-         (or set LIVEFUNNEL_PROMETHEUS)",
+         (or set TESTKIT_PROMETHEUS)",
         p.display()
     );
     p
