@@ -128,7 +128,11 @@ impl RoomMetrics {
         Ok(m)
     }
 
-    fn add(&self, key: &RoomKey, d: &RoomTotals) {
+    /// Adds `d` to the room's counters. `touch_all` creates every counter of the room
+    /// (at 0 where `d` is 0), so `increase()` sees each series start; once they
+    /// exist, only the counters that move are looked up (six label hashes per event
+    /// otherwise).
+    fn add(&self, key: &RoomKey, d: &RoomTotals, touch_all: bool) {
         let l = key.labels();
         let pairs = [
             (&self.watch_entries, d.watch_entries),
@@ -139,8 +143,9 @@ impl RoomMetrics {
             (&self.comments, d.comments),
         ];
         for (c, v) in pairs {
-            // Touching the series makes it visible at 0, so `increase()` sees its start.
-            c.with_label_values(&l).inc_by(v);
+            if touch_all || v > 0 {
+                c.with_label_values(&l).inc_by(v);
+            }
         }
     }
 
@@ -306,6 +311,9 @@ impl RoomTracker {
             Some(t) => t,
             None => self.rooms.entry(key.clone()).or_default(),
         };
+        // Counters are created (at 0) until the room has counted something; a room
+        // seen only through its running values has none yet either.
+        let touch_all = t.totals == RoomTotals::default();
         let tt = &mut t.totals;
         tt.watch_entries += d.watch_entries;
         tt.product_clicks += d.product_clicks;
@@ -313,7 +321,7 @@ impl RoomTracker {
         tt.gmv_cents = tt.gmv_cents.saturating_add(d.gmv_cents);
         tt.refund_cents = tt.refund_cents.saturating_add(d.refund_cents);
         tt.comments += d.comments;
-        metrics.add(&key, &d);
+        metrics.add(&key, &d, touch_all);
     }
 
     /// Sets a room's gauges from its running values, and hands them to its signals.
@@ -412,7 +420,7 @@ impl RoomTracker {
     /// Publishes restored totals and signals (after a restart or a new assignment).
     pub fn publish(&mut self, metrics: &RoomMetrics) {
         for (key, t) in &self.rooms {
-            metrics.add(key, &t.totals);
+            metrics.add(key, &t.totals, true);
         }
         for room in self.signals.rooms.values_mut() {
             room.dirty = true;
