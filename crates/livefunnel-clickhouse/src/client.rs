@@ -28,7 +28,7 @@ impl Conn {
         let client = Client::default()
             .with_url(cfg.url.clone())
             .with_user(cfg.user.clone())
-            .with_password(cfg.password.clone())
+            .with_password(cfg.password.expose().to_owned())
             .with_validation(false)
             .with_compression(if cfg.compression { Compression::Lz4 } else { Compression::None });
         Ok(Conn { client, cfg: cfg.clone() })

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::secret::{redact_url, Secret};
+
 /// The ClickHouse sink's configuration. Every field has a default, so an empty
 /// `[clickhouse]` section talks to a local server's `livefunnel` database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,7 +17,8 @@ pub struct ClickHouseConfig {
     /// digits and `_`, not starting with a digit.
     pub database: String,
     pub user: String,
-    pub password: String,
+    /// Also from the environment: `LIVEFUNNEL_CLICKHOUSE__PASSWORD`. Never printed.
+    pub password: Secret,
     /// A flush is due once this many rows are buffered (all tables together).
     pub batch_rows: usize,
     /// A flush is due once the oldest buffered row is this old.
@@ -34,7 +37,7 @@ impl Default for ClickHouseConfig {
             url: "http://127.0.0.1:8123".to_string(),
             database: "livefunnel".to_string(),
             user: "default".to_string(),
-            password: String::new(),
+            password: Secret::default(),
             batch_rows: 20_000,
             batch_interval_ms: 1_000,
             request_timeout_ms: 30_000,
@@ -85,14 +88,16 @@ impl ClickHouseConfig {
                 format!(
                     "{:?} is not an http:// URL: use the HTTP interface, e.g. http://127.0.0.1:8123 \
                      (https is not supported by this build)",
-                    self.url
+                    redact_url(&self.url)
                 ),
             )
         })?;
-        if rest.is_empty() || rest.starts_with('/') {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+        if host.is_empty() {
             return Err(invalid(
                 "url",
-                format!("{:?} has no host: use e.g. http://127.0.0.1:8123", self.url),
+                format!("{:?} has no host: use e.g. http://127.0.0.1:8123", redact_url(&self.url)),
             ));
         }
         if !is_identifier(&self.database) {
@@ -198,6 +203,11 @@ mod tests {
         check(|c| c.database = "1db".into(), "database", "not starting with a digit");
         check(|c| c.database = "a`; DROP".into(), "database", "identifier");
         check(|c| c.user = String::new(), "user", "default");
+        check(|c| c.url = "https://u:pw-in-url@ch:8443".into(), "url", "u:[redacted]@ch");
+        let mut cfg = ClickHouseConfig { url: "http://u:pw-in-url@".into(), ..ClickHouseConfig::default() };
+        assert!(!cfg.validate().unwrap_err().to_string().contains("pw-in-url"));
+        cfg.url = "ftp://u:pw-in-url@ch".into();
+        assert!(!cfg.validate().unwrap_err().to_string().contains("pw-in-url"));
         check(|c| c.batch_rows = 0, "batch_rows", "at least 1");
         check(|c| c.batch_interval_ms = 0, "batch_interval_ms", "at least 1");
         check(|c| c.request_timeout_ms = 5, "request_timeout_ms", "at least 100");

@@ -131,7 +131,10 @@ const SCHEMA_CODES: &[u32] = &[6, 8, 16, 26, 27, 32, 33, 38, 41, 47, 53, 62, 69,
 pub(crate) fn classify(err: clickhouse::error::Error, ctx: Context<'_>) -> ClickHouseError {
     use clickhouse::error::Error as E;
     match err {
-        E::Network(e) => ClickHouseError::Unreachable { url: ctx.url.to_string(), detail: source_chain(&*e) },
+        E::Network(e) => ClickHouseError::Unreachable {
+            url: crate::secret::redact_url(ctx.url),
+            detail: source_chain(&*e),
+        },
         E::TimedOut => ClickHouseError::Timeout { timeout_ms: ctx.timeout_ms },
         E::BadResponse(text) => classify_response(&text, ctx),
         other => ClickHouseError::Protocol(other.to_string()),

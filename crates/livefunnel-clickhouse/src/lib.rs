@@ -42,6 +42,7 @@ mod metrics;
 mod migrate;
 pub mod rowbinary;
 mod schema;
+mod secret;
 mod sink;
 
 pub use annotation::Annotation;
@@ -51,4 +52,5 @@ pub use error::ClickHouseError;
 pub use metrics::ClickHouseMetrics;
 pub use migrate::{applied_versions, migrate, MigrationReport, MIGRATIONS};
 pub use schema::{Column, ColumnType, Table};
+pub use secret::{redact_url, Secret, REDACTED};
 pub use sink::{ClickHouseSink, FlushStats};

@@ -1,17 +1,18 @@
 //! The sink's Prometheus series (contract §4, pipeline health), registered in a
 //! registry the caller owns.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::schema::Table;
 
-/// Insert counters and timings, labelled by `table`.
+/// Insert counters and timings, labelled by `table`, and the server's reachability.
 #[derive(Debug, Clone)]
 pub struct ClickHouseMetrics {
     insert_rows: IntCounterVec,
     insert_errors: IntCounterVec,
     insert_duration: HistogramVec,
     batches: IntCounterVec,
+    up: IntGauge,
 }
 
 impl ClickHouseMetrics {
@@ -43,8 +44,16 @@ impl ClickHouseMetrics {
         registry.register(Box::new(insert_rows.clone()))?;
         registry.register(Box::new(insert_errors.clone()))?;
         registry.register(Box::new(insert_duration.clone()))?;
+        // A gauge, not only the error counter: an outage shows while no insert is
+        // attempted (the sink is idle or waiting in a retry backoff), and alerts can
+        // use `min_over_time(livefunnel_clickhouse_up[5m]) == 0`.
+        let up = IntGauge::new(
+            "livefunnel_clickhouse_up",
+            "1 when the last health check (every 2 s) reached ClickHouse, else 0.",
+        )?;
         registry.register(Box::new(batches.clone()))?;
-        let metrics = ClickHouseMetrics { insert_rows, insert_errors, insert_duration, batches };
+        registry.register(Box::new(up.clone()))?;
+        let metrics = ClickHouseMetrics { insert_rows, insert_errors, insert_duration, batches, up };
         // Every table shows 0 from the start instead of appearing on its first insert.
         for table in Table::ALL {
             metrics.insert_rows.with_label_values(&[table.name()]);
@@ -75,6 +84,16 @@ impl ClickHouseMetrics {
         ["true", "false"].iter().map(|r| self.insert_errors.with_label_values(&[table.name(), r]).get()).sum()
     }
 
+    /// Records the outcome of a health check: whether ClickHouse answered.
+    pub fn set_up(&self, up: bool) {
+        self.up.set(i64::from(up));
+    }
+
+    /// Whether the last health check reached ClickHouse (0 before the first one).
+    pub fn up(&self) -> bool {
+        self.up.get() == 1
+    }
+
     /// Rows inserted into `table` so far.
     pub fn insert_rows(&self, table: Table) -> u64 {
         self.insert_rows.with_label_values(&[table.name()]).get()
@@ -94,6 +113,9 @@ mod tests {
         m.failed(Table::Session, false, 0.1);
         assert_eq!(m.insert_rows(Table::Window), 10);
         assert_eq!(m.insert_errors(Table::Window), 1);
+        assert!(!m.up(), "down until a health check succeeds");
+        m.set_up(true);
+        assert!(m.up());
         let families = registry.gather();
         let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
         for name in [
@@ -101,6 +123,7 @@ mod tests {
             "livefunnel_clickhouse_insert_errors_total",
             "livefunnel_clickhouse_insert_duration_seconds",
             "livefunnel_clickhouse_batches_total",
+            "livefunnel_clickhouse_up",
         ] {
             assert!(names.contains(&name), "{name} missing from {names:?}");
         }

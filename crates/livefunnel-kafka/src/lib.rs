@@ -4,13 +4,18 @@
 //!   where each newly assigned partition resumes (its checkpoint's offset) and lets
 //!   the pipeline take final checkpoints before a partition is taken away.
 //! - [`DeadLetters`]: the dead-letter producer, with the contract's headers (§1.4).
-//! - [`client_config`]: librdkafka properties with livefunnel's required settings.
+//! - [`KafkaCheckpointStore`]: partition checkpoints on a compacted topic, shared by
+//!   every instance of the group.
+//! - [`consumer_config`], [`producer_config`]: librdkafka properties with livefunnel's
+//!   required settings.
 
+mod checkpoint;
 mod context;
 mod dlq;
 
 use std::collections::BTreeMap;
 
+pub use checkpoint::{KafkaCheckpointStore, KafkaStoreSettings};
 pub use context::{Assignment, AssignmentHandler, GroupContext, PartitionLag, StartAt};
 pub use dlq::{DeadLetter, DeadLetters};
 pub use rdkafka;
@@ -19,8 +24,10 @@ use rdkafka::config::ClientConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
+    /// Built with `From`, which replaces the value of a secret property in a
+    /// configuration error (rdkafka prints the value) by [`REDACTED`].
     #[error("kafka client: {0}")]
-    Client(#[from] rdkafka::error::KafkaError),
+    Client(rdkafka::error::KafkaError),
     #[error(
         "librdkafka property {key} = {value:?} conflicts with livefunnel: {why}; remove it from [kafka]"
     )]
@@ -37,6 +44,55 @@ impl KafkaError {
             }),
             KafkaError::Conflict { .. } => false,
         }
+    }
+}
+
+impl From<rdkafka::error::KafkaError> for KafkaError {
+    fn from(e: rdkafka::error::KafkaError) -> KafkaError {
+        KafkaError::Client(redact_error(e))
+    }
+}
+
+/// What a secret property's value prints as.
+pub const REDACTED: &str = "[redacted]";
+
+/// Whether a librdkafka property holds a secret: a password, a client secret, a
+/// private key or its location, or credentials (`sasl.username` too: librdkafka
+/// itself treats it as sensitive). Such values are never logged or put in an error.
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.ends_with("password")
+        || k.ends_with("secret")
+        || k.ends_with("passphrase")
+        || k.contains("private.key")
+        || k.starts_with("ssl.key")
+        || k == "ssl_key"
+        || k == "ssl.ca.pem"
+        || k == "sasl.username"
+        || k == "sasl.oauthbearer.config"
+        || k.ends_with(".jaas.config")
+}
+
+/// `props` with the value of every secret property replaced by [`REDACTED`].
+pub fn redacted_properties(props: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    props
+        .iter()
+        .map(|(k, v)| (k.clone(), if is_secret_property(k) { REDACTED.to_owned() } else { v.clone() }))
+        .collect()
+}
+
+/// rdkafka's configuration error prints the rejected value: not for secrets, nor
+/// for an unknown property (it may be a misspelt secret, like `sasl.passwrod`).
+pub fn redact_error(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
+    use rdkafka::error::KafkaError as E;
+    use rdkafka::types::RDKafkaConfRes;
+    match e {
+        E::ClientConfig(code, desc, key, _)
+            if is_secret_property(&key) || code == RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN =>
+        {
+            E::ClientConfig(code, desc, key, REDACTED.to_owned())
+        }
+        other => other,
     }
 }
 
@@ -70,6 +126,9 @@ pub fn consumer_config(user: &BTreeMap<String, String>) -> Result<ClientConfig, 
         }
         cfg.set(k, v);
     }
+    // librdkafka checks each property when the client is made, and rdkafka's error
+    // then shows the value: check here, so a rejected secret is redacted.
+    cfg.create_native_config()?;
     Ok(cfg)
 }
 
@@ -113,6 +172,96 @@ mod tests {
         user.insert("enable.auto.commit".to_string(), "true".to_string());
         let err = consumer_config(&user).unwrap_err().to_string();
         assert!(err.contains("enable.auto.commit") && err.contains("checkpoint"), "{err}");
+    }
+
+    #[test]
+    fn secret_properties_are_recognised() {
+        for k in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "ssl.truststore.password",
+            "sasl.oauthbearer.client.secret",
+            "ssl.key.pem",
+            "ssl.key.location",
+            "ssl_key",
+            "sasl.oauthbearer.assertion.private.key.pem",
+            "sasl.oauthbearer.assertion.private.key.passphrase",
+            "sasl.username",
+            "SASL.PASSWORD",
+        ] {
+            assert!(is_secret_property(k), "{k}");
+        }
+        for k in ["security.protocol", "sasl.mechanism", "ssl.ca.location", "bootstrap.servers", "client.id"]
+        {
+            assert!(!is_secret_property(k), "{k}");
+        }
+        let mut p = BTreeMap::new();
+        p.insert("sasl.password".to_string(), "pw-value-1".to_string());
+        p.insert("sasl.mechanism".to_string(), "PLAIN".to_string());
+        let r = redacted_properties(&p);
+        assert_eq!((r["sasl.password"].as_str(), r["sasl.mechanism"].as_str()), (REDACTED, "PLAIN"));
+    }
+
+    #[test]
+    fn a_rejected_secret_value_is_redacted_and_the_key_named() {
+        // librdkafka refuses an unknown value of an enum property with the value in the
+        // message; for a secret key the value must not survive.
+        let e = rdkafka::error::KafkaError::ClientConfig(
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "invalid value".into(),
+            "ssl.key.password".into(),
+            "pw-value-2".into(),
+        );
+        let text = KafkaError::from(e).to_string();
+        assert!(text.contains("ssl.key.password") && !text.contains("pw-value-2"), "{text}");
+        // An unknown property: librdkafka rejects it, naming it (the pass-through is real).
+        let mut user = BTreeMap::new();
+        user.insert("sasl.passwrd".to_string(), "pw-value-3".to_string());
+        let text = consumer_config(&user).unwrap_err().to_string();
+        assert!(text.contains("sasl.passwrd") && !text.contains("pw-value-3"), "{text}");
+        // A bad value of a plain property is shown, naming the key.
+        let mut user = BTreeMap::new();
+        user.insert("security.protocol".to_string(), "SASL_NOPE".to_string());
+        let text = consumer_config(&user).unwrap_err().to_string();
+        assert!(text.contains("security.protocol") && text.contains("SASL_NOPE"), "{text}");
+    }
+
+    /// The SASL settings reach librdkafka, which checks them when the client is made
+    /// (the mock broker speaks no SASL, so this is as far as a test without a real
+    /// cluster goes).
+    #[test]
+    fn sasl_settings_reach_librdkafka() {
+        use rdkafka::consumer::BaseConsumer;
+        let sasl = |mechanism: &str| {
+            let mut user = BTreeMap::new();
+            for (k, v) in [
+                ("bootstrap.servers", "127.0.0.1:1"),
+                ("group.id", "g"),
+                ("security.protocol", "SASL_PLAINTEXT"),
+                ("sasl.mechanism", mechanism),
+                ("sasl.username", "u"),
+                ("sasl.password", "pw-value-4"),
+            ] {
+                user.insert(k.to_string(), v.to_string());
+            }
+            consumer_config(&user).unwrap().create::<BaseConsumer>().map(|_| ()).map_err(KafkaError::from)
+        };
+        for ok in ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] {
+            sasl(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let text = sasl("NOT-A-MECHANISM").unwrap_err().to_string();
+        assert!(text.contains("NOT-A-MECHANISM") && !text.contains("pw-value-4"), "{text}");
+        // GSSAPI (Kerberos) needs librdkafka built with Cyrus libsasl2: the binary's
+        // `kerberos` feature (rdkafka's `sasl`). Without it the error names GSSAPI.
+        let features = ClientConfig::new().create_native_config().unwrap().get("builtin.features").unwrap();
+        let gssapi = sasl("GSSAPI");
+        if features.contains("sasl_gssapi") {
+            gssapi.expect("GSSAPI with libsasl2");
+        } else {
+            let text = gssapi.unwrap_err().to_string();
+            assert!(text.contains("GSSAPI"), "{text}");
+        }
     }
 
     #[test]

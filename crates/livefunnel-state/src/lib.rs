@@ -34,12 +34,54 @@ pub enum StateError {
          run the livefunnel version that wrote it, or delete the state directory to rebuild"
     )]
     Version { path: PathBuf, found: u32, expected: u32 },
+    /// A shared store (not a local file) failed; `location` names the record.
+    #[error("checkpoint {location}: {detail}")]
+    Store { location: String, detail: String, retryable: bool },
 }
 
 impl StateError {
     /// Only IO errors may go away on their own (a full disk being cleaned, say).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StateError::Read { .. } | StateError::Write { .. })
+        match self {
+            StateError::Read { .. } | StateError::Write { .. } => true,
+            StateError::Store { retryable, .. } => *retryable,
+            StateError::Corrupt { .. } | StateError::Version { .. } => false,
+        }
+    }
+}
+
+/// Where partition checkpoints live. An implementation must make a checkpoint saved by
+/// one process loadable by the next owner of the partition: a local directory for a
+/// single host, a shared store (the Kafka topic of `livefunnel-kafka`) for several.
+/// Methods block; call them from a blocking context.
+pub trait CheckpointStore: Send + Sync {
+    /// The partition's latest checkpoint, `None` when there is none yet.
+    fn load(&self, topic: &str, partition: i32) -> Result<Option<Checkpoint>, StateError>;
+    /// Makes `ck` the partition's latest checkpoint, all or nothing.
+    fn save(&self, ck: &Checkpoint) -> Result<(), StateError>;
+    /// Claims the next version epoch for a partition before any row of it is written:
+    /// one more than every epoch claimed or checkpointed before (`checkpointed`), so
+    /// rows written by an owner that died before its next checkpoint are superseded.
+    fn claim_epoch(&self, topic: &str, partition: i32, checkpointed: u32) -> Result<u32, StateError>;
+    /// Where the partition's checkpoint is, for messages.
+    fn location(&self, topic: &str, partition: i32) -> String;
+}
+
+impl CheckpointStore for StateDir {
+    fn load(&self, topic: &str, partition: i32) -> Result<Option<Checkpoint>, StateError> {
+        StateDir::load(self, topic, partition)
+    }
+
+    fn save(&self, ck: &Checkpoint) -> Result<(), StateError> {
+        StateDir::save(self, ck)
+    }
+
+    fn claim_epoch(&self, topic: &str, partition: i32, checkpointed: u32) -> Result<u32, StateError> {
+        StateDir::claim_epoch(self, topic, partition, checkpointed)
+    }
+
+    fn location(&self, topic: &str, partition: i32) -> String {
+        self.checkpoint_path(topic, partition).display().to_string()
     }
 }
 

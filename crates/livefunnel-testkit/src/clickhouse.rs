@@ -16,6 +16,11 @@ use crate::free_port;
 pub const LIMITED_USER: &str = "limited";
 /// [`LIMITED_USER`]'s password.
 pub const LIMITED_PASSWORD: &str = "secret";
+/// A user with the same rights as `default` but a password, for tests that run the
+/// pipeline with credentials (and check they never show up in logs).
+pub const WRITER_USER: &str = "writer";
+/// [`WRITER_USER`]'s password: distinctive, so a test can search output for it.
+pub const WRITER_PASSWORD: &str = "ch-writer-pw-5f1c9a";
 
 /// Environment variable naming the server binary, when it is not on the usual paths.
 const BINARY_ENV: &str = "TESTKIT_CLICKHOUSE_SERVER";
@@ -24,7 +29,8 @@ const INSTALL_HINT: &str = "install it with `apt-get install -y clickhouse-serve
      (or point TESTKIT_CLICKHOUSE_SERVER at a `clickhouse-server` or `clickhouse` binary)";
 
 /// A local ClickHouse server in a fresh temporary directory, listening on
-/// 127.0.0.1 only. User `default` has no password; [`LIMITED_USER`] is read-only.
+/// 127.0.0.1 only. User `default` has no password; [`LIMITED_USER`] is read-only;
+/// [`WRITER_USER`] can do anything `default` can, with [`WRITER_PASSWORD`].
 ///
 /// [`ClickHouseServer::prepare`] fixes the ports and writes the configuration
 /// without starting anything, so a test can know the URL of a server that is
@@ -237,6 +243,12 @@ impl ClickHouseServer {
             <profile>readonly</profile>
             <quota>default</quota>
         </{LIMITED_USER}>
+        <{WRITER_USER}>
+            <password>{WRITER_PASSWORD}</password>
+            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </{WRITER_USER}>
     </users>
     <quotas>
         <default>
@@ -348,6 +360,10 @@ mod tests {
         assert_eq!(body(&read).trim(), "7", "{read}");
         let wrong = post(port, LIMITED_USER, "nope", "SELECT 1");
         assert!(!wrong.contains(" 200 "), "{wrong}");
+        let written = post(port, WRITER_USER, WRITER_PASSWORD, "INSERT INTO default.t VALUES (0)");
+        assert!(written.contains(" 200 "), "{written}");
+        let wrong = post(port, WRITER_USER, "", "SELECT 1");
+        assert!(!wrong.contains(" 200 "), "the writer needs its password: {wrong}");
 
         server.stop();
         assert!(!server.is_running());

@@ -8,7 +8,7 @@ mod chdb;
 mod clickhouse;
 
 pub use chdb::{Chdb, ChdbAnswer, ChdbRun, ChdbStep, CHDB_PYTHON_ENV, CHDB_VERSION};
-pub use clickhouse::{ClickHouseServer, LIMITED_PASSWORD, LIMITED_USER};
+pub use clickhouse::{ClickHouseServer, LIMITED_PASSWORD, LIMITED_USER, WRITER_PASSWORD, WRITER_USER};
 
 use std::collections::HashSet;
 use std::net::TcpListener;

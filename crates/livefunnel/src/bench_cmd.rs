@@ -148,14 +148,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => anyhow::bail!(
                 "clickhouse at {}: {e}; start one (scripts/bench-pipeline.sh does), pass --clickhouse-url, or use --sink jsonl",
-                c.url
+                livefunnel_clickhouse::redact_url(&c.url)
             ),
-            Err(_) => anyhow::bail!("clickhouse at {} did not answer within 60 s", c.url),
+            Err(_) => anyhow::bail!(
+                "clickhouse at {} did not answer within 60 s",
+                livefunnel_clickhouse::redact_url(&c.url)
+            ),
         }
     }
     let setup = Setup {
         sink: match &clickhouse {
-            Some(c) => format!("clickhouse {} (database {})", c.url, c.database),
+            Some(c) => {
+                format!("clickhouse {} (database {})", livefunnel_clickhouse::redact_url(&c.url), c.database)
+            }
             None => "jsonl".to_owned(),
         },
         windows: loaded.config.windows.set.0.clone(),

@@ -42,6 +42,8 @@ pub struct Config {
     pub http: crate::run_config::HttpConfig,
     /// Live pipeline: the windows behind the alert-signal series.
     pub signals: crate::run_config::SignalsConfig,
+    /// `user_id` pseudonymised at ingest (run and replay).
+    pub privacy: crate::privacy::PrivacyConfig,
 }
 
 /// `[time]`: watermarks, lateness, presence and retirement. Durations are strings
@@ -302,6 +304,10 @@ pub fn load(sources: &Sources, mode: TimeMode) -> Result<Loaded, ConfigLoadError
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split(ENV_SPLIT));
     }
     let mut config: Config = figment.extract().map_err(|e| from_figment(&e))?;
+    config.privacy.check().map_err(|(key, message)| {
+        let origin = figment.find_metadata(&key).and_then(|md| origin(md, &key));
+        keyed(&key, origin, &message)
+    })?;
     let engine = config.engine_config(mode).map_err(|e| {
         let origin = figment.find_metadata(&e.key).and_then(|md| origin(md, &e.key));
         keyed(&e.key, origin, &e.message)
@@ -375,12 +381,7 @@ impl Config {
     pub fn check_pipeline(&self) -> Result<(), (String, String)> {
         self.kafka.validate().map_err(|(k, m)| (k.to_owned(), m))?;
         self.clickhouse.validate().map_err(|e| (format!("clickhouse.{}", e.field), e.message))?;
-        if self.checkpoint.interval.as_ms() < 100 {
-            return Err(("checkpoint.interval".into(), "must be at least 100ms, like \"10s\"".into()));
-        }
-        if self.checkpoint.dir.as_os_str().is_empty() {
-            return Err(("checkpoint.dir".into(), "is empty: name a local directory for checkpoints".into()));
-        }
+        self.checkpoint.validate().map_err(|(k, m)| (k.to_owned(), m))?;
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err((
                 "http.listen".into(),
@@ -610,6 +611,24 @@ mod tests {
             let err = load_in(jail, None).unwrap_err();
             assert_eq!(err.key.as_deref(), Some("limits.exact_limit"));
             assert!(err.message.contains("LIVEFUNNEL_LIMITS__EXACT_LIMIT"), "{}", err.message);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_kafka_checkpoint_store_is_selected_and_checked() {
+        Jail::expect_with(|jail| {
+            let loaded = load_in(jail, Some("[checkpoint]\nstore = \"kafka\"\n")).unwrap();
+            let store = loaded.config.checkpoint.kafka_store("g").expect("the kafka store is selected");
+            assert_eq!((store.topic.as_str(), store.group.as_str()), ("livefunnel.checkpoints", "g"));
+            assert_eq!(store.chunk_bytes, 512 * 1024);
+            assert!(Config::default().checkpoint.kafka_store("g").is_none(), "dir is the default");
+            jail.set_env("LIVEFUNNEL_CHECKPOINT__KAFKA__CHUNK_BYTES", "100");
+            let err = load_in(jail, Some("[checkpoint]\nstore = \"kafka\"\n")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("checkpoint.kafka.chunk_bytes"));
+            assert!(err.message.contains("message.max.bytes"), "{}", err.message);
+            let err = load_in(jail, Some("[checkpoint]\nstore = \"s3\"\n")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("checkpoint.store"));
             Ok(())
         });
     }

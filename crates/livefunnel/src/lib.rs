@@ -5,9 +5,10 @@
 pub mod config;
 pub mod pacing;
 pub mod pipeline;
+pub mod privacy;
 pub mod replay;
 pub mod run_config;
 pub mod sim_cmd;
 
 pub use config::{load, Config, ConfigLoadError, Loaded, Sources};
-pub use replay::{replay, ReplayError, RowCounts, Summary};
+pub use replay::{replay, replay_with, ReplayError, RowCounts, Summary};

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use livefunnel::config::{self, Sources};
-use livefunnel::replay::{replay, ReplayError};
+use livefunnel::replay::{replay_with, ReplayError};
 use livefunnel::sim_cmd;
 use livefunnel_core::TimeMode;
 
@@ -140,7 +140,8 @@ fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let dlq: Option<&mut dyn Write> = dead_letter.as_mut().map(|f| f as &mut dyn Write);
 
     tracing::info!(input = %input_name, output = %output_name, "replay starting");
-    let summary = match replay(input, output, dlq, loaded.engine) {
+    let privacy = loaded.config.privacy.hasher();
+    let summary = match replay_with(input, output, dlq, loaded.engine, privacy.as_ref()) {
         Ok(summary) => summary,
         Err(ReplayError::WriteOutput(e))
             if e.kind() == io::ErrorKind::BrokenPipe && is_stdio(&args.output) =>

@@ -171,10 +171,22 @@ impl ReplayError {
 /// terminator (`\n` or `\r\n`), invalid UTF-8 replaced by U+FFFD. Bad input never
 /// stops the replay; only IO errors do.
 pub fn replay(
+    input: impl BufRead,
+    output: impl Write,
+    dead_letter: Option<&mut dyn Write>,
+    cfg: EngineConfig,
+) -> Result<Summary, ReplayError> {
+    replay_with(input, output, dead_letter, cfg, None)
+}
+
+/// [`replay`], with each decoded event's `user_id` pseudonymised by `privacy` when
+/// given (`[privacy] hash_user_ids`), exactly as `run` does.
+pub fn replay_with(
     mut input: impl BufRead,
     output: impl Write,
     dead_letter: Option<&mut dyn Write>,
     cfg: EngineConfig,
+    privacy: Option<&crate::privacy::UserIdHasher>,
 ) -> Result<Summary, ReplayError> {
     let started = Instant::now();
     let mut engine = Engine::new(cfg);
@@ -205,18 +217,21 @@ pub fn replay(
         }
         summary.lines += 1;
         let rejection = match decode(msg) {
-            Ok(ev) => match engine.process(&ev, 0, &mut rows) {
-                Outcome::Accepted { late } => {
-                    summary.accepted += 1;
-                    summary.late_accepted += u64::from(late);
-                    None
+            Ok(mut ev) => {
+                crate::privacy::pseudonymise(privacy, &mut ev);
+                match engine.process(&ev, 0, &mut rows) {
+                    Outcome::Accepted { late } => {
+                        summary.accepted += 1;
+                        summary.late_accepted += u64::from(late);
+                        None
+                    }
+                    Outcome::Duplicate => {
+                        summary.duplicates += 1;
+                        None
+                    }
+                    Outcome::Rejected(reason) => Some((reason, None)),
                 }
-                Outcome::Duplicate => {
-                    summary.duplicates += 1;
-                    None
-                }
-                Outcome::Rejected(reason) => Some((reason, None)),
-            },
+            }
             Err(rej) => Some((rej.reason, Some(rej.detail))),
         };
         if let Some((reason, detail)) = rejection {

@@ -39,7 +39,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         tracing::info!(
             metrics = %format!("http://{addr}/metrics"),
             readyz = %format!("http://{addr}/readyz"),
-            clickhouse = %loaded.config.clickhouse.url,
+            clickhouse = %livefunnel_clickhouse::redact_url(&loaded.config.clickhouse.url),
             state = %settings.state_dir.display(),
             "livefunnel run starting"
         );
@@ -53,12 +53,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
 pub fn migrate(args: &RunArgs) -> anyhow::Result<()> {
     let loaded = config::load(&Sources::cli(args.config.as_deref()), TimeMode::Live)?;
     let ch = loaded.config.clickhouse;
+    let url = livefunnel_clickhouse::redact_url(&ch.url);
     runtime()?.block_on(async {
-        let report =
-            livefunnel_clickhouse::migrate(&ch).await.with_context(|| format!("migrating {}", ch.url))?;
+        let report = livefunnel_clickhouse::migrate(&ch).await.with_context(|| format!("migrating {url}"))?;
         println!(
-            "clickhouse {} at {}, database {}: migrations applied now {:?}, already applied {:?}",
-            report.server_version, ch.url, ch.database, report.applied, report.already_applied
+            "clickhouse {} at {url}, database {}: migrations applied now {:?}, already applied {:?}",
+            report.server_version, ch.database, report.applied, report.already_applied
         );
         Ok(())
     })

@@ -15,7 +15,11 @@ use crate::config::Duration;
 /// other key of the table is a librdkafka property passed through unchanged, so SASL
 /// and SSL are configured exactly as for any librdkafka client:
 /// `"security.protocol" = "SASL_SSL"` (quoted, or as nested tables `security.protocol`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Secret properties (`sasl.password`, `ssl.key.pem`, ...: see
+/// [`livefunnel_kafka::is_secret_property`]) are redacted by `Debug` and `Serialize`
+/// (`check-config`); set them from the environment to keep them out of files, e.g.
+/// `LIVEFUNNEL_KAFKA__SASL__PASSWORD` (nested keys flatten to `sasl.password`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`.
@@ -30,8 +34,47 @@ pub struct KafkaConfig {
     /// everything Kafka retains: correct windows) or `latest` (only new messages).
     pub start_without_checkpoint: StartWithout,
     /// librdkafka properties, passed through.
-    #[serde(flatten)]
+    #[serde(flatten, serialize_with = "serialize_redacted")]
     pub properties: BTreeMap<String, PropValue>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("dlq_topic", &self.dlq_topic)
+            .field("start_without_checkpoint", &self.start_without_checkpoint)
+            .field("properties", &redacted(&self.properties, ""))
+            .finish()
+    }
+}
+
+/// The properties with every secret value (its dotted name, nested tables
+/// included) replaced by `[redacted]`.
+fn redacted(props: &BTreeMap<String, PropValue>, prefix: &str) -> BTreeMap<String, PropValue> {
+    props
+        .iter()
+        .map(|(k, v)| {
+            let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let v = match v {
+                PropValue::Table(t) => PropValue::Table(redacted(t, &name)),
+                _ if livefunnel_kafka::is_secret_property(&name) => {
+                    PropValue::Str(livefunnel_kafka::REDACTED.to_owned())
+                }
+                other => other.clone(),
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+fn serialize_redacted<S: serde::Serializer>(
+    props: &BTreeMap<String, PropValue>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    redacted(props, "").serialize(s)
 }
 
 impl Default for KafkaConfig {
@@ -137,16 +180,122 @@ impl KafkaConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
-    /// Local directory of the per-partition checkpoint files.
+    /// Where checkpoints live: `dir` (files in `dir`, one host) or `kafka` (a compacted
+    /// topic every instance of the group reads: several instances, any host).
+    pub store: CheckpointStoreKind,
+    /// Local directory of the per-partition checkpoint files (`store = "dir"`).
     pub dir: PathBuf,
     /// How often each partition takes a checkpoint (rows acknowledged by ClickHouse,
     /// engine state written, then the Kafka offset committed).
     pub interval: Duration,
+    /// The shared store (`store = "kafka"`), on the cluster of `[kafka]`.
+    pub kafka: CheckpointKafkaConfig,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> CheckpointConfig {
-        CheckpointConfig { dir: PathBuf::from("livefunnel-state"), interval: Duration::from_ms(10_000) }
+        CheckpointConfig {
+            store: CheckpointStoreKind::Dir,
+            dir: PathBuf::from("livefunnel-state"),
+            interval: Duration::from_ms(10_000),
+            kafka: CheckpointKafkaConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointStoreKind {
+    Dir,
+    Kafka,
+}
+
+/// `[checkpoint.kafka]`: checkpoints on a compacted topic, keyed by consumer group,
+/// input topic and partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointKafkaConfig {
+    /// The topic; created compacted when missing (`cleanup.policy=compact`).
+    pub topic: String,
+    /// A state larger than this is split into chunks of this size; keep it below the
+    /// broker's `message.max.bytes` (1 MB by default).
+    pub chunk_bytes: u32,
+    /// Partitions when livefunnel creates the topic. Never change them afterwards: a
+    /// partition's records are found by a hash of its key modulo this count.
+    pub partitions: i32,
+    /// Replication factor when livefunnel creates the topic; -1: the broker's default.
+    pub replication_factor: i32,
+    /// How long a load or save may take; a failed save is retried at the next interval.
+    pub timeout: Duration,
+}
+
+impl Default for CheckpointKafkaConfig {
+    fn default() -> CheckpointKafkaConfig {
+        CheckpointKafkaConfig {
+            topic: "livefunnel.checkpoints".into(),
+            chunk_bytes: 512 * 1024,
+            partitions: 12,
+            replication_factor: -1,
+            timeout: Duration::from_ms(30_000),
+        }
+    }
+}
+
+impl CheckpointConfig {
+    /// The error is `(dotted key, message)`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.interval.as_ms() < 100 {
+            return Err(("checkpoint.interval", "must be at least 100ms, like \"10s\"".into()));
+        }
+        match self.store {
+            CheckpointStoreKind::Dir if self.dir.as_os_str().is_empty() => {
+                Err(("checkpoint.dir", "is empty: name a local directory for checkpoints".into()))
+            }
+            CheckpointStoreKind::Dir => Ok(()),
+            CheckpointStoreKind::Kafka => {
+                let k = &self.kafka;
+                if k.topic.trim().is_empty() {
+                    return Err((
+                        "checkpoint.kafka.topic",
+                        "is empty: name a topic, like \"livefunnel.checkpoints\"".into(),
+                    ));
+                }
+                if !(1024..=64 * 1024 * 1024).contains(&k.chunk_bytes) {
+                    return Err((
+                        "checkpoint.kafka.chunk_bytes",
+                        format!(
+                            "is {}: keep it between 1024 and the broker's message.max.bytes, like 524288",
+                            k.chunk_bytes
+                        ),
+                    ));
+                }
+                if k.partitions < 1 {
+                    return Err(("checkpoint.kafka.partitions", "must be at least 1, like 12".into()));
+                }
+                if k.replication_factor == 0 || k.replication_factor < -1 {
+                    return Err((
+                        "checkpoint.kafka.replication_factor",
+                        "must be -1 (broker default) or at least 1".into(),
+                    ));
+                }
+                if k.timeout.as_ms() < 1_000 {
+                    return Err(("checkpoint.kafka.timeout", "must be at least 1s, like \"30s\"".into()));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The shared store's settings, when `store = "kafka"`.
+    pub fn kafka_store(&self, group: &str) -> Option<livefunnel_kafka::KafkaStoreSettings> {
+        (self.store == CheckpointStoreKind::Kafka).then(|| livefunnel_kafka::KafkaStoreSettings {
+            topic: self.kafka.topic.clone(),
+            group: group.to_owned(),
+            chunk_bytes: self.kafka.chunk_bytes as usize,
+            create_partitions: self.kafka.partitions,
+            create_replication: self.kafka.replication_factor,
+            timeout: std::time::Duration::from_millis(self.kafka.timeout.as_ms() as u64),
+        })
     }
 }
 
@@ -274,6 +423,26 @@ mod tests {
         assert_eq!(p["group.id"], "livefunnel");
         assert!(k.validate().is_ok());
         assert_eq!(k.dlq_topic_for("t"), "t.dlq");
+    }
+
+    #[test]
+    fn secret_properties_are_redacted_in_debug_and_serialize_but_reach_librdkafka() {
+        let toml = r#"
+            "sasl.password" = "kafka-pw-1"
+            sasl.oauthbearer.client.secret = "kafka-pw-2"
+            ssl.key.password = "kafka-pw-3"
+            "sasl.mechanism" = "SCRAM-SHA-256"
+        "#;
+        let k: KafkaConfig = toml::from_str(toml).unwrap();
+        let shown = format!("{k:?} {}", toml::to_string(&k).unwrap());
+        for pw in ["kafka-pw-1", "kafka-pw-2", "kafka-pw-3"] {
+            assert!(!shown.contains(pw), "{pw} in {shown}");
+        }
+        assert!(shown.contains("SCRAM-SHA-256") && shown.contains("[redacted]"), "{shown}");
+        let p = k.librdkafka_properties();
+        assert_eq!(p["sasl.password"], "kafka-pw-1");
+        assert_eq!(p["sasl.oauthbearer.client.secret"], "kafka-pw-2");
+        assert_eq!(p["ssl.key.password"], "kafka-pw-3");
     }
 
     #[test]

@@ -33,8 +33,10 @@ fn settings(brokers: &str, ch: ClickHouseConfig, state: &std::path::Path) -> Set
         kafka,
         sink: SinkKind::ClickHouse(ch),
         state_dir: state.to_owned(),
+        shared_store: None,
         checkpoint_interval_ms: 1_000,
         series_ttl_ms: 15 * 60_000,
+        privacy: None,
     }
 }
 

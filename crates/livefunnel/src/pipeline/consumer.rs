@@ -11,7 +11,7 @@ use livefunnel_kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use livefunnel_kafka::rdkafka::message::Message;
 use livefunnel_kafka::rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use livefunnel_kafka::{Assignment, AssignmentHandler, DeadLetters, GroupContext, PartitionLag, StartAt};
-use livefunnel_state::StateDir;
+use livefunnel_state::{CheckpointStore, StateDir};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -46,7 +46,7 @@ struct Running {
 /// The pipeline's half of the rebalance protocol.
 struct Handler {
     cs: Arc<ConsumerSettings>,
-    state: StateDir,
+    state: Arc<dyn CheckpointStore>,
     dlq: DeadLetters,
     commits: mpsc::UnboundedSender<(Assignment, i64)>,
     runtime: tokio::runtime::Handle,
@@ -176,7 +176,16 @@ fn stop_all(stopping: Vec<(Assignment, Running)>, rt: &tokio::runtime::Handle) -
 pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
     let cs = Arc::new(cs);
     let props = cs.settings.kafka.librdkafka_properties();
-    let state = StateDir::open(&cs.settings.state_dir)?;
+    let state: Arc<dyn CheckpointStore> = match cs.settings.shared_store.clone() {
+        Some(store) => {
+            let props = props.clone();
+            tokio::task::spawn_blocking(move || livefunnel_kafka::KafkaCheckpointStore::open(&props, store))
+                .await
+                .context("opening the checkpoint store")?
+                .map(Arc::new)?
+        }
+        None => Arc::new(StateDir::open(&cs.settings.state_dir)?),
+    };
     let dlq = DeadLetters::new(&livefunnel_kafka::producer_config(&props))
         .context("creating the dead-letter producer")?;
     let (commit_tx, mut commit_rx) = mpsc::unbounded_channel::<(Assignment, i64)>();

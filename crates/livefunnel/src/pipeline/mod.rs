@@ -44,10 +44,14 @@ pub struct Settings {
     pub kafka: KafkaConfig,
     pub sink: SinkKind,
     pub state_dir: PathBuf,
+    /// `checkpoint.store = "kafka"`: the shared store's settings; `None`: files in `state_dir`.
+    pub shared_store: Option<livefunnel_kafka::KafkaStoreSettings>,
     pub checkpoint_interval_ms: i64,
     pub series_ttl_ms: i64,
     /// The windows behind the alert-signal series (`[signals]`).
     pub signals: SignalWindows,
+    /// `[privacy]`: the `user_id` hasher when hashing is on.
+    pub privacy: Option<crate::privacy::UserIdHasher>,
 }
 
 /// What `run` gets from its caller: its registry, its listener, its stop signals.
@@ -227,9 +231,11 @@ impl Settings {
             kafka: c.kafka.clone(),
             sink,
             state_dir: c.checkpoint.dir.clone(),
+            shared_store: c.checkpoint.kafka_store(&c.kafka.group_id),
             checkpoint_interval_ms: c.checkpoint.interval.as_ms(),
             series_ttl_ms: c.http.series_ttl.as_ms(),
             signals: c.signals.resolve(&loaded.engine.windows),
+            privacy: c.privacy.hasher(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One partition's task: decode, engine, dead letters, room series, checkpoints.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -8,7 +9,7 @@ use livefunnel_clickhouse::Annotation;
 use livefunnel_core::{decode, Engine, Outcome, Reason, Row};
 use livefunnel_kafka::{Assignment, DeadLetter, DeadLetters};
 use livefunnel_metrics::RoomTracker;
-use livefunnel_state::{Checkpoint, StateDir};
+use livefunnel_state::{Checkpoint, CheckpointStore};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -36,7 +37,9 @@ pub struct PartitionSetup {
     /// The offset of the next message; `None` until one is seen without a checkpoint.
     next_offset: Option<i64>,
     epoch: u32,
-    state: StateDir,
+    state: Arc<dyn CheckpointStore>,
+    /// `[privacy]`: applied to each event between decoding and the engine.
+    privacy: Option<crate::privacy::UserIdHasher>,
 }
 
 impl PartitionSetup {
@@ -45,22 +48,22 @@ impl PartitionSetup {
         s: &Settings,
         ck: Option<Checkpoint>,
         epoch: u32,
-        state: StateDir,
+        state: Arc<dyn CheckpointStore>,
     ) -> anyhow::Result<PartitionSetup> {
-        let path = state.checkpoint_path(&a.topic, a.partition);
+        let path = state.location(&a.topic, a.partition);
         let (mut engine, mut tracker, next_offset) = match ck {
             Some(ck) => {
                 let engine = Engine::restore(s.engine.clone(), &ck.engine)
-                    .with_context(|| format!("checkpoint {}", path.display()))?;
+                    .with_context(|| format!("checkpoint {path}"))?;
                 let tracker = RoomTracker::from_checkpoint(&ck.extra)
-                    .with_context(|| format!("checkpoint {}: room counters", path.display()))?;
+                    .with_context(|| format!("checkpoint {path}: room counters"))?;
                 (engine, tracker, Some(ck.next_offset))
             }
             None => (Engine::new(s.engine.clone()), RoomTracker::default(), None),
         };
         tracker.set_signal_windows(s.signals.clone());
-        engine.set_version_epoch(epoch).with_context(|| format!("checkpoint {}", path.display()))?;
-        Ok(PartitionSetup { a, engine, tracker, next_offset, epoch, state })
+        engine.set_version_epoch(epoch).with_context(|| format!("checkpoint {path}"))?;
+        Ok(PartitionSetup { a, engine, tracker, next_offset, epoch, state, privacy: s.privacy.clone() })
     }
 }
 
@@ -190,7 +193,10 @@ impl Task {
             self.s.next_offset = Some(msg.offset + 1);
             let payload = msg.payload.as_deref().unwrap_or(&[]);
             let ev = match decode(payload) {
-                Ok(ev) => ev,
+                Ok(mut ev) => {
+                    crate::privacy::pseudonymise(self.s.privacy.as_ref(), &mut ev);
+                    ev
+                }
                 Err(rej) => {
                     debug!(offset = msg.offset, reason = rej.reason.as_str(), detail = %rej.detail, "rejected");
                     self.dead_letter(rej.reason, &msg);
@@ -362,7 +368,18 @@ impl Task {
         let state = self.s.state.clone();
         let ck = p.ck;
         let (topic, off) = (ck.topic.clone(), ck.next_offset);
-        tokio::task::spawn_blocking(move || state.save(&ck)).await.context("checkpoint writer")??;
+        match tokio::task::spawn_blocking(move || state.save(&ck)).await.context("checkpoint writer")? {
+            Ok(()) => {}
+            // A shared store that is briefly unreachable: the offset stays where it was
+            // and the next interval tries again with a newer state.
+            Err(e) if e.is_retryable() => {
+                self.ctx.metrics.pipeline.checkpoints.with_label_values(&["failed"]).inc();
+                self.last_checkpoint = Instant::now();
+                warn!(topic = %topic, partition = self.s.a.partition, error = %e, "checkpoint not saved; retrying at the next interval");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
         let _ = self.ctx.commits.send((self.s.a.clone(), off));
         let m = &self.ctx.metrics.pipeline;
         m.checkpoints.with_label_values(&["ok"]).inc();

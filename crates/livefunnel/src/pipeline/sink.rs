@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use livefunnel_clickhouse::{Annotation, ClickHouseConfig, ClickHouseSink};
+use livefunnel_clickhouse::{Annotation, ClickHouseConfig, ClickHouseMetrics, ClickHouseSink};
 use livefunnel_core::Row;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -79,7 +79,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut out = match &kind {
         SinkKind::ClickHouse(cfg) => {
-            tokio::spawn(watch_clickhouse(cfg.clone(), status.clone(), abort.clone()));
+            tokio::spawn(watch_clickhouse(
+                cfg.clone(),
+                status.clone(),
+                metrics.clickhouse.clone(),
+                abort.clone(),
+            ));
             // Until the tables exist nothing can be written; rows wait in the
             // channel, and nothing is committed meanwhile.
             migrate_until_done(cfg, &status, &abort).await?;
@@ -150,13 +155,21 @@ async fn migrate_until_done(
     }
 }
 
-/// Keeps `/readyz` honest about ClickHouse.
-async fn watch_clickhouse(cfg: ClickHouseConfig, status: Arc<Status>, abort: CancellationToken) {
+/// Keeps `/readyz` and `livefunnel_clickhouse_up` honest about ClickHouse.
+async fn watch_clickhouse(
+    cfg: ClickHouseConfig,
+    status: Arc<Status>,
+    metrics: ClickHouseMetrics,
+    abort: CancellationToken,
+) {
     loop {
-        match livefunnel_clickhouse::ping(&cfg).await {
+        let result = livefunnel_clickhouse::ping(&cfg).await;
+        metrics.set_up(result.is_ok());
+        match result {
             Ok(()) => {
                 status.sink_reachable.store(true, Ordering::Relaxed);
-                *status.sink_detail.lock().expect("poisoned") = format!("clickhouse at {}", cfg.url);
+                let url = livefunnel_clickhouse::redact_url(&cfg.url);
+                *status.sink_detail.lock().expect("poisoned") = format!("clickhouse at {url}");
             }
             Err(e) => {
                 status.sink_reachable.store(false, Ordering::Relaxed);

@@ -101,6 +101,14 @@ pub fn sample_input(partitions: i32) -> Vec<Input> {
         let partition = room.as_deref().map_or(0, |r| partition_of(r, partitions));
         out.push(Input { partition, key: room.unwrap_or_default().into_bytes(), payload: line.to_vec() });
     }
+    out.extend(clock_inputs(max_ts, partitions));
+    out
+}
+
+/// Per partition, a clock room's `session_start` 50 minutes after `max_ts` and its
+/// `session_end` 50 minutes later: every window and session before them becomes final.
+pub fn clock_inputs(max_ts: i64, partitions: i32) -> Vec<Input> {
+    let mut out = Vec::new();
     for step in 1..=2 {
         for p in 0..partitions {
             let ts = max_ts + step * 50 * 60_000;
@@ -115,6 +123,18 @@ pub fn sample_input(partitions: i32) -> Vec<Input> {
     out
 }
 
+/// The sum of a series over all its label sets in a Prometheus text exposition.
+pub fn series_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let rest = series.strip_prefix(name)?;
+            (rest.is_empty() || rest.starts_with('{')).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
 pub async fn produce(brokers: &str, inputs: &[Input]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -123,16 +143,26 @@ pub async fn produce(brokers: &str, inputs: &[Input]) {
         .expect("creating the test producer");
     let mut pending = Vec::new();
     for i in inputs {
-        let rec = FutureRecord::to(TOPIC).partition(i.partition).key(&i.key[..]).payload(&i.payload[..]);
-        pending.push(producer.send(rec, Duration::from_secs(10)));
+        // `send_result` enqueues now; `send` would enqueue only once awaited, one by one.
+        let mut rec = FutureRecord::to(TOPIC).partition(i.partition).key(&i.key[..]).payload(&i.payload[..]);
+        let delivery = loop {
+            match producer.send_result(rec) {
+                Ok(d) => break d,
+                Err((_, r)) => {
+                    rec = r;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        pending.push(delivery);
         if pending.len() >= 1000 {
             for f in pending.drain(..) {
-                f.await.expect("producing a test message");
+                f.await.expect("delivery").expect("producing a test message");
             }
         }
     }
     for f in pending {
-        f.await.expect("producing a test message");
+        f.await.expect("delivery").expect("producing a test message");
     }
 }
 

@@ -1,0 +1,187 @@
+//! The Kafka checkpoint store against librdkafka's mock cluster: what one instance
+//! saves another loads, chunked above the message limit; an interrupted save leaves the
+//! previous checkpoint; epochs only grow; groups do not see each other's state.
+
+use std::time::Duration;
+
+use livefunnel_kafka::rdkafka::config::ClientConfig;
+use livefunnel_kafka::rdkafka::mocking::MockCluster;
+use livefunnel_kafka::rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use livefunnel_kafka::{KafkaCheckpointStore, KafkaStoreSettings};
+use livefunnel_state::{Checkpoint, CheckpointStore};
+
+const STORE: &str = "livefunnel.checkpoints";
+
+fn cluster() -> MockCluster<'static, DefaultProducerContext> {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic(STORE, 3, 1).expect("store topic");
+    mock
+}
+
+fn store(brokers: &str, group: &str, chunk_bytes: usize) -> KafkaCheckpointStore {
+    let props = [("bootstrap.servers".to_string(), brokers.to_string())].into();
+    KafkaCheckpointStore::open(
+        &props,
+        KafkaStoreSettings {
+            topic: STORE.into(),
+            group: group.into(),
+            chunk_bytes,
+            create_partitions: 3,
+            create_replication: -1,
+            timeout: Duration::from_secs(10),
+        },
+    )
+    .expect("opening the store")
+}
+
+fn ck(partition: i32, next_offset: i64, engine_len: usize) -> Checkpoint {
+    Checkpoint {
+        topic: "room-events".into(),
+        partition,
+        next_offset,
+        epoch: 2,
+        taken_at_ms: 1_700_000_000_000,
+        engine: (0..engine_len).map(|i| (i * 31 + next_offset as usize) as u8).collect(),
+        extra: vec![7; 10],
+    }
+}
+
+#[test]
+fn a_checkpoint_saved_by_one_instance_is_loaded_by_another_even_when_chunked() {
+    let mock = cluster();
+    let a = store(&mock.bootstrap_servers(), "g", 1_000);
+    let b = store(&mock.bootstrap_servers(), "g", 1_000);
+    assert_eq!(b.load("room-events", 0).unwrap(), None);
+
+    let big = ck(0, 100, 25_000); // 26 chunks
+    a.save(&big).unwrap();
+    assert_eq!(b.load("room-events", 0).unwrap(), Some(big.clone()));
+
+    // Newer saves win, from whichever instance; other partitions are independent.
+    let newer = ck(0, 250, 3_000);
+    b.save(&newer).unwrap();
+    a.save(&ck(1, 9, 10)).unwrap();
+    assert_eq!(a.load("room-events", 0).unwrap(), Some(newer));
+    assert_eq!(b.load("room-events", 1).unwrap(), Some(ck(1, 9, 10)));
+    assert_eq!(b.load("room-events", 2).unwrap(), None);
+}
+
+#[test]
+fn an_interrupted_save_leaves_the_previous_checkpoint() {
+    let mock = cluster();
+    let brokers = mock.bootstrap_servers();
+    let a = store(&brokers, "g", 100);
+    let old = ck(0, 10, 500);
+    a.save(&old).unwrap();
+
+    // A save that died after some chunks of a new generation, before its manifest.
+    let mut pc = ClientConfig::new();
+    pc.set("bootstrap.servers", &brokers);
+    let raw: ThreadedProducer<DefaultProducerContext> = pc.create().unwrap();
+    let key = "g/room-events/0";
+    let sp = store_partition("g", 0);
+    for i in 0..3 {
+        let k = format!("{key}#chunk/999/{i}");
+        raw.send(BaseRecord::to(STORE).key(&k).payload(&[0u8; 100][..]).partition(sp)).unwrap();
+    }
+    raw.flush(Duration::from_secs(10)).unwrap();
+
+    let b = store(&brokers, "g", 100);
+    assert_eq!(b.load("room-events", 0).unwrap(), Some(old));
+}
+
+#[test]
+fn a_manifest_whose_chunks_are_gone_is_an_error_naming_the_fix() {
+    let mock = cluster();
+    let brokers = mock.bootstrap_servers();
+    let a = store(&brokers, "g", 100);
+    a.save(&ck(0, 10, 500)).unwrap();
+    let b = store(&brokers, "g", 100);
+    let mut pc = ClientConfig::new();
+    pc.set("bootstrap.servers", &brokers);
+    let raw: ThreadedProducer<DefaultProducerContext> = pc.create().unwrap();
+    let key = "g/room-events/0";
+    let sp = store_partition("g", 0);
+    // The manifest names the generation; overwrite chunk 0 of it with garbage.
+    let manifest = read_manifest_generation(&brokers, sp, &format!("{key}#manifest"));
+    let k = format!("{key}#chunk/{manifest}/0");
+    raw.send(BaseRecord::to(STORE).key(&k).payload(&[1u8; 100][..]).partition(sp)).unwrap();
+    raw.flush(Duration::from_secs(10)).unwrap();
+    let err = b.load("room-events", 0).unwrap_err();
+    let msg = err.to_string();
+    assert!(!err.is_retryable(), "{msg}");
+    assert!(msg.contains("g/room-events/0") && msg.contains("cleanup.policy=compact"), "{msg}");
+}
+
+#[test]
+fn epochs_only_grow_across_instances_and_groups_are_separate() {
+    let mock = cluster();
+    let brokers = mock.bootstrap_servers();
+    let a = store(&brokers, "g", 1_000);
+    assert_eq!(a.claim_epoch("room-events", 0, 0).unwrap(), 1);
+    assert_eq!(a.claim_epoch("room-events", 0, 0).unwrap(), 2);
+    let b = store(&brokers, "g", 1_000);
+    assert_eq!(b.claim_epoch("room-events", 0, 0).unwrap(), 3);
+    // A checkpoint taken under a higher epoch lifts the next claim above it.
+    assert_eq!(b.claim_epoch("room-events", 0, 10).unwrap(), 11);
+    // After a load, the claim continues from what the store holds.
+    let c = store(&brokers, "g", 1_000);
+    assert_eq!(c.load("room-events", 0).unwrap(), None);
+    assert_eq!(c.claim_epoch("room-events", 0, 0).unwrap(), 12);
+
+    let other = store(&brokers, "other/group#1", 1_000);
+    assert_eq!(other.claim_epoch("room-events", 0, 0).unwrap(), 1);
+    a.save(&ck(0, 5, 10)).unwrap();
+    assert_eq!(other.load("room-events", 0).unwrap(), None);
+}
+
+#[test]
+fn a_missing_topic_that_cannot_be_created_is_an_error_naming_the_fix() {
+    // The mock cluster does not implement CreateTopics.
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let props = [("bootstrap.servers".to_string(), mock.bootstrap_servers())].into();
+    let err = KafkaCheckpointStore::open(
+        &props,
+        KafkaStoreSettings {
+            topic: "not.there".into(),
+            group: "g".into(),
+            chunk_bytes: 1_000,
+            create_partitions: 3,
+            create_replication: -1,
+            timeout: Duration::from_secs(5),
+        },
+    )
+    .err()
+    .expect("a missing topic is an error here");
+    let msg = err.to_string();
+    assert!(msg.contains("not.there") && msg.contains("cleanup.policy=compact"), "{msg}");
+}
+
+/// Where the store keeps `group`'s records of room-events/`partition` (3 partitions).
+fn store_partition(group: &str, partition: u64) -> i32 {
+    ((crc32fast::hash(format!("{group}/room-events").as_bytes()) as u64 + partition) % 3) as i32
+}
+
+fn read_manifest_generation(brokers: &str, sp: i32, key: &str) -> u64 {
+    use livefunnel_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+    use livefunnel_kafka::rdkafka::message::Message;
+    use livefunnel_kafka::rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", brokers).set("group.id", "inspect");
+    let c: BaseConsumer = cc.create().unwrap();
+    let (_, high) = c.fetch_watermarks(STORE, sp, Duration::from_secs(5)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(STORE, sp, Offset::Beginning).unwrap();
+    c.assign(&tpl).unwrap();
+    let mut generation = None;
+    loop {
+        let m = c.poll(Duration::from_secs(5)).expect("a record").unwrap();
+        if m.key() == Some(key.as_bytes()) {
+            let v = m.payload().unwrap();
+            generation = Some(u64::from_le_bytes(v[8..16].try_into().unwrap()));
+        }
+        if m.offset() + 1 >= high {
+            return generation.expect("a manifest");
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Memory bound: `livefunnel run` as its own process holds 10,000
+//! concurrent live rooms, each with a session and 3–20 viewers present, spread over
+//! 12 partitions; its resident memory (VmHWM, the peak of VmRSS) stays under
+//! [`RSS_CAP_MIB`], and the test prints bytes per room in memory and in checkpoints.
+//!
+//! A manual measurement at another scale, e.g.
+//! `MEMORY_ROOMS=50000 MEMORY_PARTITIONS=16 MEMORY_RSS_CAP_MIB=4096 cargo test --release
+//! -p livefunnel --test memory -- --nocapture`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use livefunnel_clickhouse::ClickHouseConfig;
+use livefunnel_kafka::rdkafka::mocking::MockCluster;
+use livefunnel_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
+use livefunnel_kafka::rdkafka::ClientConfig;
+use livefunnel_testkit::{free_port, ClickHouseServer};
+
+/// The cap on the process's peak resident memory at 10,000 rooms (override:
+/// `MEMORY_RSS_CAP_MIB`): about 1.5 times the ~1,020 MiB peak measured when written
+/// (~100 KB per room), so a regression of a third fails.
+const RSS_CAP_MIB: u64 = 1_536;
+const ROOMS: usize = 10_000;
+const PARTITIONS: i32 = 12;
+/// Rooms produced at once; the next wave waits until the pipeline has consumed this
+/// one, so the mock cluster's per-partition retention (~5 MB) never drops unread data.
+const WAVE_ROOMS: usize = 2_500;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Viewers of a room: 3 to 20, fixed by the room's number.
+fn viewers(room: usize) -> usize {
+    3 + (xxhash_rust::xxh3::xxh3_64(&room.to_le_bytes()) % 18) as usize
+}
+
+const SOURCES: [&str; 5] = ["recommend_feed", "private_group", "search", "paid_boost", "follow_feed"];
+
+/// A room's events: `session_start`, then per viewer an `enter` and a `heartbeat`,
+/// all within a few seconds of `base_ts` (live-mode times near the wall clock).
+fn room_events(room: usize, base_ts: i64, partitions: i32) -> Vec<Input> {
+    let id = format!("r{room:06}");
+    let partition = partition_of(&id, partitions);
+    let sess = format!("{id}-s");
+    let ts0 = base_ts + (room % 1000) as i64;
+    let mut out = vec![format!(
+        r#"{{"event_id":"s","type":"session_start","ts":{ts0},"room_id":"{id}","session_id":"{sess}"}}"#
+    )];
+    let n = viewers(room);
+    for v in 0..n {
+        let (ts, src) = (ts0 + 1_000 + 10 * v as i64, SOURCES[(room + v) % SOURCES.len()]);
+        out.push(format!(
+            r#"{{"event_id":"e{v}","type":"enter","ts":{ts},"room_id":"{id}","session_id":"{sess}","user_id":"u{v}","source":"{src}"}}"#
+        ));
+    }
+    for v in 0..n {
+        let ts = ts0 + 4_000 + 10 * v as i64;
+        out.push(format!(
+            r#"{{"event_id":"h{v}","type":"heartbeat","ts":{ts},"room_id":"{id}","session_id":"{sess}","user_id":"u{v}"}}"#
+        ));
+    }
+    out.into_iter()
+        .map(|p| Input { partition, key: id.clone().into_bytes(), payload: p.into_bytes() })
+        .collect()
+}
+
+/// `livefunnel run`, killed if the test panics.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Proc {
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`).
+    fn status_kib(&self, field: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_else(|e| panic!("reading /proc status: {e}; log:\n{}", self.tail()));
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.child.id()))
+    }
+
+    fn assert_alive(&mut self) {
+        if let Some(st) = self.child.try_wait().unwrap() {
+            panic!("livefunnel run exited with {st}; log:\n{}", self.tail());
+        }
+    }
+}
+
+/// Produces `inputs`, every send at once: `send` enqueues only when polled, so
+/// awaiting one by one would wait for each delivery before queueing the next.
+async fn produce_all(brokers: &str, inputs: &[Input]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()
+        .expect("creating the test producer");
+    for part in inputs.chunks(20_000) {
+        let sends = part.iter().map(|i| {
+            let rec = FutureRecord::to(TOPIC).partition(i.partition).key(&i.key[..]).payload(&i.payload[..]);
+            producer.send(rec, Duration::from_secs(60))
+        });
+        for r in futures::future::join_all(sends).await {
+            r.expect("producing a test message");
+        }
+    }
+}
+
+/// The instance's configuration: the mock cluster, ClickHouse, checkpoint files under
+/// `dir/state` every 2 s.
+fn write_config(dir: &Path, brokers: &str, ch: &ClickHouseConfig, http: std::net::SocketAddr) -> PathBuf {
+    let path = dir.join("livefunnel.toml");
+    let text = format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "memory"
+topics = ["{TOPIC}"]
+
+[clickhouse]
+url = "{}"
+database = "{}"
+batch_interval_ms = 200
+
+[checkpoint]
+dir = "{}"
+interval = "2s"
+
+[http]
+listen = "{http}"
+"#,
+        ch.url,
+        ch.database,
+        dir.join("state").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Bytes of the checkpoint files in `dir`.
+fn checkpoint_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".ckpt"))
+            .map(|e| e.metadata().map_or(0, |m| m.len()))
+            .sum()
+    })
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+#[test]
+fn faultsuite_ten_thousand_live_rooms_stay_under_the_memory_cap() {
+    let rooms = env_or("MEMORY_ROOMS", ROOMS);
+    let partitions = env_or("MEMORY_PARTITIONS", PARTITIONS);
+    let cap_mib = env_or("MEMORY_RSS_CAP_MIB", RSS_CAP_MIB);
+    let started = Instant::now();
+    let server = ClickHouseServer::spawn();
+    let mock = MockCluster::new(1).expect("starting the mock cluster");
+    mock.create_topic(TOPIC, partitions, 1).expect("creating the input topic");
+    let brokers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let ch = ClickHouseConfig { url: server.http_url(), database: "memory".into(), ..Default::default() };
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = write_config(dir.path(), &brokers, &ch, http);
+    let log = dir.path().join("run.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_livefunnel"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("starting livefunnel run");
+    let mut p = Proc { child, log };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let scrape = |rt: &tokio::runtime::Runtime| -> String {
+        rt.block_on(http_get(http, "/metrics")).map(|(_, body)| body).unwrap_or_default()
+    };
+    // Polls `/metrics` until `done` holds; panics with the log tail after `limit`.
+    let wait = |p: &mut Proc, what: &str, limit: Duration, done: &dyn Fn(&str) -> bool| {
+        let t = Instant::now();
+        loop {
+            let text = scrape(&rt);
+            if done(&text) {
+                return text;
+            }
+            p.assert_alive();
+            if t.elapsed() > limit {
+                panic!("{what}: not within {limit:?}; log:\n{}", p.tail());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    // The idle instance: partitions assigned, ClickHouse ready, nothing consumed.
+    wait(&mut p, "partitions assigned", Duration::from_secs(60), &|t| {
+        series_sum(t, "livefunnel_partitions_assigned") == partitions as f64
+    });
+    let t = Instant::now();
+    while rt.block_on(http_get(http, "/readyz")).map(|(c, _)| c).unwrap_or(0) != 200 {
+        p.assert_alive();
+        assert!(t.elapsed() < Duration::from_secs(60), "/readyz never 200; log:\n{}", p.tail());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_kib = p.status_kib("VmRSS");
+
+    // The load, in waves.
+    let base_ts = std::time::UNIX_EPOCH.elapsed().unwrap().as_millis() as i64;
+    let (mut produced, mut viewers_total, mut peak_sampled) = (0usize, 0usize, 0u64);
+    for wave in (0..rooms).step_by(WAVE_ROOMS) {
+        let end = (wave + WAVE_ROOMS).min(rooms);
+        let events: Vec<Input> = (wave..end).flat_map(|r| room_events(r, base_ts, partitions)).collect();
+        viewers_total += (wave..end).map(viewers).sum::<usize>();
+        produced += events.len();
+        rt.block_on(produce_all(&brokers, &events));
+        let want = produced as f64;
+        wait(&mut p, &format!("consuming {produced} events"), Duration::from_secs(120), &|t| {
+            series_sum(t, "livefunnel_events_consumed_total") >= want
+        });
+        let rss = p.status_kib("VmRSS");
+        peak_sampled = peak_sampled.max(rss);
+        eprintln!(
+            "[memory +{:>5.1}s] {end} rooms, {produced} events consumed, VmRSS {:.1} MiB",
+            started.elapsed().as_secs_f64(),
+            rss as f64 / 1024.0
+        );
+        assert!(rss < cap_mib * 1024, "VmRSS {rss} KiB over the cap of {cap_mib} MiB at {end} rooms");
+    }
+
+    // Every room live, every viewer present, nothing rejected.
+    let text = wait(&mut p, "all rooms live", Duration::from_secs(60), &|t| {
+        series_sum(t, "livefunnel_live_rooms") == rooms as f64
+            && series_sum(t, "livefunnel_events_accepted_total") == produced as f64
+    });
+    assert_eq!(series_sum(&text, "livefunnel_events_rejected_total"), 0.0);
+    assert_eq!(series_sum(&text, "livefunnel_events_duplicate_total"), 0.0);
+    assert_eq!(series_sum(&text, "livefunnel_room_live"), rooms as f64);
+    assert_eq!(series_sum(&text, "livefunnel_room_online_viewers"), viewers_total as f64);
+    assert_eq!(series_sum(&text, "livefunnel_room_watch_entries_total"), viewers_total as f64);
+
+    // A checkpoint of every partition taken after the load.
+    let ok = |t: &str| series_value(t, "livefunnel_checkpoints_total", &[("result", "ok")]).unwrap_or(0.0);
+    let before = ok(&text);
+    // A checkpoint's barrier waits behind every row queued for ClickHouse, and at
+    // scale the rows of the load take a while.
+    let limit = Duration::from_secs(60 + rooms as u64 / 250);
+    wait(&mut p, "a checkpoint of every partition", limit, &|t| ok(t) >= before + 2.0 * partitions as f64);
+    let ckpt = checkpoint_bytes(&dir.path().join("state"));
+    let loaded_kib = p.status_kib("VmRSS");
+    let exposition = scrape(&rt);
+    let room_series = exposition.lines().filter(|l| !l.starts_with('#') && l.contains("room_id=")).count();
+    let hwm_kib = p.status_kib("VmHWM").max(peak_sampled);
+    let per_room = (loaded_kib.saturating_sub(idle_kib) * 1024) as f64 / rooms as f64;
+    eprintln!(
+        "[memory] rooms {rooms} partitions {partitions} viewers {viewers_total} events {produced}: \
+         idle VmRSS {:.1} MiB, loaded VmRSS {:.1} MiB, peak VmHWM {:.1} MiB (cap {cap_mib} MiB); \
+         {per_room:.0} bytes per room in memory; checkpoints {:.1} MiB = {:.0} bytes per room; \
+         /metrics {:.1} MiB with {room_series} room series; wall {:.1}s",
+        idle_kib as f64 / 1024.0,
+        loaded_kib as f64 / 1024.0,
+        hwm_kib as f64 / 1024.0,
+        ckpt as f64 / MIB,
+        ckpt as f64 / rooms as f64,
+        exposition.len() as f64 / MIB,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(hwm_kib < cap_mib * 1024, "peak VmHWM {hwm_kib} KiB over the cap of {cap_mib} MiB");
+    assert!(ckpt > 0, "no checkpoint files");
+    assert!(loaded_kib > idle_kib, "the rooms' state shows in VmRSS");
+
+    // A clean stop.
+    let rc = Command::new("kill").arg("-15").arg(p.child.id().to_string()).status().unwrap();
+    assert!(rc.success());
+    let t = Instant::now();
+    loop {
+        if let Some(st) = p.child.try_wait().unwrap() {
+            assert!(st.success(), "SIGTERM must exit 0, got {st}; log:\n{}", p.tail());
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "no exit after SIGTERM; log:\n{}", p.tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
