@@ -15,11 +15,11 @@ use livefunnel_core::TimeMode;
 use livefunnel_kafka::rdkafka::config::ClientConfig;
 use livefunnel_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use livefunnel_kafka::rdkafka::message::{Headers, Message};
-use livefunnel_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
+use livefunnel_kafka::rdkafka::producer::FutureProducer;
 use livefunnel_sim::{SimParams, Simulator};
 use serde_json::Value;
 
-use super::{clock_inputs, engine_config, partition_of, Input, TOPIC};
+use super::{clock_inputs, engine_config, enqueue, partition_of, Input, TOPIC};
 
 pub const STORE_TOPIC: &str = "livefunnel.checkpoints";
 pub const DLQ_TOPIC: &str = "room-events.dlq";
@@ -99,18 +99,7 @@ pub async fn produce_paced(brokers: &str, inputs: &[Input], per_second: f64) -> 
                 tokio::time::sleep(wait).await;
             }
         }
-        // `send_result` enqueues now; `send` would enqueue only when awaited.
-        let mut rec = FutureRecord::to(TOPIC).partition(i.partition).key(&i.key[..]).payload(&i.payload[..]);
-        let delivery = loop {
-            match producer.send_result(rec) {
-                Ok(d) => break d,
-                Err((_, r)) => {
-                    rec = r;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        };
-        pending.push(delivery);
+        pending.push(enqueue(&producer, i).await);
         if pending.len() >= 5_000 {
             for f in pending.drain(..) {
                 let d = f.await.expect("delivery").expect("producing a test message");

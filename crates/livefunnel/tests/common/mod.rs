@@ -135,6 +135,25 @@ pub fn series_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Queues `i` in the producer at once, waiting only while its queue is full; the
+/// returned future resolves on delivery. (`send` would queue only once awaited, so
+/// awaiting sends one by one waits for each delivery before queueing the next.)
+pub async fn enqueue(
+    producer: &FutureProducer,
+    i: &Input,
+) -> livefunnel_kafka::rdkafka::producer::DeliveryFuture {
+    let mut rec = FutureRecord::to(TOPIC).partition(i.partition).key(&i.key[..]).payload(&i.payload[..]);
+    loop {
+        match producer.send_result(rec) {
+            Ok(d) => return d,
+            Err((_, r)) => {
+                rec = r;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 pub async fn produce(brokers: &str, inputs: &[Input]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -143,18 +162,7 @@ pub async fn produce(brokers: &str, inputs: &[Input]) {
         .expect("creating the test producer");
     let mut pending = Vec::new();
     for i in inputs {
-        // `send_result` enqueues now; `send` would enqueue only once awaited, one by one.
-        let mut rec = FutureRecord::to(TOPIC).partition(i.partition).key(&i.key[..]).payload(&i.payload[..]);
-        let delivery = loop {
-            match producer.send_result(rec) {
-                Ok(d) => break d,
-                Err((_, r)) => {
-                    rec = r;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        };
-        pending.push(delivery);
+        pending.push(enqueue(&producer, i).await);
         if pending.len() >= 1000 {
             for f in pending.drain(..) {
                 f.await.expect("delivery").expect("producing a test message");
