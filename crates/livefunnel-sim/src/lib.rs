@@ -155,7 +155,7 @@ impl SimParams {
                 return Err(ParamsError::NoSuchRoom { scenario: kind.to_owned(), room, rooms: self.rooms });
             }
             match rs.scenario {
-                Scenario::GpmDrop { at_ms }
+                Scenario::GpmDrop { at_ms, .. }
                 | Scenario::ViewerCliff { at_ms }
                 | Scenario::SalesStall { at_ms }
                     if at_ms <= 0 || at_ms >= self.duration_ms =>

@@ -7,13 +7,15 @@
 //! other rooms' scenarios, so `rooms=7` always targets the same room.
 //!
 //! Spec syntax (`--scenario`):
-//! `KIND[:rooms=LIST][:at=DURATION|:share=FRACTION|:scale=F]`, e.g.
-//! `gpm_drop:rooms=1-5:at=10m`, `viewer_cliff:rooms=7:at=15m`,
+//! `KIND[:rooms=LIST][:at=DURATION][:share=FRACTION|:scale=F]`, e.g.
+//! `gpm_drop:rooms=1-5:at=10m`, `gpm_drop:rooms=3:at=35m:share=0.8`,
+//! `viewer_cliff:rooms=7:at=15m`,
 //! `malformed:rooms=all:share=0.01`, `audience:rooms=1-4:scale=10`. `LIST` is
 //! `all` (the default) or comma-separated room numbers and ranges (`1,3,8-12`,
 //! `room-0007`). `at` is measured from the room's own `session_start` and needs
 //! a unit (`90s`, `10m`, `1h`, `1500ms`). `scale` (only for `audience`, which
-//! needs it) is a number from 0.01 to 1000.
+//! needs it) is a number from 0.01 to 1000. For `gpm_drop`, `share` is the
+//! share of the orders that are lost, 0.5 unless given.
 //!
 //! `audience` multiplies the room's arrival rates (private arrivals, hence the
 //! public traffic they pull in, ads, boost plans, reservation reminders) by
@@ -30,9 +32,11 @@ use std::str::FromStr;
 pub enum Scenario {
     /// Nothing special; assigning it clears the scenarios assigned before.
     Normal,
-    /// From `at_ms` after the room's start, half of the orders are not placed:
-    /// view→pay conversion, hence GPM, halves (viewers still click).
-    GpmDrop { at_ms: i64 },
+    /// From `at_ms` after the room's start, this share of the orders is not
+    /// placed (viewers still click): view→pay conversion, hence GPM, falls to
+    /// `1 - lost` of what it was. Order values are heavy-tailed (a few orders of
+    /// 1,000 yuan and more), so a window's GPM falls by `lost` only on average.
+    GpmDrop { at_ms: i64, lost: f64 },
     /// At `at_ms` after the room's start, 40 % of the viewers online leave
     /// within a minute, and 40 % of later arrivals never enter (the room was
     /// cut from the feed): online falls by about 40 % and stays down.
@@ -109,11 +113,12 @@ impl RoomScenario {
 pub const AUDIENCE_SCALES: std::ops::RangeInclusive<f64> = 0.01..=1000.0;
 
 /// The expected form of each scenario spec, for error messages and help.
-pub const SCENARIO_FORMS: &str = "normal[:rooms=LIST] | gpm_drop[:rooms=LIST]:at=DURATION | \
+pub const SCENARIO_FORMS: &str = "normal[:rooms=LIST] | gpm_drop[:rooms=LIST]:at=DURATION[:share=LOST] | \
 viewer_cliff[:rooms=LIST]:at=DURATION | sales_stall[:rooms=LIST]:at=DURATION | \
 late_and_duplicates[:rooms=LIST]:share=FRACTION | malformed[:rooms=LIST]:share=FRACTION | \
 audience[:rooms=LIST]:scale=F \
 (LIST: all, or room numbers and ranges like 1,3,8-12; DURATION from the room's start, e.g. 10m; \
+LOST the share of orders lost, above 0 up to 1, 0.5 by default; \
 F multiplies the room's audience, from 0.01 to 1000)";
 
 /// A `--scenario` spec that cannot be used.
@@ -138,7 +143,10 @@ impl std::error::Error for ScenarioSpecError {}
 fn form_of(kind: &str) -> Option<&'static str> {
     Some(match kind {
         "normal" => "normal[:rooms=LIST], e.g. normal:rooms=3",
-        "gpm_drop" => "gpm_drop[:rooms=LIST]:at=DURATION, e.g. gpm_drop:rooms=1-5:at=10m",
+        "gpm_drop" => {
+            "gpm_drop[:rooms=LIST]:at=DURATION[:share=LOST] (LOST: share of orders lost, above 0 up to 1, \
+             0.5 by default), e.g. gpm_drop:rooms=1-5:at=10m"
+        }
         "viewer_cliff" => "viewer_cliff[:rooms=LIST]:at=DURATION, e.g. viewer_cliff:rooms=7:at=15m",
         "sales_stall" => "sales_stall[:rooms=LIST]:at=DURATION, e.g. sales_stall:rooms=2,4:at=12m",
         "late_and_duplicates" => {
@@ -173,12 +181,12 @@ impl FromStr for RoomScenario {
             let slot = match key {
                 "rooms" => &mut rooms,
                 "at" if matches!(kind, "gpm_drop" | "viewer_cliff" | "sales_stall") => &mut at,
-                "share" if matches!(kind, "late_and_duplicates" | "malformed") => &mut share,
+                "share" if matches!(kind, "late_and_duplicates" | "malformed" | "gpm_drop") => &mut share,
                 "scale" if kind == "audience" => &mut scale,
                 _ => {
                     let only = match key {
                         "at" => " (only to gpm_drop, viewer_cliff and sales_stall)",
-                        "share" => " (only to late_and_duplicates and malformed)",
+                        "share" => " (only to gpm_drop, late_and_duplicates and malformed)",
                         "scale" => {
                             " (only to audience: give the scale as a scenario of its own, \
                                     e.g. audience:rooms=1-4:scale=10)"
@@ -203,6 +211,15 @@ impl FromStr for RoomScenario {
             }
             parse_duration_ms(v).map_err(|p| err(format!("`at={v}`: {p}")))
         };
+        // gpm_drop's share is what is lost: all of it (a stall of paid orders) is allowed,
+        // none is not a drop.
+        let lost = || -> Result<f64, ScenarioSpecError> {
+            let Some(v) = share else { return Ok(0.5) };
+            match v.trim().parse::<f64>() {
+                Ok(s) if s > 0.0 && s <= 1.0 => Ok(s),
+                _ => Err(err(format!("`share={v}` is not a share of orders lost, above 0 up to 1"))),
+            }
+        };
         let share = || -> Result<f64, ScenarioSpecError> {
             let v = share.ok_or_else(|| err("`share=` is missing".to_owned()))?;
             match v.trim().parse::<f64>() {
@@ -222,7 +239,7 @@ impl FromStr for RoomScenario {
         };
         let scenario = match kind {
             "normal" => Scenario::Normal,
-            "gpm_drop" => Scenario::GpmDrop { at_ms: at_ms()? },
+            "gpm_drop" => Scenario::GpmDrop { at_ms: at_ms()?, lost: lost()? },
             "viewer_cliff" => Scenario::ViewerCliff { at_ms: at_ms()? },
             "sales_stall" => Scenario::SalesStall { at_ms: at_ms()? },
             "late_and_duplicates" => Scenario::LateAndDuplicates { share: share()? },
@@ -298,6 +315,8 @@ pub(crate) struct Effects {
     pub malformed_share: f64,
     /// What the room's arrival rates are multiplied by (1 without `audience`).
     pub audience_scale: f64,
+    /// Share of the orders a `gpm_drop` loses from `gpm_drop_at`.
+    pub gpm_drop_lost: f64,
 }
 
 impl Effects {
@@ -313,12 +332,16 @@ impl Effects {
             duplicate_share: p.duplicate_share,
             malformed_share: p.malformed_share,
             audience_scale: 1.0,
+            gpm_drop_lost: 0.0,
         };
         let mut e = defaults.clone();
         for rs in p.scenarios.iter().filter(|rs| rs.rooms.contains(n)) {
             match rs.scenario {
                 Scenario::Normal => e = defaults.clone(),
-                Scenario::GpmDrop { at_ms } => e.gpm_drop_at = Some(at_ms),
+                Scenario::GpmDrop { at_ms, lost } => {
+                    e.gpm_drop_at = Some(at_ms);
+                    e.gpm_drop_lost = lost;
+                }
                 Scenario::ViewerCliff { at_ms } => e.cliff_at = Some(at_ms),
                 Scenario::SalesStall { at_ms } => e.stall_at = Some(at_ms),
                 Scenario::LateAndDuplicates { share } => {

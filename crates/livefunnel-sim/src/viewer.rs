@@ -6,8 +6,6 @@ use crate::model::*;
 /// Share of the viewers online at a `viewer_cliff` who leave within the
 /// minute, and of later arrivals who never enter.
 const CLIFF_DROP: f64 = 0.4;
-/// Share of the orders a `gpm_drop` room still gets.
-const GPM_KEEP: f64 = 0.5;
 
 /// Passes a viewer's events up to `until` (inclusive): a `viewer_cliff` cuts
 /// visits short. The room's draws stay the same, only what is emitted changes.
@@ -322,7 +320,9 @@ impl Room {
         let stall_at = self.fx.stall_at;
         let stalled = |t: i64| stall_at.is_some_and(|s| t >= s);
         // gpm_drop: the viewer clicks but does not order.
-        let dropped = pays && self.fx.gpm_drop_at.is_some_and(|g| created >= g) && !self.scn.chance(GPM_KEEP);
+        let dropped = pays
+            && self.fx.gpm_drop_at.is_some_and(|g| created >= g)
+            && !self.scn.chance(1.0 - self.fx.gpm_drop_lost);
         let placed = !dropped && !stalled(created);
         let o = Ev { product, order, qty, ..base };
         if placed {

@@ -3,7 +3,10 @@
 //! get ten times the audience (`audience` scenario: the simulator's rooms are
 //! realistically small, below the rules' volume guards), room 3 thirty times; room 3
 //! (private-led, the most orders) goes into `gpm_drop` and room 2 (public-led, the most viewers) into
-//! `viewer_cliff`. GPMDrop fires for room 3, OnlineViewersCliff for room 2, and no alert
+//! `viewer_cliff`. Room 3 loses 80 % of its orders, not the scenario's default half: order
+//! values are heavy-tailed, and with half the orders lost this room's 10-minute GPM ratios
+//! hovered at 0.55–0.61 around the rule's 0.6 for only six event minutes (measured offline
+//! with `livefunnel sim` on the same arguments), so the alert fired in some runs only. GPMDrop fires for room 3, OnlineViewersCliff for room 2, and no alert
 //! ever fires for any other room — rooms 1 and 4 are big and normal, the rest small.
 //!
 //! The rules are a copy of `deploy/prometheus/rules/*.yml` that differs only in the
@@ -191,7 +194,7 @@ fn gpm_drop_and_viewer_cliff_fire_and_nothing_else_does() {
             // GPM of a window swings with a few large orders: room 3 gets enough orders
             // (80–200 per 10 minutes) for a halving to stand out of that noise.
             .args(["--scenario", "audience:rooms=3:scale=30"])
-            .args(["--scenario", &format!("gpm_drop:rooms=3:at={ONSET_MINUTES}m")])
+            .args(["--scenario", &format!("gpm_drop:rooms=3:at={ONSET_MINUTES}m:share=0.8")])
             .args(["--scenario", &format!("viewer_cliff:rooms=2:at={ONSET_MINUTES}m")])
             .arg("--http")
             .arg(demo_addr.to_string())

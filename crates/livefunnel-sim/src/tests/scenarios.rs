@@ -33,7 +33,7 @@ fn count_in(ts: &[(String, i64)], start: &HashMap<String, i64>, from: i64, to: i
 }
 
 #[test]
-fn gpm_drop_halves_orders_per_viewer_from_t() {
+fn gpm_drop_takes_its_share_of_orders_per_viewer_from_t() {
     let base = params(100, 30, 31);
     let normal = accepted(&all_messages(base.clone()));
     let drop = accepted(&all_messages(with(&base, &["gpm_drop:rooms=1-80:at=12m"])));
@@ -60,6 +60,15 @@ fn gpm_drop_halves_orders_per_viewer_from_t() {
     eprintln!("gpm_drop: {orders} orders after T without it; orders per viewer ×{ratio:.2}");
     assert!(orders > 300, "{orders}");
     assert!((0.4..0.6).contains(&ratio), "orders per viewer after T ×{ratio}");
+
+    // A deeper drop, as the alert test uses: a fifth of the orders are left.
+    let deep = accepted(&all_messages(with(&base, &["gpm_drop:rooms=1-80:at=12m:share=0.8"])));
+    let (paid_deep, enter_deep) = (times(&deep, EventType::OrderPaid), times(&deep, EventType::Enter));
+    assert!(sorted(&enter_n) == sorted(&enter_deep), "the same viewers come");
+    assert_eq!(before(&paid_n), before(&paid_deep));
+    let ratio = per_viewer(&paid_deep) / per_viewer(&paid_n);
+    eprintln!("gpm_drop share=0.8: orders per viewer ×{ratio:.2}");
+    assert!((0.12..0.28).contains(&ratio), "orders per viewer after T ×{ratio} with share=0.8");
 }
 
 /// Viewers online at `t` (from `enter` until `leave`, or until their last
@@ -224,7 +233,17 @@ fn normal_clears_earlier_scenarios_and_the_last_of_a_kind_wins() {
 fn scenario_specs_parse() {
     use scenario::{RoomSet, Scenario};
     let cases = [
-        ("gpm_drop:rooms=1-5:at=10m", RoomSet::Ranges(vec![(1, 5)]), Scenario::GpmDrop { at_ms: 600_000 }),
+        (
+            "gpm_drop:rooms=1-5:at=10m",
+            RoomSet::Ranges(vec![(1, 5)]),
+            Scenario::GpmDrop { at_ms: 600_000, lost: 0.5 },
+        ),
+        (
+            "gpm_drop:rooms=3:share=0.8:at=35m",
+            RoomSet::Ranges(vec![(3, 3)]),
+            Scenario::GpmDrop { at_ms: 2_100_000, lost: 0.8 },
+        ),
+        ("gpm_drop:at=1m:share=1", RoomSet::All, Scenario::GpmDrop { at_ms: 60_000, lost: 1.0 }),
         (
             "viewer_cliff:rooms=7:at=15m",
             RoomSet::Ranges(vec![(7, 7)]),
@@ -250,9 +269,21 @@ fn scenario_specs_parse() {
 fn bad_scenario_specs_name_the_bad_part_and_the_expected_form() {
     let err = |s: &str| s.parse::<RoomScenario>().expect_err(s).to_string();
     let cases = [
-        ("gpm_dorp:at=10m", ["unknown scenario `gpm_dorp`", "gpm_drop[:rooms=LIST]:at=DURATION"]),
+        (
+            "gpm_dorp:at=10m",
+            ["unknown scenario `gpm_dorp`", "gpm_drop[:rooms=LIST]:at=DURATION[:share=LOST]"],
+        ),
         ("gpm_drop:rooms=1-5", ["`at=` is missing", "gpm_drop[:rooms=LIST]:at=DURATION"]),
         ("gpm_drop:at=10", ["`at=10` needs a unit", "e.g. gpm_drop:rooms=1-5:at=10m"]),
+        (
+            "gpm_drop:at=10m:share=0",
+            ["`share=0` is not a share of orders lost, above 0 up to 1", "gpm_drop[:rooms"],
+        ),
+        ("gpm_drop:at=10m:share=1.2", ["`share=1.2` is not a share of orders lost", "0.5 by default"]),
+        (
+            "viewer_cliff:at=10m:share=0.5",
+            ["`share=` does not apply to viewer_cliff (only to gpm_drop", "viewer_cliff["],
+        ),
         ("viewer_cliff:at=10q", ["`at=10q`", "viewer_cliff[:rooms=LIST]:at=DURATION"]),
         ("sales_stall:rooms=0-3:at=5m", ["`rooms=0-3`", "start at 1"]),
         ("sales_stall:rooms=5-3:at=5m", ["range `5-3` goes down", "sales_stall[:rooms=LIST]"]),

@@ -61,7 +61,7 @@ fn scenarios_repeat_in_order() {
         [
             RoomScenario {
                 rooms: RoomSet::Ranges(vec![(1, 5)]),
-                scenario: Scenario::GpmDrop { at_ms: 600_000 }
+                scenario: Scenario::GpmDrop { at_ms: 600_000, lost: 0.5 }
             },
             RoomScenario {
                 rooms: RoomSet::Ranges(vec![(7, 7)]),
