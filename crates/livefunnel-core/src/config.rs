@@ -110,7 +110,15 @@ pub struct EngineConfig {
     /// Distinct counts are exact up to this many values per row.
     pub exact_distinct_limit: usize,
     pub mode: TimeMode,
+    /// What the `user_id`s given to the engine are: [`USER_IDS_CLEAR`], or a label of
+    /// the pseudonymisation applied before the engine. The engine only records it in
+    /// its checkpoints: a state holding ids of one form restored under another would
+    /// see every viewer twice in each open window's and session's distinct counts.
+    pub user_id_form: String,
 }
+
+/// [`EngineConfig::user_id_form`] of ids as they arrive.
+pub const USER_IDS_CLEAR: &str = "clear";
 
 /// A configuration value that cannot be used, naming the key and the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,6 +156,7 @@ impl Default for EngineConfig {
             breakdown_windows: None,
             exact_distinct_limit: 100_000,
             mode: TimeMode::Replay,
+            user_id_form: USER_IDS_CLEAR.to_owned(),
         }
     }
 }

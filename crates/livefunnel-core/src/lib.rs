@@ -9,7 +9,7 @@ pub mod engine;
 pub mod event;
 pub mod row;
 
-pub use config::{ConfigError, EngineConfig, TimeMode, WindowSpec};
+pub use config::{ConfigError, EngineConfig, TimeMode, WindowSpec, USER_IDS_CLEAR};
 pub use decode::decode;
 pub use engine::{Engine, EngineStats, Outcome, RoomTotals, RunningRoom, StateError, STATE_FORMAT_VERSION};
 pub use event::{Event, EventType, Platform, Reason, Rejection, Source, SourceClass};

@@ -70,6 +70,26 @@ fn restore_with_another_config_names_what_differs() {
     assert!(msg.contains("time.allowed_lateness 120s, the config has 60s"), "{msg}");
     assert!(msg.contains("mode replay, the config has live"), "{msg}");
 
+    // Ids hashed before the engine (or with another salt) are other viewers: the
+    // distinct counts of every open window would see each viewer twice.
+    let hashed = EngineConfig {
+        user_id_form: "hmac-sha256 salt 1a2b3c4d".into(),
+        ..cfg(&["1m", "5m/10s", "session"])
+    };
+    let msg = Engine::restore(hashed.clone(), &snap).err().expect("other user id form").to_string();
+    assert!(
+        msg.contains(
+            "checkpoint was taken with user ids (privacy.hash_user_ids, privacy.salt) clear, the config has \
+             hmac-sha256 salt 1a2b3c4d"
+        ),
+        "{msg}"
+    );
+    let mut h = Engine::new(hashed.clone());
+    h.process(&ev(1, "r1", T::Like, T0, Some("u1")), 0, &mut Vec::new());
+    let resalted = EngineConfig { user_id_form: "hmac-sha256 salt 99999999".into(), ..hashed.clone() };
+    assert!(matches!(Engine::restore(resalted, &h.snapshot()), Err(StateError::ConfigMismatch { .. })));
+    assert!(Engine::restore(hashed, &h.snapshot()).is_ok());
+
     // What only steers the future may change across a restart.
     let mut steering = cfg(&["1m", "5m/10s", "session"]);
     steering.idle_grace_ms = 10_000;
@@ -94,7 +114,10 @@ fn foreign_truncated_and_future_bytes_are_named() {
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
     let mut future = snap.clone();
     future[4] = 99;
-    assert_eq!(Engine::restore(c, &future).err(), Some(StateError::Format { found: 99, supported: 1 }));
+    assert_eq!(
+        Engine::restore(c, &future).err(),
+        Some(StateError::Format { found: 99, supported: livefunnel_core::STATE_FORMAT_VERSION })
+    );
 }
 
 #[test]
@@ -318,17 +341,20 @@ fn pinned_events() -> (Vec<Event<'static>>, Vec<Event<'static>>) {
     (all, second)
 }
 
-/// A snapshot written by this format version must keep restoring to the same engine.
-/// If this fails after a change to any serialized type (a field, its order, an enum
-/// variant, of the engine or of `Event`'s enums): bump `STATE_FORMAT_VERSION`, then
-/// rewrite the fixture with `LIVEFUNNEL_BLESS_STATE=1`.
+/// A snapshot written by this format version must keep restoring to the same engine,
+/// and so must one of every earlier format still read. If this fails after a change to
+/// any serialized type (a field, its order, an enum variant, of the engine or of
+/// `Event`'s enums): bump `STATE_FORMAT_VERSION`, then write the new fixture with
+/// `LIVEFUNNEL_BLESS_STATE=1` (earlier fixtures stay as they are).
 #[test]
 fn state_format_is_pinned_by_a_checked_in_snapshot() {
-    let path = format!(
-        "{}/tests/fixtures/engine_state_v{}.bin",
-        env!("CARGO_MANIFEST_DIR"),
-        livefunnel_core::STATE_FORMAT_VERSION
-    );
+    for version in 1..=livefunnel_core::STATE_FORMAT_VERSION {
+        restores_the_pinned_snapshot(version);
+    }
+}
+
+fn restores_the_pinned_snapshot(version: u16) {
+    let path = format!("{}/tests/fixtures/engine_state_v{version}.bin", env!("CARGO_MANIFEST_DIR"));
     let c = cfg(&["1m", "5m/10s", "session"]);
     let (first, second) = pinned_events();
     let mut fresh = Engine::new(c.clone());
@@ -336,14 +362,24 @@ fn state_format_is_pinned_by_a_checked_in_snapshot() {
     for e in &first {
         fresh.process(e, 0, &mut rows);
     }
-    if std::env::var_os("LIVEFUNNEL_BLESS_STATE").is_some() {
+    let current = version == livefunnel_core::STATE_FORMAT_VERSION;
+    if current && std::env::var_os("LIVEFUNNEL_BLESS_STATE").is_some() {
         std::fs::write(&path, fresh.snapshot()).unwrap();
     }
     let pinned = std::fs::read(&path).unwrap_or_else(|e| {
         panic!("{path}: {e}: write it with LIVEFUNNEL_BLESS_STATE=1 after bumping STATE_FORMAT_VERSION")
     });
-    let mut restored = Engine::restore_exact(c, &pinned)
-        .unwrap_or_else(|e| panic!("{e}: the state format changed: bump STATE_FORMAT_VERSION"));
+    assert_eq!(u16::from_le_bytes([pinned[4], pinned[5]]), version, "{path} holds another format");
+    if current {
+        assert_eq!(
+            pinned,
+            fresh.snapshot(),
+            "{path}: the same engine writes other bytes: bump STATE_FORMAT_VERSION"
+        );
+    }
+    let mut restored = Engine::restore_exact(c, &pinned).unwrap_or_else(|e| {
+        panic!("format {version}: {e}: the state format changed: bump STATE_FORMAT_VERSION")
+    });
     let (mut want, mut got) = (Vec::new(), Vec::new());
     for e in &second {
         fresh.process(e, 0, &mut want);
@@ -352,6 +388,6 @@ fn state_format_is_pinned_by_a_checked_in_snapshot() {
     fresh.finish(&mut want);
     restored.finish(&mut got);
     assert!(want.len() > 10, "the scenario emits rows: {want:?}");
-    assert_eq!(got, want, "the pinned state restores to another engine: bump STATE_FORMAT_VERSION");
+    assert_eq!(got, want, "format {version}: the pinned state restores to another engine");
     assert_eq!(restored.stats(), fresh.stats());
 }

@@ -372,6 +372,7 @@ impl Config {
             breakdown_windows,
             exact_distinct_limit,
             mode,
+            user_id_form: self.privacy.user_id_form(),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -60,7 +60,7 @@ pub struct DemoArgs {
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_speed)]
     pub speed: f64,
     /// A scenario for some rooms, repeatable, exactly as `livefunnel sim --scenario`:
-    /// `KIND[:rooms=LIST][:at=DURATION|:share=FRACTION]`, e.g. `gpm_drop:rooms=1:at=20m`,
+    /// `KIND[:rooms=LIST][:at=DURATION][:share=FRACTION|:scale=F]`, e.g. `gpm_drop:rooms=1:at=20m`,
     /// `viewer_cliff:rooms=2:at=20m` (`at` counts from the room's own session_start).
     #[arg(long, value_name = "SPEC", value_parser = sim_cmd::parse_scenario)]
     pub scenario: Vec<RoomScenario>,

@@ -49,6 +49,17 @@ impl PrivacyConfig {
     pub fn hasher(&self) -> Option<UserIdHasher> {
         self.hash_user_ids.then(|| UserIdHasher::new(&self.salt))
     }
+
+    /// What the engine's user ids are, recorded in its checkpoints so a state is never
+    /// restored under another form: `clear`, or `hmac-sha256 salt <fingerprint>`. The
+    /// fingerprint is itself a keyed hash, of a fixed text: it tells salts apart
+    /// without showing them.
+    pub fn user_id_form(&self) -> String {
+        match self.hasher() {
+            None => livefunnel_core::USER_IDS_CLEAR.to_owned(),
+            Some(h) => format!("hmac-sha256 salt {}", &h.hash("livefunnel: salt fingerprint")[..8]),
+        }
+    }
 }
 
 /// Pseudonymises `user_id`s with a keyed hash; see the module documentation.
@@ -150,5 +161,24 @@ mod tests {
         assert!(cfg.check().is_ok());
         let shown = format!("{cfg:?} {:?}", cfg.hasher().unwrap());
         assert!(!shown.contains("pepper-xyz"), "{shown}");
+    }
+
+    #[test]
+    fn the_user_id_form_tells_clear_ids_and_salts_apart_without_the_salt() {
+        let hashed = |salt: &str| PrivacyConfig { hash_user_ids: true, salt: Secret::new(salt) };
+        assert_eq!(PrivacyConfig::default().user_id_form(), "clear");
+        let off_with_salt = PrivacyConfig { hash_user_ids: false, salt: Secret::new("pepper-xyz") };
+        assert_eq!(off_with_salt.user_id_form(), "clear", "a salt without hashing changes no id");
+        let form = hashed("pepper-xyz").user_id_form();
+        assert!(
+            form.starts_with("hmac-sha256 salt ") && form.len() == "hmac-sha256 salt ".len() + 8,
+            "{form}"
+        );
+        assert!(!form.contains("pepper"), "{form}");
+        assert_eq!(form, hashed("pepper-xyz").user_id_form(), "stable across restarts");
+        assert_ne!(form, hashed("pepper-xyy").user_id_form());
+        let cfg = crate::config::Config { privacy: hashed("pepper-xyz"), ..Default::default() };
+        let engine = cfg.engine_config(livefunnel_core::TimeMode::Live).unwrap();
+        assert_eq!(engine.user_id_form, form, "the engine's checkpoints record it");
     }
 }

@@ -43,13 +43,14 @@ pub struct SimModelArgs {
     #[arg(long)]
     pub malformed_share: Option<f64>,
     /// A scenario for some rooms, repeatable, applied in order:
-    /// `KIND[:rooms=LIST][:at=DURATION|:share=FRACTION|:scale=F]`, e.g. `gpm_drop:rooms=1-5:at=10m`,
-    /// `viewer_cliff:rooms=7:at=15m`, `sales_stall:rooms=2,4:at=12m`,
+    /// `KIND[:rooms=LIST][:at=DURATION][:share=FRACTION|:scale=F]`, e.g. `gpm_drop:rooms=1-5:at=10m`,
+    /// `gpm_drop:rooms=3:at=35m:share=0.8`, `viewer_cliff:rooms=7:at=15m`, `sales_stall:rooms=2,4:at=12m`,
     /// `late_and_duplicates:rooms=3:share=0.05`, `malformed:rooms=all:share=0.01`,
     /// `audience:rooms=1-4:scale=10`, `normal:rooms=3`.
     /// Rooms are numbered as in their ids (room 1 is room-0001), `all` by default; `at` counts from
-    /// the room's own session_start; `audience` multiplies the room's arrival rates by `scale`
-    /// (0.01 to 1000), keeping its conversion, order values and schedule.
+    /// the room's own session_start; gpm_drop's `share` is the share of orders lost (0.5 by
+    /// default); `audience` multiplies the room's arrival rates by `scale` (0.01 to 1000),
+    /// keeping its conversion, order values and schedule.
     #[arg(long, value_name = "SPEC", value_parser = parse_scenario)]
     pub scenario: Vec<RoomScenario>,
 }
@@ -313,7 +314,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parses one `--scenario` spec (`KIND[:rooms=LIST][:at=DURATION|:share=FRACTION]`);
+/// Parses one `--scenario` spec (`KIND[:rooms=LIST][:at=DURATION][:share=FRACTION|:scale=F]`);
 /// the error names the bad part and the expected form. Shared with `demo`.
 pub fn parse_scenario(s: &str) -> Result<RoomScenario, String> {
     s.parse().map_err(|e: livefunnel_sim::ScenarioSpecError| e.to_string())

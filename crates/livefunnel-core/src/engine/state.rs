@@ -23,8 +23,13 @@ use crate::row::Identity;
 
 /// Version of the state layout. Bump it on any change to a serialized type: field
 /// order, a field's type, an enum's variants (postcard writes variant indexes), the
-/// meaning of a value.
-pub const STATE_FORMAT_VERSION: u16 = 1;
+/// meaning of a value. Version 2 added the user id form to the configuration record;
+/// version 1 states are still read (their ids' form was not recorded, so it is not
+/// checked).
+pub const STATE_FORMAT_VERSION: u16 = 2;
+
+/// The first format, read for its configuration record without the user id form.
+const FORMAT_WITHOUT_USER_ID_FORM: u16 = 1;
 
 const MAGIC: &[u8; 4] = b"LFES";
 const HEADER_LEN: usize = 4 + 2 + 4;
@@ -35,7 +40,7 @@ const HEADER_LEN: usize = 4 + 2 + 4;
 pub enum StateError {
     #[error("not a livefunnel engine state (bad magic bytes): the checkpoint holds something else; delete the state directory to start over")]
     NotEngineState,
-    #[error("engine state format {found} is not readable by this build (it reads format {supported}): run the livefunnel version that wrote it, or delete the state directory to start over")]
+    #[error("engine state format {found} is not readable by this build (it reads formats 1 to {supported}): run the livefunnel version that wrote it, or delete the state directory to start over")]
     Format { found: u16, supported: u16 },
     #[error("engine state is corrupt ({detail}): delete the state directory to start over")]
     Corrupt { detail: String },
@@ -53,9 +58,18 @@ fn corrupt(detail: impl Into<String>) -> StateError {
 /// misread it (window indexes, pane width, folded presence, horizons, distinct sets).
 /// Values that only steer the future (`idle_grace`, `idle_timeout`, `max_future_skew`,
 /// `windows.breakdowns`) may change across a restart. Kept readable, not hashed, so a
-/// mismatch can say what differs.
+/// mismatch can say what differs. The form of the user ids is recorded too: the
+/// distinct sets hold ids of that form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct ConfigPrint {
+    shape: ShapePrint,
+    user_id_form: String,
+}
+
+/// The values format 1 recorded; postcard writes a nested struct's fields inline, so
+/// format 2 is this followed by the user id form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ShapePrint {
     windows: Vec<String>,
     out_of_orderness_ms: i64,
     allowed_lateness_ms: i64,
@@ -68,13 +82,16 @@ struct ConfigPrint {
 impl ConfigPrint {
     fn of(cfg: &EngineConfig) -> ConfigPrint {
         ConfigPrint {
-            windows: cfg.windows.iter().map(WindowSpec::name).collect(),
-            out_of_orderness_ms: cfg.out_of_orderness_ms,
-            allowed_lateness_ms: cfg.allowed_lateness_ms,
-            presence_timeout_ms: cfg.presence_timeout_ms,
-            session_idle_timeout_ms: cfg.session_idle_timeout_ms,
-            exact_distinct_limit: cfg.exact_distinct_limit as u64,
-            live: cfg.mode == TimeMode::Live,
+            shape: ShapePrint {
+                windows: cfg.windows.iter().map(WindowSpec::name).collect(),
+                out_of_orderness_ms: cfg.out_of_orderness_ms,
+                allowed_lateness_ms: cfg.allowed_lateness_ms,
+                presence_timeout_ms: cfg.presence_timeout_ms,
+                session_idle_timeout_ms: cfg.session_idle_timeout_ms,
+                exact_distinct_limit: cfg.exact_distinct_limit as u64,
+                live: cfg.mode == TimeMode::Live,
+            },
+            user_id_form: cfg.user_id_form.clone(),
         }
     }
 
@@ -94,23 +111,26 @@ impl ConfigPrint {
                 "replay"
             }
         }
+        let (then_form, now_form) = (self.user_id_form.clone(), now.user_id_form.clone());
+        let (this, now) = (&self.shape, &now.shape);
         let mut out = Vec::new();
         let mut diff = |what: &str, then: String, now: String| {
             if then != now {
                 out.push(format!("checkpoint was taken with {what} {then}, the config has {now}"));
             }
         };
-        diff("windows", format!("[{}]", self.windows.join(", ")), format!("[{}]", now.windows.join(", ")));
-        diff("time.out_of_orderness", ms(self.out_of_orderness_ms), ms(now.out_of_orderness_ms));
-        diff("time.allowed_lateness", ms(self.allowed_lateness_ms), ms(now.allowed_lateness_ms));
-        diff("time.presence_timeout", ms(self.presence_timeout_ms), ms(now.presence_timeout_ms));
-        diff("time.session_idle_timeout", ms(self.session_idle_timeout_ms), ms(now.session_idle_timeout_ms));
+        diff("windows", format!("[{}]", this.windows.join(", ")), format!("[{}]", now.windows.join(", ")));
+        diff("time.out_of_orderness", ms(this.out_of_orderness_ms), ms(now.out_of_orderness_ms));
+        diff("time.allowed_lateness", ms(this.allowed_lateness_ms), ms(now.allowed_lateness_ms));
+        diff("time.presence_timeout", ms(this.presence_timeout_ms), ms(now.presence_timeout_ms));
+        diff("time.session_idle_timeout", ms(this.session_idle_timeout_ms), ms(now.session_idle_timeout_ms));
         diff(
             "limits.exact_distinct_limit",
-            self.exact_distinct_limit.to_string(),
+            this.exact_distinct_limit.to_string(),
             now.exact_distinct_limit.to_string(),
         );
-        diff("mode", mode(self.live).to_owned(), mode(now.live).to_owned());
+        diff("mode", mode(this.live).to_owned(), mode(now.live).to_owned());
+        diff("user ids (privacy.hash_user_ids, privacy.salt)", then_form, now_form);
         out
     }
 }
@@ -188,16 +208,24 @@ impl Engine {
             });
         }
         let found = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if found != STATE_FORMAT_VERSION {
+        if found != STATE_FORMAT_VERSION && found != FORMAT_WITHOUT_USER_ID_FORM {
             return Err(StateError::Format { found, supported: STATE_FORMAT_VERSION });
         }
         let crc = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
         if crc32fast::hash(&bytes[HEADER_LEN..]) != crc {
             return Err(corrupt("checksum mismatch: truncated or damaged"));
         }
-        let (print, rest): (ConfigPrint, &[u8]) = postcard::take_from_bytes(&bytes[HEADER_LEN..])
-            .map_err(|e| corrupt(format!("configuration record: {e}")))?;
-        let differences = print.differences(&ConfigPrint::of(&cfg));
+        let now = ConfigPrint::of(&cfg);
+        let record = |e: postcard::Error| corrupt(format!("configuration record: {e}"));
+        let (print, rest) = if found == FORMAT_WITHOUT_USER_ID_FORM {
+            // Format 1 did not record the form of its ids, so it is not checked.
+            let (shape, rest): (ShapePrint, &[u8]) =
+                postcard::take_from_bytes(&bytes[HEADER_LEN..]).map_err(record)?;
+            (ConfigPrint { shape, user_id_form: now.user_id_form.clone() }, rest)
+        } else {
+            postcard::take_from_bytes::<ConfigPrint>(&bytes[HEADER_LEN..]).map_err(record)?
+        };
+        let differences = print.differences(&now);
         if !differences.is_empty() {
             return Err(StateError::ConfigMismatch { differences });
         }
