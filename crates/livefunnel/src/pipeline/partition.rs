@@ -91,7 +91,8 @@ struct Task {
     ctx: Ctx,
     rows: Vec<Row>,
     annotations: Vec<Annotation>,
-    dlq_inflight: FuturesUnordered<futures::future::BoxFuture<'static, Result<(), DeadLetter>>>,
+    /// Dead letters on their way; a failed one comes back with its attempt count.
+    dlq_inflight: FuturesUnordered<futures::future::BoxFuture<'static, Result<(), (DeadLetter, u32)>>>,
     last_checkpoint: Instant,
     partition_label: String,
     /// The engine's `after_session_final` count already added to its counter.
@@ -127,9 +128,9 @@ pub async fn run(
             biased;
             _ = &mut stop => break,
             Some(r) = t.dlq_inflight.next() => {
-                if let Err(d) = r {
+                if let Err((d, attempts)) = r {
                     t.ctx.metrics.pipeline.dead_letter_errors.inc();
-                    t.send_dead_letter(d);
+                    t.send_dead_letter(d, attempts);
                 }
             }
             ack = async { (&mut pending.as_mut().expect("guarded").ack).await }, if pending.is_some() => {
@@ -238,12 +239,18 @@ impl Task {
             key: msg.key.clone(),
             payload: msg.payload.clone().unwrap_or_default(),
         };
-        self.send_dead_letter(d);
+        self.send_dead_letter(d, 0);
     }
 
-    fn send_dead_letter(&mut self, d: DeadLetter) {
+    /// Sends `d`, after `attempts` failed deliveries of it: a failure librdkafka reports
+    /// at once (an unknown topic, an authorization error) would otherwise be retried
+    /// in a busy loop, so each retry waits twice as long as the one before, up to 5 s.
+    fn send_dead_letter(&mut self, d: DeadLetter, attempts: u32) {
         let dlq = self.ctx.dlq.clone();
         self.dlq_inflight.push(Box::pin(async move {
+            if attempts > 0 {
+                tokio::time::sleep(dead_letter_retry_delay(attempts)).await;
+            }
             let mut backoff = Duration::from_millis(50);
             loop {
                 match dlq.send(&d) {
@@ -251,10 +258,15 @@ impl Task {
                         return match fut.await {
                             Ok(Ok(_)) => Ok(()),
                             Ok(Err((e, _))) => {
-                                warn!(error = %e, "dead letter not delivered, sending again");
-                                Err(d)
+                                warn!(
+                                    error = %e,
+                                    attempts = attempts + 1,
+                                    retry_in_ms = dead_letter_retry_delay(attempts + 1).as_millis() as u64,
+                                    "dead letter not delivered, sending again"
+                                );
+                                Err((d, attempts + 1))
                             }
-                            Err(_) => Err(d),
+                            Err(_) => Err((d, attempts + 1)),
                         };
                     }
                     // A full local queue: wait for deliveries to make room.
@@ -329,9 +341,9 @@ impl Task {
         // Dead letters are part of "nothing lost": the offset moves past them only
         // once Kafka has them.
         while let Some(r) = self.dlq_inflight.next().await {
-            if let Err(d) = r {
+            if let Err((d, attempts)) = r {
                 self.ctx.metrics.pipeline.dead_letter_errors.inc();
-                self.send_dead_letter(d);
+                self.send_dead_letter(d, attempts);
             }
         }
         let ck = Checkpoint {
@@ -387,5 +399,26 @@ impl Task {
         self.last_checkpoint = Instant::now();
         debug!(topic = %topic, partition = self.s.a.partition, offset = off, "checkpoint");
         Ok(())
+    }
+}
+
+/// The wait before the `attempts`-th resend of a dead letter: 100 ms, doubling, at most 5 s.
+fn dead_letter_retry_delay(attempts: u32) -> Duration {
+    debug_assert!(attempts > 0, "the first send does not wait");
+    Duration::from_millis(100u64.saturating_mul(1 << attempts.saturating_sub(1).min(10)))
+        .min(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_retries_back_off_to_five_seconds() {
+        let ms = |a| dead_letter_retry_delay(a).as_millis();
+        assert_eq!(
+            [ms(1), ms(2), ms(3), ms(6), ms(7), ms(40), ms(u32::MAX)],
+            [100, 200, 400, 3_200, 5_000, 5_000, 5_000]
+        );
     }
 }
