@@ -118,10 +118,12 @@ impl KafkaCheckpointStore {
         s: KafkaStoreSettings,
     ) -> Result<KafkaCheckpointStore, StateError> {
         debug_assert!(s.chunk_bytes > 0);
-        // The readers are plain assigned consumers: none of the group's own settings.
+        // The readers are plain assigned consumers: none of the group's own settings
+        // (librdkafka checks them against its defaults: a user's max.poll.interval.ms
+        // below the default session.timeout.ms would refuse to make a reader).
         let mut props = ClientConfig::new();
         for (k, v) in user {
-            if !matches!(k.as_str(), "group.id" | "group.instance.id") && !k.starts_with("enable.auto.") {
+            if !crate::is_group_membership(k) {
                 props.set(k, v);
             }
         }

@@ -146,20 +146,26 @@ pub fn producer_config(user: &BTreeMap<String, String>) -> ClientConfig {
 }
 
 fn is_consumer_only(key: &str) -> bool {
+    is_group_membership(key)
+        || key.starts_with("auto.")
+        || key.starts_with("fetch.")
+        || key == "enable.partition.eof"
+        || key == "isolation.level"
+        || key == "check.crcs"
+        || key.starts_with("queued.")
+}
+
+/// Settings of a consumer group member and of its offset commits, which a consumer
+/// that only assigns itself partitions must not carry.
+pub(crate) fn is_group_membership(key: &str) -> bool {
     key == "group.id"
         || key == "group.instance.id"
-        || key.starts_with("auto.")
+        || key == "group.protocol"
         || key.starts_with("enable.auto.")
         || key.starts_with("session.timeout")
         || key.starts_with("heartbeat.")
         || key.starts_with("partition.assignment")
         || key.starts_with("max.poll")
-        || key.starts_with("fetch.")
-        || key == "enable.partition.eof"
-        || key == "isolation.level"
-        || key == "check.crcs"
-        || key == "group.protocol"
-        || key.starts_with("queued.")
 }
 
 #[cfg(test)]

@@ -19,7 +19,12 @@ fn cluster() -> MockCluster<'static, DefaultProducerContext> {
 }
 
 fn store(brokers: &str, group: &str, chunk_bytes: usize) -> KafkaCheckpointStore {
-    let props = [("bootstrap.servers".to_string(), brokers.to_string())].into();
+    store_with(&[("bootstrap.servers", brokers)], group, chunk_bytes)
+}
+
+/// The store opened with these `[kafka]` client properties.
+fn store_with(user: &[(&str, &str)], group: &str, chunk_bytes: usize) -> KafkaCheckpointStore {
+    let props = user.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     KafkaCheckpointStore::open(
         &props,
         KafkaStoreSettings {
@@ -111,6 +116,30 @@ fn a_manifest_whose_chunks_are_gone_is_an_error_naming_the_fix() {
     let msg = err.to_string();
     assert!(!err.is_retryable(), "{msg}");
     assert!(msg.contains("g/room-events/0") && msg.contains("cleanup.policy=compact"), "{msg}");
+}
+
+/// The group's own settings are the input consumer's: with a `max.poll.interval.ms`
+/// below librdkafka's default `session.timeout.ms` (45 s), a reader that took them
+/// could not be made at all.
+#[test]
+fn the_group_members_settings_do_not_reach_the_readers() {
+    let mock = cluster();
+    let brokers = mock.bootstrap_servers();
+    let s = store_with(
+        &[
+            ("bootstrap.servers", &brokers),
+            // The input consumer's session.timeout.ms is livefunnel's default (10 s),
+            // not a user property.
+            ("max.poll.interval.ms", "15000"),
+            ("heartbeat.interval.ms", "1000"),
+            ("group.instance.id", "instance-1"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+        ],
+        "g",
+        1_000,
+    );
+    s.save(&ck(1, 42, 3_000)).unwrap();
+    assert_eq!(s.load("room-events", 1).unwrap(), Some(ck(1, 42, 3_000)));
 }
 
 #[test]
