@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 
 use cluster::*;
 use common::*;
-use livefunnel_clickhouse::ClickHouseConfig;
-use livefunnel_testkit::ClickHouseServer;
 
 const PARTITIONS: i32 = 24;
 const INSTANCES: usize = 3;
@@ -24,30 +22,12 @@ const KILLS: usize = 10;
 
 #[test]
 fn faultsuite_kill_9_in_a_loop_loses_and_duplicates_nothing() {
-    init_logs();
-    let server = ClickHouseServer::spawn();
-    let mock = livefunnel_kafka::rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-    mock.create_topic(TOPIC, PARTITIONS, 1).unwrap();
-    // As many store partitions as input partitions: each keeps one input partition's
-    // checkpoints, within the mock broker's 5 MB per partition.
-    mock.create_topic(STORE_TOPIC, PARTITIONS, 1).unwrap();
-    mock.create_topic(DLQ_TOPIC, 4, 1).unwrap();
-    let brokers = mock.bootstrap_servers();
-    let dir = tempfile::tempdir().unwrap();
-    let ch = ClickHouseConfig {
-        url: server.http_url(),
-        database: "crash_loop".into(),
-        batch_interval_ms: 200,
-        ..Default::default()
-    };
-    let inputs = sim_inputs(200, 9, 200_000, PARTITIONS);
-    let expected = latest(&replay_rows(&inputs));
+    let c = Cluster::new("crash_loop", PARTITIONS, 4, sim_inputs(200, 9, 200_000, PARTITIONS));
+    let (rt, brokers, ch, inputs) = (&c.rt, &c.brokers, &c.ch, &c.inputs);
     let mut rng = Lcg(seed());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
-    let mut instances: Vec<Instance> = (0..INSTANCES)
-        .map(|i| Instance::start(&format!("i{i}"), dir.path(), &brokers, &ch, "crash-loop"))
-        .collect();
+    let mut instances: Vec<Instance> =
+        (0..INSTANCES).map(|i| c.start(&format!("i{i}"), "crash-loop")).collect();
     let logs = |inst: &[Instance]| inst.iter().map(|i| i.log_tail(80)).collect::<Vec<_>>().join("\n");
 
     // About 170 s of stream; from 10 s in, a kill 1–4 s after the previous one has
@@ -62,7 +42,7 @@ fn faultsuite_kill_9_in_a_loop_loses_and_duplicates_nothing() {
     for k in 0..KILLS {
         std::thread::sleep(Duration::from_millis(1_000 + rng.below(3_000)));
         let victim = rng.below(INSTANCES as u64) as usize;
-        let before = rt.block_on(epochs_by_partition(&ch, PARTITIONS));
+        let before = rt.block_on(epochs_by_partition(ch, PARTITIONS));
         let killed_at = Instant::now();
         instances[victim].signal(9);
         let st = instances[victim].wait_exit(Duration::from_secs(10));
@@ -76,7 +56,7 @@ fn faultsuite_kill_9_in_a_loop_loses_and_duplicates_nothing() {
         // Fresh rows again: every partition that had rows before the kill has rows
         // written by a newer owner (every rebalance re-claims each partition's epoch).
         loop {
-            let now = rt.block_on(epochs_by_partition(&ch, PARTITIONS));
+            let now = rt.block_on(epochs_by_partition(ch, PARTITIONS));
             if before.iter().all(|(p, e)| now.get(p).is_some_and(|n| n > e)) {
                 let took = killed_at.elapsed();
                 eprintln!("kill {k}: instance i{victim}, fresh rows in every partition after {took:?}");
@@ -104,27 +84,13 @@ fn faultsuite_kill_9_in_a_loop_loses_and_duplicates_nothing() {
     );
 
     let t0 = Instant::now();
-    loop {
-        let last = match rt.block_on(clickhouse_latest(&ch)) {
-            Ok(actual) => match diff(&expected, &actual) {
-                None => break,
-                Some(d) => d,
-            },
-            Err(e) => e,
-        };
-        assert!(
-            t0.elapsed() < Duration::from_secs(180),
-            "clickhouse never matched replay: {last}\n{}",
-            logs(&instances)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    c.wait_for_replay(Duration::from_secs(180), || logs(&instances));
     eprintln!("clickhouse equals replay {:?} after the stream ended", t0.elapsed());
 
     // Dead letters: exactly replay's rejections, each with its reason, none missing.
-    let want = expected_dead_letters(&inputs, &offsets);
+    let want = expected_dead_letters(inputs, &offsets);
     assert!(want.len() > 1_000, "the stream must carry malformed messages; {} here", want.len());
-    let got = read_dead_letters(&brokers);
+    let got = dead_letters_by_source(brokers, want.len());
     if got != want {
         let missing: Vec<_> = want.iter().filter(|(k, _)| !got.contains_key(k)).take(5).collect();
         let extra: Vec<_> = got.iter().filter(|(k, v)| want.get(k) != Some(v)).take(5).collect();

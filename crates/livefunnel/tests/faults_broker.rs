@@ -11,22 +11,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use livefunnel::pipeline::{self, Settings, SinkKind, Status, World};
-use livefunnel_clickhouse::ClickHouseConfig;
-use livefunnel_core::TimeMode;
 use livefunnel_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-use livefunnel_kafka::rdkafka::message::{Headers, Message};
 use livefunnel_kafka::rdkafka::mocking::{MockCluster, MockCoordinator};
-use livefunnel_kafka::rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use livefunnel_kafka::rdkafka::producer::DefaultProducerContext;
 use livefunnel_kafka::rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use livefunnel_kafka::rdkafka::ClientConfig;
 use livefunnel_testkit::ClickHouseServer;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 6;
 const BROKERS: i32 = 3;
@@ -36,10 +30,6 @@ const GROUP: &str = "faults-broker";
 const COORDINATOR: i32 = 3;
 
 type Mock = MockCluster<'static, DefaultProducerContext>;
-
-fn dlq_topic() -> String {
-    format!("{TOPIC}.dlq")
-}
 
 /// The leader every input partition starts with.
 fn leader_of(p: i32) -> i32 {
@@ -60,11 +50,6 @@ fn replace(line: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
         }
     }
     out
-}
-
-fn room_of(line: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(line).ok()?;
-    v.get("room_id")?.as_str().map(str::to_owned)
 }
 
 /// The sample's lines, each in `COPIES` copies with renamed rooms, interleaved so every
@@ -100,103 +85,11 @@ fn stream() -> Vec<Input> {
 /// appended twice), `chunk` messages at a time with `pause` in between, so the stream
 /// lasts through the faults.
 async fn produce_paced(brokers: String, inputs: Vec<Input>, chunk: usize, pause: Duration) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()
-        .expect("creating the test producer");
+    let producer = producer(&brokers);
     for part in inputs.chunks(chunk) {
-        // All at once: `send` enqueues only when polled, so awaiting one by one would
-        // wait for each delivery before the next message is even queued.
-        let sends = part.iter().map(|i| {
-            let rec = FutureRecord::to(TOPIC).partition(i.partition).key(&i.key[..]).payload(&i.payload[..]);
-            producer.send(rec, Duration::from_secs(120))
-        });
-        for r in futures::future::join_all(sends).await {
-            r.expect("producing a test message");
-        }
+        produce_with(&producer, part).await;
         tokio::time::sleep(pause).await;
     }
-}
-
-/// Per input: its offset in its partition (the topic starts empty, nothing is duplicated).
-fn offsets(inputs: &[Input]) -> Vec<i64> {
-    let mut next = BTreeMap::<i32, i64>::new();
-    inputs
-        .iter()
-        .map(|i| {
-            let o = next.entry(i.partition).or_default();
-            *o += 1;
-            *o - 1
-        })
-        .collect()
-}
-
-/// What replay rejects: (source partition, source offset) -> reason.
-fn expected_dead_letters(inputs: &[Input]) -> BTreeMap<(i32, i64), String> {
-    let mut text = Vec::new();
-    for i in inputs {
-        text.extend_from_slice(&i.payload);
-        text.push(b'\n');
-    }
-    let mut dead = Vec::new();
-    livefunnel::replay::replay(&text[..], std::io::sink(), Some(&mut dead), engine_config(TimeMode::Replay))
-        .expect("replay");
-    let offs = offsets(inputs);
-    dead.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let v: Value = serde_json::from_slice(l).unwrap();
-            let n = v["line"].as_u64().expect("line") as usize - 1;
-            ((inputs[n].partition, offs[n]), v["reason"].as_str().unwrap().to_owned())
-        })
-        .collect()
-}
-
-/// Every message of the dead-letter topic, read until `settle` passes without a new
-/// one: (source partition, source offset, reason).
-fn read_dead_letters(brokers: &str, settle: Duration) -> Vec<(i32, i64, String)> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "dlq-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    c.subscribe(&[&dlq_topic()]).unwrap();
-    let mut out = Vec::new();
-    let mut last = Instant::now();
-    while last.elapsed() < settle {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            let h = m.headers().expect("dead letters carry headers");
-            let get = |name: &str| {
-                h.iter()
-                    .find(|x| x.key == name)
-                    .and_then(|x| x.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default()
-            };
-            assert_eq!(get("livefunnel.source.topic"), TOPIC);
-            out.push((
-                get("livefunnel.source.partition").parse().expect("a partition header"),
-                get("livefunnel.source.offset").parse().expect("an offset header"),
-                get("livefunnel.reason"),
-            ));
-            last = Instant::now();
-        }
-    }
-    out
-}
-
-fn committed(brokers: &str) -> Vec<Option<i64>> {
-    let c: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", GROUP).create().unwrap();
-    let mut tpl = livefunnel_kafka::rdkafka::TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(TOPIC, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
-    got.elements().iter().map(|e| e.offset().to_raw()).collect()
 }
 
 fn high_watermarks(brokers: &str) -> Vec<i64> {
@@ -204,31 +97,6 @@ fn high_watermarks(brokers: &str) -> Vec<i64> {
     (0..PARTITIONS)
         .map(|p| c.fetch_watermarks(TOPIC, p, Duration::from_secs(10)).expect("watermarks").1)
         .collect()
-}
-
-async fn metrics(addr: std::net::SocketAddr) -> String {
-    http_get(addr, "/metrics").await.map(|(_, body)| body).unwrap_or_default()
-}
-
-fn settings(brokers: &str, ch: ClickHouseConfig, state: &std::path::Path) -> Settings {
-    let kafka = livefunnel::run_config::KafkaConfig {
-        brokers: brokers.to_owned(),
-        topics: vec![TOPIC.to_owned()],
-        group_id: GROUP.to_owned(),
-        ..Default::default()
-    };
-    let engine = engine_config(TimeMode::Live);
-    Settings {
-        signals: livefunnel::run_config::SignalsConfig::default().resolve(&engine.windows),
-        engine,
-        kafka,
-        sink: SinkKind::ClickHouse(ch),
-        state_dir: state.to_owned(),
-        shared_store: None,
-        checkpoint_interval_ms: 1_000,
-        series_ttl_ms: 15 * 60_000,
-        privacy: None,
-    }
 }
 
 /// The fault schedule's log: what was done when, printed as it goes.
@@ -338,27 +206,22 @@ fn faultsuite_broker_faults_lose_and_duplicate_nothing() {
     let server = ClickHouseServer::spawn();
     let mock = MockCluster::new(BROKERS).expect("starting the mock cluster");
     mock.create_topic(TOPIC, PARTITIONS, BROKERS).expect("creating the input topic");
-    mock.create_topic(&dlq_topic(), 3, BROKERS).expect("creating the dead-letter topic");
+    mock.create_topic(DLQ_TOPIC, 3, BROKERS).expect("creating the dead-letter topic");
     for p in 0..PARTITIONS {
         mock.partition_leader(TOPIC, p, Some(leader_of(p))).unwrap();
     }
     mock.coordinator(MockCoordinator::Group(GROUP.into()), COORDINATOR).unwrap();
     let brokers = mock.bootstrap_servers();
     let inputs = stream();
-    let expected = latest(&replay_rows(&inputs));
-    let want_dead = expected_dead_letters(&inputs);
+    let expected = latest(&replay_inputs(&inputs).rows);
+    let want_dead = expected_dead_letters(&inputs, &fresh_offsets(&inputs));
     assert!(inputs.len() > 30_000, "{}", inputs.len());
     assert!(want_dead.len() > 100, "{}", want_dead.len());
     let dir = tempfile::tempdir().unwrap();
-    let ch = ClickHouseConfig {
-        url: server.http_url(),
-        database: "faults_broker".into(),
-        batch_interval_ms: 200,
-        ..Default::default()
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let ch = ch_config(&server, "faults_broker");
+    let rt = runtime();
     let (first, rest) = inputs.split_at(inputs.len() / 4);
-    let first_dead = want_dead.len() - expected_dead_letters(rest).len();
+    let first_dead = want_dead.len() - replay_inputs(rest).rejected.len();
     steps.note(&format!(
         "{} messages, {} rejected by replay, {} latest rows",
         inputs.len(),
@@ -385,23 +248,11 @@ fn faultsuite_broker_faults_lose_and_duplicate_nothing() {
         steps.note(&format!(
             "first quarter produced ({first_dead} bad); produce errors armed; pipeline starting"
         ));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let world = World {
-            registry: prometheus::Registry::new(),
-            http: Some(listener),
-            shutdown: shutdown.clone(),
-            abort: CancellationToken::new(),
-        };
-        let handle = tokio::spawn(pipeline::run(
-            settings(&brokers, ch.clone(), dir.path()),
-            world,
-            Arc::new(Status::default()),
-        ));
+        let Pipeline { shutdown, addr, handle } =
+            start_pipeline(test_settings(&brokers, GROUP, ch.clone(), dir.path())).await;
         let t = Instant::now();
         loop {
-            let text = metrics(addr).await;
+            let text = scrape(addr).await;
             if series_sum(&text, "livefunnel_dead_letters_total") >= first_dead as f64 {
                 break;
             }
@@ -428,19 +279,23 @@ fn faultsuite_broker_faults_lose_and_duplicate_nothing() {
         // Nothing produced twice: the input partitions hold each message once.
         let b = brokers.clone();
         let hw = tokio::task::spawn_blocking(move || high_watermarks(&b)).await.unwrap();
-        let per_partition: Vec<i64> =
-            (0..PARTITIONS).map(|p| inputs.iter().filter(|i| i.partition == p).count() as i64).collect();
+        let per_partition = partition_ends(&inputs, PARTITIONS);
         assert_eq!(hw, per_partition, "input messages per partition");
 
         wait_for_clickhouse(&ch, &expected, Duration::from_secs(180)).await;
         steps.note("clickhouse equals replay");
 
         let b = brokers.clone();
-        let got =
-            tokio::task::spawn_blocking(move || read_dead_letters(&b, Duration::from_secs(5))).await.unwrap();
+        let n = want_dead.len();
+        let got = tokio::task::spawn_blocking(move || {
+            read_dead_letters(&b, n, Duration::from_secs(5), Duration::from_secs(120))
+        })
+        .await
+        .unwrap();
         let mut seen = BTreeMap::<(i32, i64), (String, usize)>::new();
-        for (p, o, reason) in got.iter().cloned() {
-            seen.entry((p, o)).or_insert((reason, 0)).1 += 1;
+        for d in &got {
+            assert_eq!(d.source_topic, TOPIC);
+            seen.entry((d.source_partition, d.source_offset)).or_insert((d.reason.clone(), 0)).1 += 1;
         }
         let twice: Vec<_> = seen.iter().filter(|(_, (_, n))| *n > 1).collect();
         let missing: Vec<_> = want_dead.keys().filter(|k| !seen.contains_key(k)).take(10).collect();
@@ -459,7 +314,7 @@ fn faultsuite_broker_faults_lose_and_duplicate_nothing() {
             got.len(),
             seen.len(),
             want_dead.len(),
-            by_reason(&mut got.iter().map(|g| &g.2))
+            by_reason(&mut got.iter().map(|g| &g.reason))
         ));
         assert!(missing.is_empty(), "dead letters missing (partition, offset): {missing:?}");
         assert!(extra.is_empty(), "dead letters replay does not reject: {extra:?}");
@@ -471,12 +326,12 @@ fn faultsuite_broker_faults_lose_and_duplicate_nothing() {
             &twice[..twice.len().min(10)]
         );
         assert_eq!(
-            by_reason(&mut got.iter().map(|g| &g.2)),
+            by_reason(&mut got.iter().map(|g| &g.reason)),
             by_reason(&mut want_dead.values()),
             "dead letters by reason"
         );
 
-        let text = metrics(addr).await;
+        let text = scrape(addr).await;
         steps.note(&format!(
             "consumed {} accepted {} duplicate {} checkpoints ok {} failed {}",
             series_sum(&text, "livefunnel_events_consumed_total"),
@@ -493,7 +348,9 @@ fn faultsuite_broker_faults_lose_and_duplicate_nothing() {
         r.expect("the pipeline ends without an error");
         // The stop commits every partition's end, whatever commits failed before.
         let b = brokers.clone();
-        let committed = tokio::task::spawn_blocking(move || committed(&b)).await.unwrap();
+        let committed =
+            tokio::task::spawn_blocking(move || committed_offsets(&b, GROUP, PARTITIONS)).await.unwrap();
+        let committed: Vec<Option<i64>> = committed.into_iter().map(|o| o.to_raw()).collect();
         let ends: Vec<Option<i64>> = per_partition.iter().map(|&e| Some(e)).collect();
         assert_eq!(committed, ends, "committed offsets after the stop");
     });

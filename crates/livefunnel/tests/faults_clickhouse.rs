@@ -21,8 +21,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use faults::*;
-use livefunnel_clickhouse::ClickHouseConfig;
-use livefunnel_kafka::rdkafka::producer::FutureRecord;
 use livefunnel_testkit::ClickHouseServer;
 
 const PARTITIONS: i32 = 12;
@@ -46,9 +44,7 @@ async fn produce_paced(brokers: String, inputs: Vec<Input>, over: Duration, prod
     let mut pending = Vec::with_capacity(inputs.len());
     for chunk in inputs.chunks(50) {
         for i in chunk {
-            // `send_result` enqueues now; a `send` future would only enqueue once awaited.
-            let rec = FutureRecord::to(TOPIC).partition(i.partition).key(&i.key[..]).payload(&i.payload[..]);
-            pending.push(p.send_result(rec).map_err(|(e, _)| e).expect("enqueueing a test message"));
+            pending.push(enqueue(&p, i).await);
         }
         let done = produced.fetch_add(chunk.len() as u64, Ordering::SeqCst) + chunk.len() as u64;
         let due = start + over.mul_f64(done as f64 / total);
@@ -100,7 +96,7 @@ struct Sample {
 }
 
 fn inserted_rows(text: &str) -> u64 {
-    let all = sum_series(text, "livefunnel_clickhouse_insert_rows_total");
+    let all = series_sum(text, "livefunnel_clickhouse_insert_rows_total");
     let annotations =
         series_value(text, "livefunnel_clickhouse_insert_rows_total", &[("table", "annotations")])
             .unwrap_or(0.0);
@@ -108,9 +104,9 @@ fn inserted_rows(text: &str) -> u64 {
 }
 
 fn processed(text: &str) -> u64 {
-    (sum_series(text, "livefunnel_events_accepted_total")
-        + sum_series(text, "livefunnel_events_duplicate_total")
-        + sum_series(text, "livefunnel_events_rejected_total")) as u64
+    (series_sum(text, "livefunnel_events_accepted_total")
+        + series_sum(text, "livefunnel_events_duplicate_total")
+        + series_sum(text, "livefunnel_events_rejected_total")) as u64
 }
 
 #[test]
@@ -145,14 +141,15 @@ fn faultsuite_clickhouse_outage_pauses_consumption_then_catches_up() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let ch = ClickHouseConfig { url: server.http_url(), database: "faults_ch".into(), ..Default::default() };
+    let ch = ch_config(&server, "faults_ch");
     let group = "faults-ch";
     // No idle advance while consumption is paused: the live result stays the replay's.
-    let (config, addr) = write_config(
+    let addr = free_local_addr();
+    let config = write_run_config(
         dir.path(),
-        &RunConfig { brokers: &brokers, clickhouse: &ch, group, idle_timeout: "10m", kafka: &[] },
+        &RunConfig { idle_timeout: Some("10m"), ..RunConfig::new(&brokers, &ch, group, addr) },
     );
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let mut run = Run::start(&config, addr, &dir.path().join("run.log"));
         let produced = Arc::new(AtomicU64::new(0));
@@ -162,7 +159,7 @@ fn faultsuite_clickhouse_outage_pauses_consumption_then_catches_up() {
         // Rows reach ClickHouse and checkpoints complete before the outage.
         wait_for(&run, "rows in clickhouse before the outage", BEFORE_OUTAGE, Duration::from_millis(200), move || async move {
             let text = scrape(addr).await;
-            let ok = sum_series(&text, "livefunnel_checkpoints_total");
+            let ok = series_sum(&text, "livefunnel_checkpoints_total");
             (inserted_rows(&text) == 0 || ok == 0.0 || series_value(&text, "livefunnel_clickhouse_up", &[]) != Some(1.0))
                 .then(|| format!("inserted {} rows, {ok} checkpoints", inserted_rows(&text)))
         })
@@ -180,7 +177,7 @@ fn faultsuite_clickhouse_outage_pauses_consumption_then_catches_up() {
                 at: stopped.elapsed(),
                 readyz,
                 up: series_value(&text, "livefunnel_clickhouse_up", &[]),
-                consumed: sum_series(&text, "livefunnel_events_consumed_total") as u64,
+                consumed: series_sum(&text, "livefunnel_events_consumed_total") as u64,
                 produced: produced.load(Ordering::SeqCst),
                 rss_kib: run.rss_kib(),
             });
@@ -188,7 +185,7 @@ fn faultsuite_clickhouse_outage_pauses_consumption_then_catches_up() {
         }
         let at_restart = scrape(addr).await;
         let (consumed_at_restart, inserted_at_restart) =
-            (sum_series(&at_restart, "livefunnel_events_consumed_total") as u64, inserted_rows(&at_restart));
+            (series_sum(&at_restart, "livefunnel_events_consumed_total") as u64, inserted_rows(&at_restart));
         let t0 = Instant::now();
         server.start();
         let restarted = Instant::now();
@@ -232,11 +229,11 @@ fn faultsuite_clickhouse_outage_pauses_consumption_then_catches_up() {
         let mut fresh_since: Option<(Duration, String)> = None;
         let fresh = loop {
             let text = scrape(addr).await;
-            let consumed = sum_series(&text, "livefunnel_events_consumed_total") as u64;
+            let consumed = series_sum(&text, "livefunnel_events_consumed_total") as u64;
             if consumed == total && caught_up.is_none() {
                 caught_up = Some(restarted.elapsed());
             }
-            let emitted = sum_series(&text, "livefunnel_rows_emitted_total") as u64;
+            let emitted = series_sum(&text, "livefunnel_rows_emitted_total") as u64;
             let ok = consumed == total && processed(&text) == total && inserted_rows(&text) == emitted;
             match (&fresh_since, ok) {
                 (Some((at, first)), true) => break (*at, first.clone()),

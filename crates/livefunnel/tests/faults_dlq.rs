@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use faults::*;
-use livefunnel_clickhouse::ClickHouseConfig;
 use livefunnel_kafka::rdkafka::types::RDKafkaRespErr;
 use livefunnel_testkit::ClickHouseServer;
 
@@ -59,8 +58,7 @@ fn faultsuite_undeliverable_dead_letters_hold_the_committed_offset() {
     let (inputs, a_len) = phases();
     let e = Expect::new(inputs, PARTITIONS);
     let (a, b) = e.inputs.split_at(a_len);
-    let a_ends: Vec<i64> =
-        (0..PARTITIONS).map(|p| a.iter().filter(|i| i.partition == p).count() as i64).collect();
+    let a_ends = partition_ends(a, PARTITIONS);
     // Phase A has no dead letter; the first of each partition is its malformed marker.
     for p in 0..PARTITIONS {
         let first = e.dead.keys().filter(|k| k.0 == p).map(|k| k.1).min();
@@ -69,7 +67,7 @@ fn faultsuite_undeliverable_dead_letters_hold_the_committed_offset() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let ch = ClickHouseConfig { url: server.http_url(), database: "faults_dlq".into(), ..Default::default() };
+    let ch = ch_config(&server, "faults_dlq");
     let group = "faults-dlq";
     // Failures surface within seconds instead of librdkafka's defaults (30 s to call a
     // topic missing, 5 min per message), and the healed topic is seen within a second.
@@ -78,14 +76,15 @@ fn faultsuite_undeliverable_dead_letters_hold_the_committed_offset() {
         ("topic.metadata.refresh.interval.ms", "1000"),
         ("message.timeout.ms", "5000"),
     ];
-    let (config, addr) = write_config(
+    let addr = free_local_addr();
+    let config = write_run_config(
         dir.path(),
-        &RunConfig { brokers: &brokers, clickhouse: &ch, group, idle_timeout: "10m", kafka: &kafka },
+        &RunConfig { idle_timeout: Some("10m"), kafka: &kafka, ..RunConfig::new(&brokers, &ch, group, addr) },
     );
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let p = producer(&brokers);
-        produce_all(&p, a).await;
+        produce_with(&p, a).await;
         let mut run = Run::start(&config, addr, &dir.path().join("run.log"));
         let (brokers_ref, a_ends_ref) = (&brokers, &a_ends);
         wait_for(
@@ -102,7 +101,7 @@ fn faultsuite_undeliverable_dead_letters_hold_the_committed_offset() {
 
         // Phase B while the DLQ is unavailable: the pipeline reads past the dead
         // letters, but no checkpoint can include them.
-        produce_all(&p, b).await;
+        produce_with(&p, b).await;
         let start = Instant::now();
         let mut polls = 0;
         while start.elapsed() < OUTAGE {
@@ -118,8 +117,8 @@ fn faultsuite_undeliverable_dead_letters_hold_the_committed_offset() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let text = scrape(addr).await;
-        let consumed = sum_series(&text, "livefunnel_events_consumed_total") as i64;
-        let errors = sum_series(&text, "livefunnel_dead_letter_errors_total");
+        let consumed = series_sum(&text, "livefunnel_events_consumed_total") as i64;
+        let errors = series_sum(&text, "livefunnel_dead_letter_errors_total");
         let held = committed(&brokers, group, PARTITIONS).await;
         eprintln!(
             "dlq outage: {polls} polls over {OUTAGE:?}; consumed {consumed} of {} (phase A {a_len}), \

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use common::*;
 use faults::*;
-use livefunnel_clickhouse::ClickHouseConfig;
 use livefunnel_core::Reason;
 use livefunnel_testkit::ClickHouseServer;
 use serde_json::Value;
@@ -223,30 +222,30 @@ fn faultsuite_poison_of_every_reason_and_a_10_mib_message_are_routed_and_stop_no
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let ch =
-        ClickHouseConfig { url: server.http_url(), database: "faults_poison".into(), ..Default::default() };
+    let ch = ch_config(&server, "faults_poison");
     let group = "faults-poison";
     // The dead-letter producer must be able to send the 10 MiB message back out.
     let kafka = [("message.max.bytes", MAX_MESSAGE_BYTES)];
-    let (config, addr) = write_config(
+    let addr = free_local_addr();
+    let config = write_run_config(
         dir.path(),
-        &RunConfig { brokers: &brokers, clickhouse: &ch, group, idle_timeout: "10m", kafka: &kafka },
+        &RunConfig { idle_timeout: Some("10m"), kafka: &kafka, ..RunConfig::new(&brokers, &ch, group, addr) },
     );
     let huge =
         *intended.keys().find(|n| e.inputs[**n].payload.len() > HUGE_BYTES).expect("the 10 MiB message");
     assert_eq!(e.ends[HUGE_PARTITION as usize], 1, "the 10 MiB message is alone on its partition");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let p = producer(&brokers);
-        produce_all(&p, &e.inputs[..huge]).await;
+        produce_with(&p, &e.inputs[..huge]).await;
         let mut run = Run::start(&config, addr, &dir.path().join("run.log"));
         // The 10 MiB message arrives while the pipeline is busy with the stream.
         wait_for(&run, "consuming started", Duration::from_secs(60), Duration::from_millis(100), || async {
-            let got = sum_series(&scrape(addr).await, "livefunnel_events_consumed_total");
+            let got = series_sum(&scrape(addr).await, "livefunnel_events_consumed_total");
             (got == 0.0).then(|| "nothing consumed".to_owned())
         })
         .await;
-        produce_all(&p, &e.inputs[huge..]).await;
+        produce_with(&p, &e.inputs[huge..]).await;
         common_check(&e, &run, &brokers, &ch, group).await;
 
         // Every reason's count on /metrics is exactly the injected poison plus the

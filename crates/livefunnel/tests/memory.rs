@@ -9,16 +9,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use livefunnel_clickhouse::ClickHouseConfig;
 use livefunnel_kafka::rdkafka::mocking::MockCluster;
-use livefunnel_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
-use livefunnel_kafka::rdkafka::ClientConfig;
-use livefunnel_testkit::{free_port, ClickHouseServer};
+use livefunnel_testkit::ClickHouseServer;
 
 /// The cap on the process's peak resident memory at 10,000 rooms (override:
 /// `MEMORY_RSS_CAP_MIB`): about 1.5 times the ~1,020 MiB peak measured when written
@@ -69,94 +65,9 @@ fn room_events(room: usize, base_ts: i64, partitions: i32) -> Vec<Input> {
         .collect()
 }
 
-/// `livefunnel run`, killed if the test panics.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Proc {
-    fn tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`).
-    fn status_kib(&self, field: &str) -> u64 {
-        let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_else(|e| panic!("reading /proc status: {e}; log:\n{}", self.tail()));
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok()
-            })
-            .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.child.id()))
-    }
-
-    fn assert_alive(&mut self) {
-        if let Some(st) = self.child.try_wait().unwrap() {
-            panic!("livefunnel run exited with {st}; log:\n{}", self.tail());
-        }
-    }
-}
-
-/// Produces `inputs`, every send at once: `send` enqueues only when polled, so
-/// awaiting one by one would wait for each delivery before queueing the next.
-async fn produce_all(brokers: &str, inputs: &[Input]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .create()
-        .expect("creating the test producer");
-    for part in inputs.chunks(20_000) {
-        let sends = part.iter().map(|i| {
-            let rec = FutureRecord::to(TOPIC).partition(i.partition).key(&i.key[..]).payload(&i.payload[..]);
-            producer.send(rec, Duration::from_secs(60))
-        });
-        for r in futures::future::join_all(sends).await {
-            r.expect("producing a test message");
-        }
-    }
-}
-
-/// The instance's configuration: the mock cluster, ClickHouse, checkpoint files under
-/// `dir/state` every 2 s.
-fn write_config(dir: &Path, brokers: &str, ch: &ClickHouseConfig, http: std::net::SocketAddr) -> PathBuf {
-    let path = dir.join("livefunnel.toml");
-    let text = format!(
-        r#"
-[kafka]
-brokers = "{brokers}"
-group_id = "memory"
-topics = ["{TOPIC}"]
-
-[clickhouse]
-url = "{}"
-database = "{}"
-batch_interval_ms = 200
-
-[checkpoint]
-dir = "{}"
-interval = "2s"
-
-[http]
-listen = "{http}"
-"#,
-        ch.url,
-        ch.database,
-        dir.join("state").display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+/// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(p: &Run, field: &str) -> u64 {
+    p.status_kib(field).unwrap_or_else(|| p.fail(format!("no {field} in /proc/{}/status", p.pid())))
 }
 
 /// Bytes of the checkpoint files in `dir`.
@@ -182,34 +93,26 @@ fn faultsuite_ten_thousand_live_rooms_stay_under_the_memory_cap() {
     mock.create_topic(TOPIC, partitions, 1).expect("creating the input topic");
     let brokers = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
-    let ch = ClickHouseConfig { url: server.http_url(), database: "memory".into(), ..Default::default() };
-    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = write_config(dir.path(), &brokers, &ch, http);
-    let log = dir.path().join("run.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_livefunnel"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("starting livefunnel run");
-    let mut p = Proc { child, log };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let scrape = |rt: &tokio::runtime::Runtime| -> String {
-        rt.block_on(http_get(http, "/metrics")).map(|(_, body)| body).unwrap_or_default()
-    };
+    let ch = ch_config(&server, "memory");
+    let http = free_local_addr();
+    // Checkpoints every 2 s.
+    let config = write_run_config(
+        dir.path(),
+        &RunConfig { checkpoint_interval: "2s", ..RunConfig::new(&brokers, &ch, "memory", http) },
+    );
+    let mut p = Run::start(&config, http, &dir.path().join("run.log"));
+    let rt = runtime();
     // Polls `/metrics` until `done` holds; panics with the log tail after `limit`.
-    let wait = |p: &mut Proc, what: &str, limit: Duration, done: &dyn Fn(&str) -> bool| {
+    let wait = |p: &mut Run, what: &str, limit: Duration, done: &dyn Fn(&str) -> bool| {
         let t = Instant::now();
         loop {
-            let text = scrape(&rt);
+            let text = rt.block_on(scrape(http));
             if done(&text) {
                 return text;
             }
             p.assert_alive();
             if t.elapsed() > limit {
-                panic!("{what}: not within {limit:?}; log:\n{}", p.tail());
+                p.fail(format!("{what}: not within {limit:?}"));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -222,11 +125,13 @@ fn faultsuite_ten_thousand_live_rooms_stay_under_the_memory_cap() {
     let t = Instant::now();
     while rt.block_on(http_get(http, "/readyz")).map(|(c, _)| c).unwrap_or(0) != 200 {
         p.assert_alive();
-        assert!(t.elapsed() < Duration::from_secs(60), "/readyz never 200; log:\n{}", p.tail());
+        if t.elapsed() > Duration::from_secs(60) {
+            p.fail("/readyz never 200");
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let idle_kib = p.status_kib("VmRSS");
+    let idle_kib = status_kib(&p, "VmRSS");
 
     // The load, in waves.
     let base_ts = std::time::UNIX_EPOCH.elapsed().unwrap().as_millis() as i64;
@@ -236,12 +141,12 @@ fn faultsuite_ten_thousand_live_rooms_stay_under_the_memory_cap() {
         let events: Vec<Input> = (wave..end).flat_map(|r| room_events(r, base_ts, partitions)).collect();
         viewers_total += (wave..end).map(viewers).sum::<usize>();
         produced += events.len();
-        rt.block_on(produce_all(&brokers, &events));
+        rt.block_on(produce(&brokers, &events));
         let want = produced as f64;
         wait(&mut p, &format!("consuming {produced} events"), Duration::from_secs(120), &|t| {
             series_sum(t, "livefunnel_events_consumed_total") >= want
         });
-        let rss = p.status_kib("VmRSS");
+        let rss = status_kib(&p, "VmRSS");
         peak_sampled = peak_sampled.max(rss);
         eprintln!(
             "[memory +{:>5.1}s] {end} rooms, {produced} events consumed, VmRSS {:.1} MiB",
@@ -270,10 +175,10 @@ fn faultsuite_ten_thousand_live_rooms_stay_under_the_memory_cap() {
     let limit = Duration::from_secs(60 + rooms as u64 / 250);
     wait(&mut p, "a checkpoint of every partition", limit, &|t| ok(t) >= before + 2.0 * partitions as f64);
     let ckpt = checkpoint_bytes(&dir.path().join("state"));
-    let loaded_kib = p.status_kib("VmRSS");
-    let exposition = scrape(&rt);
+    let loaded_kib = status_kib(&p, "VmRSS");
+    let exposition = rt.block_on(scrape(http));
     let room_series = exposition.lines().filter(|l| !l.starts_with('#') && l.contains("room_id=")).count();
-    let hwm_kib = p.status_kib("VmHWM").max(peak_sampled);
+    let hwm_kib = status_kib(&p, "VmHWM").max(peak_sampled);
     let per_room = (loaded_kib.saturating_sub(idle_kib) * 1024) as f64 / rooms as f64;
     eprintln!(
         "[memory] rooms {rooms} partitions {partitions} viewers {viewers_total} events {produced}: \
@@ -293,15 +198,7 @@ fn faultsuite_ten_thousand_live_rooms_stay_under_the_memory_cap() {
     assert!(loaded_kib > idle_kib, "the rooms' state shows in VmRSS");
 
     // A clean stop.
-    let rc = Command::new("kill").arg("-15").arg(p.child.id().to_string()).status().unwrap();
-    assert!(rc.success());
-    let t = Instant::now();
-    loop {
-        if let Some(st) = p.child.try_wait().unwrap() {
-            assert!(st.success(), "SIGTERM must exit 0, got {st}; log:\n{}", p.tail());
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(60), "no exit after SIGTERM; log:\n{}", p.tail());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    p.signal(15);
+    let st = p.wait_exit(Duration::from_secs(60));
+    assert!(st.success(), "SIGTERM must exit 0, got {st}; log:\n{}", p.log_tail(40));
 }

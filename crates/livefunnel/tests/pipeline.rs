@@ -3,114 +3,14 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use livefunnel::pipeline::{self, Settings, SinkKind, Status, World};
-use livefunnel_clickhouse::ClickHouseConfig;
-use livefunnel_core::TimeMode;
-use livefunnel_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-use livefunnel_kafka::rdkafka::message::{Headers, Message};
-use livefunnel_kafka::rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use livefunnel_kafka::rdkafka::ClientConfig;
+use livefunnel_kafka::rdkafka::topic_partition_list::Offset;
 use livefunnel_testkit::ClickHouseServer;
-use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 2;
-
-fn settings(brokers: &str, ch: ClickHouseConfig, state: &std::path::Path) -> Settings {
-    let kafka = livefunnel::run_config::KafkaConfig {
-        brokers: brokers.to_owned(),
-        topics: vec![TOPIC.to_owned()],
-        group_id: "e2e".to_owned(),
-        ..Default::default()
-    };
-    let engine = engine_config(TimeMode::Live);
-    Settings {
-        signals: livefunnel::run_config::SignalsConfig::default().resolve(&engine.windows),
-        engine,
-        kafka,
-        sink: SinkKind::ClickHouse(ch),
-        state_dir: state.to_owned(),
-        shared_store: None,
-        checkpoint_interval_ms: 1_000,
-        series_ttl_ms: 15 * 60_000,
-        privacy: None,
-    }
-}
-
-fn ch_config(server: &ClickHouseServer, db: &str) -> ClickHouseConfig {
-    ClickHouseConfig {
-        url: server.http_url(),
-        database: db.to_owned(),
-        batch_interval_ms: 200,
-        ..Default::default()
-    }
-}
-
-struct Running {
-    shutdown: CancellationToken,
-    addr: std::net::SocketAddr,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-async fn start(s: Settings) -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let world = World {
-        registry: prometheus::Registry::new(),
-        http: Some(listener),
-        shutdown: shutdown.clone(),
-        abort: CancellationToken::new(),
-    };
-    let handle = tokio::spawn(pipeline::run(s, world, Arc::new(Status::default())));
-    Running { shutdown, addr, handle }
-}
-
-fn committed(brokers: &str) -> Vec<Offset> {
-    let c: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "e2e").create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(TOPIC, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    got.elements().iter().map(|e| e.offset()).collect()
-}
-
-/// Dead letters in the DLQ topic: (reason header, source offset header) per message.
-fn dead_letters(brokers: &str, expect: usize) -> Vec<(String, String, String)> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "dlq-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    c.subscribe(&[&format!("{TOPIC}.dlq")]).unwrap();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while out.len() < expect && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            let h = m.headers().expect("dead letters carry headers");
-            let get = |name: &str| {
-                h.iter()
-                    .find(|x| x.key == name)
-                    .and_then(|x| x.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default()
-            };
-            assert_eq!(get("livefunnel.source.topic"), TOPIC);
-            out.push((
-                get("livefunnel.reason"),
-                get("livefunnel.source.partition"),
-                get("livefunnel.source.offset"),
-            ));
-        }
-    }
-    out
-}
+const GROUP: &str = "e2e";
 
 #[test]
 fn run_writes_what_replay_computes_dead_letters_and_live_metrics() {
@@ -122,7 +22,7 @@ fn run_writes_what_replay_computes_dead_letters_and_live_metrics() {
     let started = unix_secs();
     f.rt.block_on(async {
         produce(brokers, inputs).await;
-        let r = start(settings(brokers, ch.clone(), state.path())).await;
+        let r = start_pipeline(test_settings(brokers, GROUP, ch.clone(), state.path())).await;
         wait_for_clickhouse(&ch, expected, Duration::from_secs(120)).await;
 
         // The room counters on /metrics: the same totals as the replay's minute rows.
@@ -174,27 +74,20 @@ fn run_writes_what_replay_computes_dead_letters_and_live_metrics() {
         assert_eq!(code, 200, "{body}");
 
         // Every rejected line is in the DLQ, with its reason.
-        let summary = {
-            let mut text = Vec::new();
-            for i in inputs {
-                text.extend_from_slice(&i.payload);
-                text.push(b'\n');
-            }
-            livefunnel::replay::replay(&text[..], std::io::sink(), None, engine_config(TimeMode::Replay))
-                .unwrap()
-        };
+        let summary = replay_inputs(inputs).summary;
         let rejected: u64 = summary.rejected.iter().sum();
         assert!(rejected > 0, "the sample has bad lines");
         let dlq = tokio::task::spawn_blocking({
             let b = brokers.clone();
-            move || dead_letters(&b, rejected as usize)
+            move || read_dead_letters(&b, rejected as usize, Duration::ZERO, Duration::from_secs(30))
         })
         .await
         .unwrap();
         assert_eq!(dlq.len() as u64, rejected);
         let mut by_reason = std::collections::BTreeMap::<String, u64>::new();
-        for (reason, _, _) in &dlq {
-            *by_reason.entry(reason.clone()).or_default() += 1;
+        for d in &dlq {
+            assert_eq!(d.source_topic, TOPIC);
+            *by_reason.entry(d.reason.clone()).or_default() += 1;
         }
         let want: std::collections::BTreeMap<String, u64> = livefunnel_core::Reason::ALL
             .iter()
@@ -207,11 +100,10 @@ fn run_writes_what_replay_computes_dead_letters_and_live_metrics() {
         // A clean stop: final checkpoints, offsets committed at the end of each partition.
         r.shutdown.cancel();
         r.handle.await.unwrap().unwrap();
-        let ends: Vec<i64> =
-            (0..PARTITIONS).map(|p| inputs.iter().filter(|i| i.partition == p).count() as i64).collect();
+        let ends = partition_ends(inputs, PARTITIONS);
         let got = tokio::task::spawn_blocking({
             let b = brokers.clone();
-            move || committed(&b)
+            move || committed_offsets(&b, GROUP, PARTITIONS)
         })
         .await
         .unwrap();
@@ -230,7 +122,7 @@ fn clickhouse_down_at_start_then_up() {
     let ch = ch_config(&server, "e2e_down");
     f.rt.block_on(async {
         produce(brokers, inputs).await;
-        let r = start(settings(brokers, ch.clone(), state.path())).await;
+        let r = start_pipeline(test_settings(brokers, GROUP, ch.clone(), state.path())).await;
         tokio::time::sleep(Duration::from_secs(4)).await;
         let (code, body) = http_get(r.addr, "/readyz").await.unwrap();
         assert_eq!(code, 503, "{body}");
@@ -238,7 +130,7 @@ fn clickhouse_down_at_start_then_up() {
         // Nothing is committed while the rows cannot be written.
         let got = tokio::task::spawn_blocking({
             let b = brokers.clone();
-            move || committed(&b)
+            move || committed_offsets(&b, GROUP, PARTITIONS)
         })
         .await
         .unwrap();

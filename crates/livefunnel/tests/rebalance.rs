@@ -14,33 +14,14 @@ use std::time::{Duration, Instant};
 
 use cluster::*;
 use common::*;
-use livefunnel_clickhouse::ClickHouseConfig;
-use livefunnel_testkit::ClickHouseServer;
 
 const PARTITIONS: i32 = 16;
 
 #[test]
 fn faultsuite_instances_joining_and_leaving_hand_partitions_over_exactly() {
-    init_logs();
-    let server = ClickHouseServer::spawn();
-    let mock = livefunnel_kafka::rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-    mock.create_topic(TOPIC, PARTITIONS, 1).unwrap();
-    // As many store partitions as input partitions: each keeps one input partition's
-    // checkpoints, within the mock broker's 5 MB per partition.
-    mock.create_topic(STORE_TOPIC, PARTITIONS, 1).unwrap();
-    mock.create_topic(DLQ_TOPIC, 2, 1).unwrap();
-    let brokers = mock.bootstrap_servers();
-    let dir = tempfile::tempdir().unwrap();
-    let ch = ClickHouseConfig {
-        url: server.http_url(),
-        database: "rebalance".into(),
-        batch_interval_ms: 200,
-        ..Default::default()
-    };
-    let inputs = sim_inputs(200, 6, 100_000, PARTITIONS);
-    let expected = latest(&replay_rows(&inputs));
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let start = |name: &str| Instance::start(name, dir.path(), &brokers, &ch, "rebalance");
+    let c = Cluster::new("rebalance", PARTITIONS, 2, sim_inputs(200, 6, 100_000, PARTITIONS));
+    let (rt, brokers, inputs) = (&c.rt, &c.brokers, &c.inputs);
+    let start = |name: &str| c.start(name, "rebalance");
 
     let producing = {
         let (brokers, inputs) = (brokers.clone(), inputs.clone());
@@ -76,35 +57,20 @@ fn faultsuite_instances_joining_and_leaving_hand_partitions_over_exactly() {
     let offsets = rt.block_on(producing).expect("producer task");
     let logs = |inst: &[Instance]| inst.iter().map(|i| i.log_tail(30)).collect::<Vec<_>>().join("\n");
 
-    let t0 = Instant::now();
-    loop {
-        let last = match rt.block_on(clickhouse_latest(&ch)) {
-            Ok(actual) => match diff(&expected, &actual) {
-                None => break,
-                Some(d) => d,
-            },
-            Err(e) => e,
-        };
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "clickhouse never matched replay: {last}\n{}",
-            logs(&live)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let want = expected_dead_letters(&inputs, &offsets);
+    c.wait_for_replay(Duration::from_secs(120), || logs(&live));
+    let want = expected_dead_letters(inputs, &offsets);
     assert!(want.len() > 500, "the stream must carry malformed messages; {} here", want.len());
-    let got = read_dead_letters(&brokers);
+    let got = dead_letters_by_source(brokers, want.len());
     assert_eq!(got.len(), want.len(), "dead letters by source offset");
     assert!(got == want, "dead letters differ from replay's rejections");
 
     // Each room on exactly one live instance, with the whole stream's GMV.
-    let totals = room_totals(&expected);
+    let totals = room_totals(&c.expected);
     let t1 = Instant::now();
     loop {
         let scrapes: Vec<String> = live
             .iter()
-            .map(|i| rt.block_on(http_get(i.http, "/metrics")).map(|r| r.1).unwrap_or_default())
+            .map(|i| rt.block_on(http_get(i.addr, "/metrics")).map(|r| r.1).unwrap_or_default())
             .collect();
         let wrong: Vec<String> = totals
             .iter()

@@ -5,50 +5,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use livefunnel_clickhouse::ClickHouseConfig;
-use livefunnel_testkit::{free_port, ClickHouseServer};
+use livefunnel_testkit::ClickHouseServer;
 
 const PARTITIONS: i32 = 2;
-
-struct Proc {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-fn start_run(config: &std::path::Path, addr: std::net::SocketAddr, log: &std::path::Path) -> Proc {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_livefunnel"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("starting livefunnel run");
-    Proc { child, addr }
-}
-
-fn signal(p: &Proc, sig: i32) {
-    let pid = p.child.id() as i32;
-    // `kill` the command: the workspace forbids unsafe code, so no libc::kill.
-    let rc = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
-    assert!(rc.success(), "kill -{sig} {pid}");
-}
-
-fn wait_exit(p: &mut Proc, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(start.elapsed() < limit, "livefunnel run did not exit within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn checkpoints(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| {
@@ -56,51 +18,17 @@ fn checkpoints(dir: &std::path::Path) -> usize {
     })
 }
 
-fn write_config(
-    dir: &std::path::Path,
-    brokers: &str,
-    ch: &ClickHouseConfig,
-    http: std::net::SocketAddr,
-) -> std::path::PathBuf {
-    let path = dir.join("livefunnel.toml");
-    let text = format!(
-        r#"
-[time]
-idle_timeout = "1s"
-
-[kafka]
-brokers = "{brokers}"
-group_id = "restart"
-topics = ["{TOPIC}"]
-
-[clickhouse]
-url = "{}"
-database = "{}"
-batch_interval_ms = 200
-
-[checkpoint]
-dir = "{}"
-interval = "1s"
-
-[http]
-listen = "{http}"
-"#,
-        ch.url,
-        ch.database,
-        dir.join("state").display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[test]
 fn sigterm_and_kill9_restarts_give_the_uninterrupted_results() {
     let server = ClickHouseServer::spawn();
     let f = Fixture::new(PARTITIONS);
     let (brokers, inputs, expected, dir) = (&f.brokers, &f.inputs, &f.expected, &f.dir);
-    let ch = ClickHouseConfig { url: server.http_url(), database: "restart".into(), ..Default::default() };
-    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = write_config(dir.path(), brokers, &ch, http);
+    let ch = ch_config(&server, "restart");
+    let http = free_local_addr();
+    let config = write_run_config(
+        dir.path(),
+        &RunConfig { idle_timeout: Some("1s"), ..RunConfig::new(brokers, &ch, "restart", http) },
+    );
     let log = dir.path().join("run.log");
     let state = dir.path().join("state");
     let dump_log = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -110,44 +38,30 @@ fn sigterm_and_kill9_restarts_give_the_uninterrupted_results() {
     f.rt.block_on(async {
         // 1. The first third, then a clean SIGTERM once both partitions checkpointed.
         produce(brokers, first).await;
-        let mut p = start_run(&config, http, &log);
+        let mut p = Run::start(&config, http, &log);
         let t0 = Instant::now();
         while checkpoints(&state) < PARTITIONS as usize {
             assert!(t0.elapsed() < Duration::from_secs(60), "no checkpoints; log:\n{}", dump_log());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        signal(&p, 15);
-        let st = wait_exit(&mut p, Duration::from_secs(30));
+        p.signal(15);
+        let st = p.wait_exit(Duration::from_secs(30));
         assert!(st.success(), "SIGTERM must exit 0, got {st:?}; log:\n{}", dump_log());
 
         // 2. The second third with a new process, killed -9 at a random moment.
         produce(brokers, second).await;
-        let mut p = start_run(&config, http, &log);
+        let mut p = Run::start(&config, http, &log);
         let ms = 1_500 + (std::process::id() as u64 * 7919 + t0.elapsed().as_nanos() as u64) % 2_500;
         tokio::time::sleep(Duration::from_millis(ms)).await;
-        signal(&p, 9);
-        let st = wait_exit(&mut p, Duration::from_secs(10));
+        p.signal(9);
+        let st = p.wait_exit(Duration::from_secs(10));
         assert!(!st.success());
 
         // 3. The rest, and a third process that runs to the end.
         produce(brokers, third).await;
-        let mut p = start_run(&config, http, &log);
-        let deadline = Duration::from_secs(150);
-        let t1 = Instant::now();
-        loop {
-            let ok = match clickhouse_latest(&ch).await {
-                Ok(actual) => diff(expected, &actual),
-                Err(e) => Some(e),
-            };
-            match ok {
-                None => break,
-                Some(d) if t1.elapsed() > deadline => {
-                    panic!("clickhouse never matched the uninterrupted result: {d}\nlog:\n{}", dump_log())
-                }
-                Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-            }
-        }
+        let mut p = Run::start(&config, http, &log);
+        wait_for_clickhouse_or(&ch, expected, Duration::from_secs(150), dump_log).await;
         // Counters continue from their checkpoints: they show the whole input's totals.
         let totals = room_totals(expected);
         let t2 = Instant::now();
@@ -174,8 +88,8 @@ fn sigterm_and_kill9_restarts_give_the_uninterrupted_results() {
             assert!(t2.elapsed() < Duration::from_secs(20), "room counters after restarts: {wrong:?}");
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        signal(&p, 15);
-        let st = wait_exit(&mut p, Duration::from_secs(30));
+        p.signal(15);
+        let st = p.wait_exit(Duration::from_secs(30));
         assert!(st.success(), "{st:?}; log:\n{}", dump_log());
     });
 }

@@ -7,15 +7,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
 use livefunnel::privacy::UserIdHasher;
 use livefunnel_clickhouse::{ClickHouseConfig, Secret};
 use livefunnel_core::TimeMode;
-use livefunnel_testkit::{free_port, ClickHouseServer, WRITER_PASSWORD, WRITER_USER};
+use livefunnel_testkit::{ClickHouseServer, WRITER_PASSWORD, WRITER_USER};
 use serde_json::Value;
 
 const PARTITIONS: i32 = 2;
@@ -36,9 +37,8 @@ fn assert_no_secret(what: &str, text: &str) {
     }
 }
 
-/// The binary with no inherited `LIVEFUNNEL_*` variables.
-fn livefunnel() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_livefunnel"));
+/// `cmd` without the `LIVEFUNNEL_*` variables it would inherit.
+fn without_livefunnel_env(mut cmd: Command) -> Command {
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("LIVEFUNNEL_") {
             cmd.env_remove(key);
@@ -47,72 +47,43 @@ fn livefunnel() -> Command {
     cmd
 }
 
+/// The binary with no inherited `LIVEFUNNEL_*` variables.
+fn livefunnel() -> Command {
+    without_livefunnel_env(Command::new(env!("CARGO_BIN_EXE_livefunnel")))
+}
+
+/// The writer's ClickHouse settings at `url`, database `sec` (the password comes from
+/// the environment, never from the file).
+fn sec_clickhouse(url: String) -> ClickHouseConfig {
+    ClickHouseConfig {
+        url,
+        database: "sec".into(),
+        user: WRITER_USER.into(),
+        password: WRITER_PASSWORD.into(),
+        batch_interval_ms: 200,
+        ..Default::default()
+    }
+}
+
 /// `[kafka]` carries SASL secrets as a deployment would, over plaintext (the mock
 /// cluster speaks no SASL): librdkafka accepts and ignores them for PLAINTEXT.
-fn write_config(dir: &Path, brokers: &str, ch_url: &str, http: std::net::SocketAddr) -> std::path::PathBuf {
-    let path = dir.join("livefunnel.toml");
-    let text = format!(
-        r#"
-[kafka]
-brokers = "{brokers}"
-group_id = "security"
-topics = ["{TOPIC}"]
-"sasl.mechanism" = "SCRAM-SHA-256"
-"sasl.password" = "{SASL_PASSWORD}"
-
-[clickhouse]
-url = "{ch_url}"
-database = "sec"
-user = "{WRITER_USER}"
-batch_interval_ms = 200
-
-[checkpoint]
-dir = "{}"
-interval = "1s"
-
-[http]
-listen = "{http}"
-
-[privacy]
-hash_user_ids = true
-salt = "{SALT}"
-"#,
-        dir.join("state").display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+fn write_config(dir: &Path, brokers: &str, ch: &ClickHouseConfig, http: SocketAddr) -> PathBuf {
+    let kafka = [("sasl.mechanism", "SCRAM-SHA-256"), ("sasl.password", SASL_PASSWORD)];
+    let privacy = format!("\n[privacy]\nhash_user_ids = true\nsalt = \"{SALT}\"\n");
+    write_run_config(
+        dir,
+        &RunConfig { kafka: &kafka, extra: &privacy, ..RunConfig::new(brokers, ch, "security", http) },
+    )
 }
 
-fn start_run(config: &Path, ch_password: &str, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    livefunnel()
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "debug")
+/// `run` at debug level with the ClickHouse password `ch_password` and an SSL key
+/// password from the environment.
+fn start_run(config: &Path, http: SocketAddr, ch_password: &str, log: &Path) -> Run {
+    let mut cmd = without_livefunnel_env(run_command(config, log));
+    cmd.env("RUST_LOG", "debug")
         .env("LIVEFUNNEL_CLICKHOUSE__PASSWORD", ch_password)
-        .env("LIVEFUNNEL_KAFKA__SSL__KEY__PASSWORD", SSL_KEY_PASSWORD)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("starting livefunnel run")
-}
-
-fn stop(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    if child.try_wait().unwrap().is_none() {
-        let rc = Command::new("kill").arg("-15").arg(child.id().to_string()).status().unwrap();
-        assert!(rc.success());
-    }
-    let t = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if t.elapsed() > limit {
-            let _ = child.kill();
-            panic!("livefunnel run did not stop within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        .env("LIVEFUNNEL_KAFKA__SSL__KEY__PASSWORD", SSL_KEY_PASSWORD);
+    Run::spawn(cmd, http, log)
 }
 
 /// Raw `user_id`s of the input (non-empty ones).
@@ -195,44 +166,26 @@ fn run_with_secrets_leaks_nothing_and_hashes_user_ids_like_replay() {
     let server = ClickHouseServer::spawn();
     let f = Fixture::new(PARTITIONS);
     let (brokers, inputs, dir) = (&f.brokers, &f.inputs, &f.dir);
-    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = write_config(dir.path(), brokers, &server.http_url(), http);
+    let http = free_local_addr();
+    let ch = sec_clickhouse(server.http_url());
+    let config = write_config(dir.path(), brokers, &ch, http);
     let state = dir.path().join("state");
 
     // What replay computes with the same salt; the pipeline must match it exactly.
     let hasher = UserIdHasher::new(&Secret::new(SALT));
-    let mut text = Vec::new();
-    for i in inputs {
-        text.extend_from_slice(&i.payload);
-        text.push(b'\n');
-    }
-    let mut out = Vec::new();
-    livefunnel::replay::replay_with(
-        &text[..],
-        &mut out,
-        None,
-        engine_config(TimeMode::Replay),
-        Some(&hasher),
-    )
-    .expect("replay");
-    let rows: Vec<Value> = out
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect();
-    let expected = latest(&rows);
+    let expected = latest(&replay_inputs_with(inputs, engine_config(TimeMode::Replay), Some(&hasher)).rows);
     let raw = raw_user_ids(inputs);
     assert!(raw.len() > 100, "the sample has viewers: {}", raw.len());
     let pseudonyms: BTreeSet<String> = raw.iter().map(|u| hasher.hash(u)).collect();
 
     // 1. A wrong ClickHouse password: authentication errors, and no secret in them.
     let wrong_log = dir.path().join("wrong.log");
-    let mut p = start_run(&config, WRONG_CH_PASSWORD, &wrong_log);
+    let mut p = start_run(&config, http, WRONG_CH_PASSWORD, &wrong_log);
     let t = Instant::now();
-    while p.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(30) {
+    while p.alive() && t.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    stop(&mut p, Duration::from_secs(30));
+    p.stop(Duration::from_secs(30));
     let logged = std::fs::read_to_string(&wrong_log).unwrap();
     assert!(
         logged.contains("credentials") && logged.contains(WRITER_USER),
@@ -245,7 +198,7 @@ fn run_with_secrets_leaks_nothing_and_hashes_user_ids_like_replay() {
     let log = dir.path().join("run.log");
     let dump_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let (sample, clock) = inputs.split_at(inputs.len() - 2 * PARTITIONS as usize);
-    let mut p = start_run(&config, WRITER_PASSWORD, &log);
+    let mut p = start_run(&config, http, WRITER_PASSWORD, &log);
     f.rt.block_on(produce(brokers, sample));
     let mut seen_state = BTreeSet::new();
     let t = Instant::now();
@@ -259,34 +212,14 @@ fn run_with_secrets_leaks_nothing_and_hashes_user_ids_like_replay() {
         seen_state.extend(read_checkpoints(&state));
     }
     f.rt.block_on(produce(brokers, clock));
-    let ch = ClickHouseConfig {
-        url: server.http_url(),
-        database: "sec".into(),
-        user: WRITER_USER.into(),
-        password: WRITER_PASSWORD.into(),
-        ..Default::default()
-    };
-    let t = Instant::now();
-    loop {
-        let d = match f.rt.block_on(clickhouse_latest(&ch)) {
-            Ok(actual) => diff(&expected, &actual),
-            Err(e) => Some(e),
-        };
-        match d {
-            None => break,
-            Some(d) if t.elapsed() > Duration::from_secs(120) => {
-                panic!("clickhouse never matched replay with the same salt: {d}\nlog:\n{}", dump_log())
-            }
-            Some(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
+    f.rt.block_on(wait_for_clickhouse_or(&ch, &expected, Duration::from_secs(120), dump_log));
     let (code, metrics) = f.rt.block_on(http_get(http, "/metrics")).expect("GET /metrics");
     assert_eq!(code, 200);
     assert!(metrics.contains("livefunnel_"), "{metrics}");
     assert_no_secret("/metrics", &metrics);
     let (_, ready) = f.rt.block_on(http_get(http, "/readyz")).expect("GET /readyz");
     assert_no_secret("/readyz", &ready);
-    let st = stop(&mut p, Duration::from_secs(30));
+    let st = p.stop(Duration::from_secs(30));
     assert!(st.success(), "{st:?}; log:\n{}", dump_log());
     let logged = dump_log();
     assert!(logged.contains("DEBUG"), "the run logged at debug level");
@@ -323,12 +256,8 @@ fn check_config(file: Option<&Path>, env: &[(&str, &str)]) -> Output {
 #[test]
 fn check_config_redacts_secrets_and_its_output_cannot_be_run_as_is() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "127.0.0.1:9092",
-        "http://127.0.0.1:8123",
-        "127.0.0.1:9464".parse().unwrap(),
-    );
+    let ch = sec_clickhouse("http://127.0.0.1:8123".into());
+    let config = write_config(dir.path(), "127.0.0.1:9092", &ch, "127.0.0.1:9464".parse().unwrap());
     let env = [
         ("LIVEFUNNEL_CLICKHOUSE__PASSWORD", WRITER_PASSWORD),
         ("LIVEFUNNEL_KAFKA__SSL__KEY__PASSWORD", SSL_KEY_PASSWORD),

@@ -5,24 +5,72 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use livefunnel_clickhouse::ClickHouseConfig;
-use livefunnel_core::TimeMode;
 use livefunnel_kafka::rdkafka::config::ClientConfig;
-use livefunnel_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-use livefunnel_kafka::rdkafka::message::{Headers, Message};
-use livefunnel_kafka::rdkafka::producer::FutureProducer;
-use livefunnel_sim::{SimParams, Simulator};
+use livefunnel_kafka::rdkafka::mocking::MockCluster;
+use livefunnel_kafka::rdkafka::producer::{DefaultProducerContext, FutureProducer};
+use livefunnel_sim::SimParams;
+use livefunnel_testkit::ClickHouseServer;
 use serde_json::Value;
 
-use super::{clock_inputs, engine_config, enqueue, partition_of, Input, TOPIC};
+use crate::common::*;
 
 pub const STORE_TOPIC: &str = "livefunnel.checkpoints";
-pub const DLQ_TOPIC: &str = "room-events.dlq";
+
+/// What the cluster tests start from: ClickHouse; a mock cluster with the input
+/// topic, the shared store's topic and the dead-letter topic; the stream and what
+/// replay makes of it. Fields drop in order, the servers last.
+pub struct Cluster {
+    pub rt: tokio::runtime::Runtime,
+    pub inputs: Vec<Input>,
+    /// Replay's latest rows.
+    pub expected: BTreeMap<String, Value>,
+    pub ch: ClickHouseConfig,
+    pub dir: tempfile::TempDir,
+    pub brokers: String,
+    pub mock: MockCluster<'static, DefaultProducerContext>,
+    pub server: ClickHouseServer,
+}
+
+impl Cluster {
+    /// `inputs` over `partitions` input partitions, rows into `database`.
+    pub fn new(database: &str, partitions: i32, dlq_partitions: i32, inputs: Vec<Input>) -> Cluster {
+        init_logs();
+        let server = ClickHouseServer::spawn();
+        let mock = MockCluster::new(1).expect("mock cluster");
+        mock.create_topic(TOPIC, partitions, 1).unwrap();
+        // As many store partitions as input partitions: each keeps one input partition's
+        // checkpoints, within the mock broker's 5 MB per partition.
+        mock.create_topic(STORE_TOPIC, partitions, 1).unwrap();
+        mock.create_topic(DLQ_TOPIC, dlq_partitions, 1).unwrap();
+        let brokers = mock.bootstrap_servers();
+        let expected = latest(&replay_inputs(&inputs).rows);
+        Cluster {
+            rt: runtime(),
+            inputs,
+            expected,
+            ch: ch_config(&server, database),
+            dir: tempfile::tempdir().unwrap(),
+            brokers,
+            mock,
+            server,
+        }
+    }
+
+    /// A `livefunnel run` instance of `group`.
+    pub fn start(&self, name: &str, group: &str) -> Instance {
+        Instance::start(name, self.dir.path(), &self.brokers, &self.ch, group)
+    }
+
+    /// Waits until ClickHouse holds replay's latest rows; fails after `limit` with `logs()`.
+    pub fn wait_for_replay(&self, limit: Duration, logs: impl Fn() -> String) {
+        self.rt.block_on(wait_for_clickhouse_or(&self.ch, &self.expected, limit, logs));
+    }
+}
 
 /// A small deterministic generator for the tests' random choices.
 pub struct Lcg(pub u64);
@@ -45,36 +93,31 @@ pub fn seed() -> u64 {
 
 /// The simulator's messages over `rooms` rooms and `minutes` of event time (late,
 /// duplicate and malformed ones included; at least `min_events`), each on its room's
-/// partition, then per partition the clock events that make every window final. Event
-/// time ends hours before now, so the clock stays inside `max_future_skew`.
+/// partition, then per partition the clock events that make every window final
+/// ([`sim_input`]). Event time ends hours before now, so the clock stays inside
+/// `max_future_skew`.
 pub fn sim_inputs(rooms: u32, minutes: i64, min_events: usize, partitions: i32) -> Vec<Input> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let duration_ms = minutes * 60_000;
-    let mut sim = Simulator::new(SimParams {
-        rooms,
-        duration_ms,
-        seed: 7,
-        start_ms: (now - 4 * 3_600_000) / 60_000 * 60_000,
-        late_share: 0.02,
-        duplicate_share: 0.01,
-        malformed_share: 0.01,
-        ..SimParams::default()
-    });
-    let mut out = Vec::new();
-    let mut buf = Vec::new();
-    let mut max_ts = 0;
-    while let Some(meta) = sim.next_with_meta(&mut buf) {
-        let room = sim.room_id(meta.room).to_owned();
-        max_ts = max_ts.max(meta.ts_ms);
-        out.push(Input {
-            partition: partition_of(&room, partitions),
-            key: room.into_bytes(),
-            payload: buf.clone(),
-        });
-        buf.clear();
-    }
-    assert!(out.len() >= min_events, "the simulator made {} messages, fewer than {min_events}", out.len());
-    out.extend(clock_inputs(max_ts, partitions));
+    let out = sim_input(
+        SimParams {
+            rooms,
+            duration_ms,
+            seed: 7,
+            start_ms: (now - 4 * 3_600_000) / 60_000 * 60_000,
+            late_share: 0.02,
+            duplicate_share: 0.01,
+            malformed_share: 0.01,
+            ..SimParams::default()
+        },
+        partitions,
+    );
+    let clocks = 2 * partitions as usize;
+    assert!(
+        out.len() - clocks >= min_events,
+        "the simulator made {} messages, fewer than {min_events}",
+        out.len() - clocks
+    );
     out
 }
 
@@ -114,77 +157,45 @@ pub async fn produce_paced(brokers: &str, inputs: &[Input], per_second: f64) -> 
     out
 }
 
-/// What replay dead-letters, by the (partition, offset) each input got: its reason.
-pub fn expected_dead_letters(inputs: &[Input], offsets: &[(i32, i64)]) -> BTreeMap<(i32, i64), String> {
-    let mut text = Vec::new();
-    for i in inputs {
-        text.extend_from_slice(&i.payload);
-        text.push(b'\n');
-    }
-    let mut dead = Vec::new();
-    livefunnel::replay::replay(&text[..], std::io::sink(), Some(&mut dead), engine_config(TimeMode::Replay))
-        .expect("replay");
-    dead.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let v: Value = serde_json::from_slice(l).unwrap();
-            // Every input is one line of the replay, counted from 1.
-            let n = v["line"].as_u64().unwrap() as usize - 1;
-            (offsets[n], v["reason"].as_str().unwrap().to_owned())
-        })
-        .collect()
-}
-
-/// The dead-letter topic, by source (partition, offset): the reason header. A message
-/// dead-lettered twice (by an owner that died before its checkpoint, then again by the
-/// next) must carry the same reason both times.
-pub fn read_dead_letters(brokers: &str) -> BTreeMap<(i32, i64), String> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("dlq-check-{}", std::process::id()))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("dlq reader");
-    c.subscribe(&[DLQ_TOPIC]).expect("subscribing to the dlq");
+/// The dead-letter topic, by source (partition, offset): the reason header, read until
+/// 5 s pass without a new dead letter once `expect` came. A message dead-lettered
+/// twice (by an owner that died before its checkpoint, then again by the next) must
+/// carry the same reason both times.
+pub fn dead_letters_by_source(brokers: &str, expect: usize) -> BTreeMap<(i32, i64), String> {
     let mut out = BTreeMap::new();
-    // Until 5 s pass without a new dead letter.
-    let mut last = Instant::now();
-    while last.elapsed() < Duration::from_secs(5) {
-        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
-        let m = m.expect("reading the dlq");
-        let h = m.headers().expect("dead-letter headers");
-        let header = |name: &str| {
-            h.iter()
-                .find(|x| x.key == name)
-                .and_then(|x| x.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_else(|| panic!("dead letter without {name}"))
-        };
-        let key = (
-            header("livefunnel.source.partition").parse().unwrap(),
-            header("livefunnel.source.offset").parse().unwrap(),
-        );
-        let reason = header("livefunnel.reason");
-        if let Some(before) = out.insert(key, reason.clone()) {
-            assert_eq!(before, reason, "dead letter {key:?} written twice with different reasons");
+    for d in read_dead_letters(brokers, expect, Duration::from_secs(5), Duration::from_secs(120)) {
+        let key = (d.source_partition, d.source_offset);
+        if let Some(before) = out.insert(key, d.reason.clone()) {
+            assert_eq!(before, d.reason, "dead letter {key:?} written twice with different reasons");
         }
-        last = Instant::now();
     }
     out
 }
 
-/// One `livefunnel run` process.
+/// One `livefunnel run` process, with the shared store: a [`Run`] that can be
+/// restarted.
 pub struct Instance {
     pub name: String,
-    pub child: Child,
-    pub http: SocketAddr,
     pub config: PathBuf,
-    pub log: PathBuf,
+    pub run: Run,
+}
+
+impl Deref for Instance {
+    type Target = Run;
+    fn deref(&self) -> &Run {
+        &self.run
+    }
+}
+
+impl DerefMut for Instance {
+    fn deref_mut(&mut self) -> &mut Run {
+        &mut self.run
+    }
 }
 
 impl Instance {
     pub fn start(name: &str, dir: &Path, brokers: &str, ch: &ClickHouseConfig, group: &str) -> Instance {
-        let http: SocketAddr = format!("127.0.0.1:{}", livefunnel_testkit::free_port()).parse().unwrap();
+        let http = free_local_addr();
         let config = dir.join(format!("{name}.toml"));
         let text = format!(
             r#"
@@ -220,21 +231,21 @@ listen = "{http}"
             ch.url, ch.database
         );
         std::fs::write(&config, text).unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let mut i = Instance { name: name.to_owned(), child: spawn(&config, &log), http, config, log };
+        let run = Run::start(&config, http, &dir.join(format!("{name}.log")));
+        let mut i = Instance { name: name.to_owned(), config, run };
         i.wait_listening();
         i
     }
 
     /// Starts the same instance again (same config, same endpoint, log appended).
     pub fn restart(&mut self) {
-        self.child = spawn(&self.config, &self.log);
+        self.run = Run::start(&self.config, self.run.addr, &self.run.log);
         self.wait_listening();
     }
 
     fn wait_listening(&mut self) {
         let t0 = Instant::now();
-        while std::net::TcpStream::connect(self.http).is_err() {
+        while std::net::TcpStream::connect(self.addr).is_err() {
             if let Some(st) = self.child.try_wait().unwrap() {
                 panic!("{} exited at start: {st:?}\n{}", self.name, self.log_tail(40));
             }
@@ -248,56 +259,10 @@ listen = "{http}"
         }
     }
 
-    pub fn signal(&mut self, sig: i32) {
-        let pid = self.child.id();
-        let rc = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
-        assert!(rc.success(), "kill -{sig} {pid}");
-    }
-
-    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let t0 = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                t0.elapsed() < limit,
-                "{} did not exit within {limit:?}\n{}",
-                self.name,
-                self.log_tail(40)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
+    /// The end of its log, under its name.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        format!("--- {} ---\n{}", self.name, all[all.len().saturating_sub(lines)..].join("\n"))
+        format!("--- {} ---\n{}", self.name, self.run.log_tail(lines))
     }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_livefunnel"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("starting livefunnel run")
 }
 
 /// Per input partition, the largest version epoch of its rooms' rows in ClickHouse

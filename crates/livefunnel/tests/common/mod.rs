@@ -1,19 +1,30 @@
 //! Shared by the pipeline's end-to-end tests: the input (the repository's sample plus
 //! "clock" events that move every partition far enough for every window and session
 //! to be final), the expected rows (what `replay` produces for the same events), and
-//! comparisons with what ClickHouse holds.
+//! comparisons with what ClickHouse holds. Re-exported from submodules: the Kafka side
+//! (`kafka.rs`: producing, committed offsets, the dead-letter topic) and the pipeline
+//! under test (`run.rs`: its configuration file, the process, the in-process run).
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+mod kafka;
+mod run;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use livefunnel::privacy::UserIdHasher;
 use livefunnel_clickhouse::{ClickHouseConfig, Table};
 use livefunnel_core::{EngineConfig, TimeMode};
-use livefunnel_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
-use livefunnel_kafka::rdkafka::ClientConfig;
+use livefunnel_testkit::ClickHouseServer;
 use serde_json::Value;
+
+// Each test binary uses a part of them, some none.
+#[allow(unused_imports)]
+pub use kafka::*;
+#[allow(unused_imports)]
+pub use run::*;
 
 pub const TOPIC: &str = "room-events";
 
@@ -54,10 +65,25 @@ impl Fixture {
         mock.create_topic(TOPIC, partitions, 1).expect("creating the input topic");
         let brokers = mock.bootstrap_servers();
         let inputs = sample_input(partitions);
-        let expected = latest(&replay_rows(&inputs));
+        let expected = latest(&replay_inputs(&inputs).rows);
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        Fixture { mock, brokers, inputs, expected, dir, rt }
+        Fixture { mock, brokers, inputs, expected, dir, rt: runtime() }
+    }
+}
+
+/// The tests' runtime: two workers, as many as the machine has cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// The pipeline's ClickHouse settings for `database` on the test's server, with
+/// batches flushed every 200 ms so rows show soon.
+pub fn ch_config(server: &ClickHouseServer, database: &str) -> ClickHouseConfig {
+    ClickHouseConfig {
+        url: server.http_url(),
+        database: database.to_owned(),
+        batch_interval_ms: 200,
+        ..Default::default()
     }
 }
 
@@ -70,7 +96,7 @@ pub struct Input {
 }
 
 /// The room of a JSON line, if it has one (malformed lines may not).
-fn room_of(line: &[u8]) -> Option<String> {
+pub fn room_of(line: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(line).ok()?;
     v.get("room_id")?.as_str().map(str::to_owned)
 }
@@ -123,6 +149,31 @@ pub fn clock_inputs(max_ts: i64, partitions: i32) -> Vec<Input> {
     out
 }
 
+/// A simulated stream (`livefunnel-sim`): each room on its partition, then per
+/// partition the [`clock_inputs`], so every window ends final.
+pub fn sim_input(p: livefunnel_sim::SimParams, partitions: i32) -> Vec<Input> {
+    let mut sim = livefunnel_sim::Simulator::new(p);
+    let mut out = Vec::new();
+    let mut max_ts = 0i64;
+    let mut buf = Vec::new();
+    while let Some(meta) = sim.next_with_meta(&mut buf) {
+        max_ts = max_ts.max(meta.ts_ms);
+        let room = sim.room_id(meta.room).to_owned();
+        out.push(Input {
+            partition: partition_of(&room, partitions),
+            key: room.into_bytes(),
+            payload: std::mem::take(&mut buf),
+        });
+    }
+    out.extend(clock_inputs(max_ts, partitions));
+    out
+}
+
+/// Messages per partition: every partition's end offset in a fresh topic.
+pub fn partition_ends(inputs: &[Input], partitions: i32) -> Vec<i64> {
+    (0..partitions).map(|p| inputs.iter().filter(|i| i.partition == p).count() as i64).collect()
+}
+
 /// The sum of a series over all its label sets in a Prometheus text exposition.
 pub fn series_sum(text: &str, name: &str) -> f64 {
     text.lines()
@@ -135,45 +186,6 @@ pub fn series_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// Queues `i` in the producer at once, waiting only while its queue is full; the
-/// returned future resolves on delivery. (`send` would queue only once awaited, so
-/// awaiting sends one by one waits for each delivery before queueing the next.)
-pub async fn enqueue(
-    producer: &FutureProducer,
-    i: &Input,
-) -> livefunnel_kafka::rdkafka::producer::DeliveryFuture {
-    let mut rec = FutureRecord::to(TOPIC).partition(i.partition).key(&i.key[..]).payload(&i.payload[..]);
-    loop {
-        match producer.send_result(rec) {
-            Ok(d) => return d,
-            Err((_, r)) => {
-                rec = r;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
-pub async fn produce(brokers: &str, inputs: &[Input]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .create()
-        .expect("creating the test producer");
-    let mut pending = Vec::new();
-    for i in inputs {
-        pending.push(enqueue(&producer, i).await);
-        if pending.len() >= 1000 {
-            for f in pending.drain(..) {
-                f.await.expect("delivery").expect("producing a test message");
-            }
-        }
-    }
-    for f in pending {
-        f.await.expect("delivery").expect("producing a test message");
-    }
-}
-
 /// The engine configuration for both replay and the pipeline (live mode): defaults,
 /// with a short idle timeout so quiet partitions move on.
 pub fn engine_config(mode: TimeMode) -> EngineConfig {
@@ -182,16 +194,53 @@ pub fn engine_config(mode: TimeMode) -> EngineConfig {
     loaded.engine
 }
 
-/// What `replay` writes for the same messages, in partition order per room.
-pub fn replay_rows(inputs: &[Input]) -> Vec<Value> {
+/// What `replay` makes of the messages, one line each in order.
+pub struct Replayed {
+    pub summary: livefunnel::replay::Summary,
+    /// Every row it writes, in order.
+    pub rows: Vec<Value>,
+    /// Every message it rejects: (input index, reason).
+    pub rejected: Vec<(usize, String)>,
+}
+
+/// Replays `inputs` with [`engine_config`].
+pub fn replay_inputs(inputs: &[Input]) -> Replayed {
+    replay_inputs_with(inputs, engine_config(TimeMode::Replay), None)
+}
+
+/// Replays `inputs` with `cfg`, hashing `user_id`s with `hasher` if given.
+pub fn replay_inputs_with(inputs: &[Input], cfg: EngineConfig, hasher: Option<&UserIdHasher>) -> Replayed {
     let mut text = Vec::new();
     for i in inputs {
+        debug_assert!(!i.payload.contains(&b'\n'), "one message is one replay line");
         text.extend_from_slice(&i.payload);
         text.push(b'\n');
     }
-    let mut out = Vec::new();
-    livefunnel::replay::replay(&text[..], &mut out, None, engine_config(TimeMode::Replay)).expect("replay");
-    out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
+    let (mut out, mut dead) = (Vec::new(), Vec::new());
+    let summary =
+        livefunnel::replay::replay_with(&text[..], &mut out, Some(&mut dead), cfg, hasher).expect("replay");
+    let json_lines = |bytes: &[u8]| -> Vec<Value> {
+        bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    };
+    let rejected = json_lines(&dead)
+        .into_iter()
+        .map(|v| {
+            // Every input is one line of the replay, counted from 1.
+            let n = v["line"].as_u64().expect("line") as usize - 1;
+            (n, v["reason"].as_str().expect("reason").to_owned())
+        })
+        .collect();
+    Replayed { summary, rows: json_lines(&out), rejected }
+}
+
+/// What replay dead-letters, by where each input landed (`at[n]`: input `n`'s
+/// partition and offset): its reason.
+pub fn expected_dead_letters(inputs: &[Input], at: &[(i32, i64)]) -> BTreeMap<(i32, i64), String> {
+    replay_inputs(inputs).rejected.into_iter().map(|(n, reason)| (at[n], reason)).collect()
 }
 
 fn key_of(v: &Value) -> String {
@@ -300,6 +349,16 @@ pub async fn wait_for_clickhouse(
     expected: &BTreeMap<String, Value>,
     limit: Duration,
 ) {
+    wait_for_clickhouse_or(cfg, expected, limit, String::new).await;
+}
+
+/// [`wait_for_clickhouse`], failing with `context()` (a log, say) too.
+pub async fn wait_for_clickhouse_or(
+    cfg: &ClickHouseConfig,
+    expected: &BTreeMap<String, Value>,
+    limit: Duration,
+    context: impl Fn() -> String,
+) {
     let start = Instant::now();
     let mut last = String::new();
     while start.elapsed() < limit {
@@ -312,7 +371,7 @@ pub async fn wait_for_clickhouse(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    panic!("clickhouse never matched replay within {limit:?}: {last}");
+    panic!("clickhouse never matched replay within {limit:?}: {last}\n{}", context());
 }
 
 /// Per room: (gmv_cents, orders_paid, comments) over all its `1m` windows.
@@ -342,6 +401,14 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result
     Ok((code, body))
 }
 
+/// `/metrics`, or "" while it does not answer.
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    match http_get(addr, "/metrics").await {
+        Ok((200, body)) => body,
+        _ => String::new(),
+    }
+}
+
 /// The value of one series in a Prometheus text exposition.
 pub fn series_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().filter(|l| l.starts_with(name) && !l.starts_with('#')).find_map(|l| {
@@ -357,23 +424,10 @@ pub fn series_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
 /// Per room: the largest `ts` among its events that replay accepts, which is the
 /// room's latest accepted `ts` in the pipeline's running values.
 pub fn latest_accepted_ts(inputs: &[Input]) -> BTreeMap<String, i64> {
-    let mut text = Vec::new();
-    for i in inputs {
-        text.extend_from_slice(&i.payload);
-        text.push(b'\n');
-    }
-    let mut dead = Vec::new();
-    livefunnel::replay::replay(&text[..], std::io::sink(), Some(&mut dead), engine_config(TimeMode::Replay))
-        .expect("replay");
-    let rejected: std::collections::BTreeSet<u64> = dead
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice::<Value>(l).unwrap()["line"].as_u64().expect("line"))
-        .collect();
+    let rejected: BTreeSet<usize> = replay_inputs(inputs).rejected.into_iter().map(|(n, _)| n).collect();
     let mut out = BTreeMap::new();
     for (n, i) in inputs.iter().enumerate() {
-        // Every input is one line of the replay, counted from 1.
-        if rejected.contains(&(n as u64 + 1)) {
+        if rejected.contains(&n) {
             continue;
         }
         let v: Value = serde_json::from_slice(&i.payload).expect("an accepted line is JSON");
