@@ -1,7 +1,10 @@
 //! ClickHouse outage: the server is killed for 60 s while a simulated stream is being
 //! produced. During the outage `/readyz` is 503 naming ClickHouse,
 //! `livefunnel_clickhouse_up` is 0, consumption pauses once the bounded queues are full
-//! (Kafka keeps the backlog) and the process's memory stays bounded. After the restart
+//! (Kafka keeps the backlog) and the process's memory stays bounded. The consumer stays
+//! in its group although the outage is longer than its `max.poll.interval.ms` (20 s
+//! here; 5 minutes by default): behind partitions are paused, not waited for, so it
+//! keeps polling and no partition is revoked. After the restart
 //! the pipeline catches up and ClickHouse holds exactly what replay computes; the
 //! catch-up rate is printed.
 //!
@@ -34,6 +37,9 @@ const BEFORE_OUTAGE: Duration = Duration::from_secs(10);
 const PRODUCE_OVER: Duration = Duration::from_secs(60);
 /// The bound on `livefunnel run`'s resident memory during the outage.
 const RSS_LIMIT_KIB: u64 = 256 * 1024;
+/// Far below the outage: a consumer that stopped polling while ClickHouse is down
+/// would leave the group, and its partitions would be revoked and assigned again.
+const MAX_POLL_INTERVAL_MS: &str = "20000";
 
 /// Produces `inputs` in order at an even pace over `over`, counting enqueued
 /// messages, and returns once every one is delivered.
@@ -147,7 +153,11 @@ fn faultsuite_clickhouse_outage_pauses_consumption_then_catches_up() {
     let addr = free_local_addr();
     let config = write_run_config(
         dir.path(),
-        &RunConfig { idle_timeout: Some("10m"), ..RunConfig::new(&brokers, &ch, group, addr) },
+        &RunConfig {
+            idle_timeout: Some("10m"),
+            kafka: &[("max.poll.interval.ms", MAX_POLL_INTERVAL_MS)],
+            ..RunConfig::new(&brokers, &ch, group, addr)
+        },
     );
     let rt = runtime();
     rt.block_on(async {
@@ -265,6 +275,14 @@ fn faultsuite_clickhouse_outage_pauses_consumption_then_catches_up() {
         );
 
         common_check(&e, &run, &brokers, &ch, group).await;
+        let log = std::fs::read_to_string(dir.path().join("run.log")).unwrap();
+        let (assigned, revoked) =
+            (log.matches("partitions assigned").count(), log.matches("partitions revoked").count());
+        if assigned != 1 || revoked != 0 || log.contains("max.poll.interval.ms") {
+            run.fail(format!(
+                "the consumer left its group during the outage: {assigned} assignments, {revoked} revocations"
+            ));
+        }
         let (code, body) = http_get(addr, "/readyz").await.unwrap();
         assert_eq!(code, 200, "{body}");
         assert_eq!(series_value(&scrape(addr).await, "livefunnel_clickhouse_up", &[]), Some(1.0));

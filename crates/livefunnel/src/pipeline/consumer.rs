@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use livefunnel_kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use livefunnel_kafka::rdkafka::message::Message;
 use livefunnel_kafka::rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -22,7 +22,7 @@ use super::{fail, Metrics, Settings, Status};
 
 /// Messages handed to a partition task at once, at most.
 const BATCH: usize = 2048;
-/// Batches queued per partition before the consumer loop waits.
+/// Batches queued per partition before the consumer pauses the partition.
 const PARTITION_QUEUE: usize = 4;
 /// How long a revoke waits for a partition's final checkpoint.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -207,11 +207,13 @@ pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
 
     let mut senders: HashMap<(String, i32), mpsc::Sender<Vec<InMsg>>> = HashMap::new();
     let mut batches: HashMap<(String, i32), Vec<InMsg>> = HashMap::new();
+    let mut held = Held::default();
     loop {
         tokio::select! {
             biased;
             _ = cs.shutdown.cancelled() => break,
             Some((a, off)) = commit_rx.recv() => commit(&consumer, &a, off, CommitMode::Async),
+            Some((tp, permit)) = held.ready.next() => held.release(&consumer, tp, permit),
             m = consumer.recv() => {
                 let first = match m {
                     Ok(m) => m,
@@ -262,9 +264,14 @@ pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
                             }
                         }
                     };
-                    tokio::select! {
-                        r = tx.send(batch) => if r.is_err() { senders.remove(&tp); },
-                        _ = cs.shutdown.cancelled() => break,
+                    if let Some(batch) = held.append(&tp, &tx, batch) {
+                        match tx.try_send(batch) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(batch)) => held.hold(&consumer, tp, tx, batch),
+                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                                senders.remove(&tp);
+                            }
+                        }
                     }
                 }
             }
@@ -285,6 +292,100 @@ pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
     drop(consumer);
     drop(dlq);
     Ok(())
+}
+
+type TopicPartition = (String, i32);
+type Batch = Vec<InMsg>;
+type Permit = Result<mpsc::OwnedPermit<Batch>, mpsc::error::SendError<()>>;
+type Ready = futures::future::BoxFuture<'static, (TopicPartition, Permit)>;
+
+/// Batches of partitions whose task is behind (its queue full: the sink is slow or
+/// ClickHouse is down), with the partition paused in the consumer. Waiting on the
+/// queue instead would stop the consumer loop from polling, and after
+/// `max.poll.interval.ms` (5 minutes by default) librdkafka leaves the group: a long
+/// ClickHouse outage would move every partition, on every instance, again and again.
+/// Paused, the loop keeps polling (heartbeats, rebalances, other partitions) while
+/// memory stays bounded by the queues.
+#[derive(Default)]
+struct Held {
+    /// Per partition: the task's queue it waits for, and what it holds for it.
+    batches: HashMap<TopicPartition, (mpsc::Sender<Batch>, Batch)>,
+    /// A permit once a held partition's queue has room (or an error once it closed).
+    ready: futures::stream::FuturesUnordered<Ready>,
+}
+
+impl Held {
+    /// `batch`, back when nothing is held for the partition; otherwise it joins what is
+    /// held, in order. What is held for an earlier task of the partition (revoked, then
+    /// assigned again) is dropped: the new task resumes from its checkpoint.
+    fn append(
+        &mut self,
+        tp: &(String, i32),
+        tx: &mpsc::Sender<Vec<InMsg>>,
+        batch: Vec<InMsg>,
+    ) -> Option<Vec<InMsg>> {
+        match self.batches.get_mut(tp) {
+            Some((held_tx, held)) if held_tx.same_channel(tx) => {
+                // Fetched before the pause took effect.
+                held.extend(batch);
+                None
+            }
+            Some(_) => {
+                self.batches.remove(tp);
+                Some(batch)
+            }
+            None => Some(batch),
+        }
+    }
+
+    fn hold<C: Consumer<GroupContext<Handler>>>(
+        &mut self,
+        consumer: &C,
+        tp: (String, i32),
+        tx: mpsc::Sender<Vec<InMsg>>,
+        batch: Vec<InMsg>,
+    ) {
+        set_paused(consumer, &tp, true);
+        let waiting = tx.clone();
+        let key = tp.clone();
+        self.ready.push(Box::pin(async move { (key, waiting.reserve_owned().await) }));
+        self.batches.insert(tp, (tx, batch));
+    }
+
+    /// The partition's queue has room, or its task ended: hand over what is held and
+    /// resume (after a revoke the resume fails harmlessly, or lets a reassigned
+    /// partition fetch again).
+    fn release<C: Consumer<GroupContext<Handler>>>(
+        &mut self,
+        consumer: &C,
+        tp: (String, i32),
+        permit: Permit,
+    ) {
+        let current = self.batches.get(&tp).is_some_and(|(tx, _)| match &permit {
+            Ok(p) => p.same_channel_as_sender(tx),
+            Err(_) => tx.is_closed(),
+        });
+        if !current {
+            return;
+        }
+        let (_, batch) = self.batches.remove(&tp).expect("checked above");
+        if let Ok(permit) = permit {
+            permit.send(batch);
+        }
+        set_paused(consumer, &tp, false);
+    }
+}
+
+fn set_paused<C: Consumer<GroupContext<Handler>>>(consumer: &C, tp: &(String, i32), paused: bool) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&tp.0, tp.1);
+    let r = if paused { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+    match r {
+        Ok(()) => tracing::debug!(topic = %tp.0, partition = tp.1, paused, "partition fetching"),
+        Err(e) => {
+            tracing::debug!(topic = %tp.0, partition = tp.1, paused, error = %e, "partition not paused or resumed")
+        }
+    }
 }
 
 fn commit<C: Consumer<GroupContext<Handler>>>(consumer: &C, a: &Assignment, off: i64, mode: CommitMode) {

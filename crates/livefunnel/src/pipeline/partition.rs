@@ -191,6 +191,12 @@ impl Task {
         let now = now_ms();
         let m = self.ctx.metrics.clone();
         for msg in batch {
+            // Offsets only go up within one assignment; a message fetched again (around
+            // a pause of the partition, say) was processed already.
+            if self.s.next_offset.is_some_and(|next| msg.offset < next) {
+                debug!(offset = msg.offset, next = ?self.s.next_offset, "message seen already, skipped");
+                continue;
+            }
             self.s.next_offset = Some(msg.offset + 1);
             let payload = msg.payload.as_deref().unwrap_or(&[]);
             let ev = match decode(payload) {
