@@ -14,7 +14,7 @@ use livefunnel_kafka::{Assignment, AssignmentHandler, DeadLetters, GroupContext,
 use livefunnel_state::{CheckpointStore, StateDir};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::partition::{self, InMsg, PartitionSetup};
 use super::sink::SinkMsg;
@@ -318,12 +318,7 @@ impl Held {
     /// `batch`, back when nothing is held for the partition; otherwise it joins what is
     /// held, in order. What is held for an earlier task of the partition (revoked, then
     /// assigned again) is dropped: the new task resumes from its checkpoint.
-    fn append(
-        &mut self,
-        tp: &(String, i32),
-        tx: &mpsc::Sender<Vec<InMsg>>,
-        batch: Vec<InMsg>,
-    ) -> Option<Vec<InMsg>> {
+    fn append(&mut self, tp: &TopicPartition, tx: &mpsc::Sender<Batch>, batch: Batch) -> Option<Batch> {
         match self.batches.get_mut(tp) {
             Some((held_tx, held)) if held_tx.same_channel(tx) => {
                 // Fetched before the pause took effect.
@@ -341,9 +336,9 @@ impl Held {
     fn hold<C: Consumer<GroupContext<Handler>>>(
         &mut self,
         consumer: &C,
-        tp: (String, i32),
-        tx: mpsc::Sender<Vec<InMsg>>,
-        batch: Vec<InMsg>,
+        tp: TopicPartition,
+        tx: mpsc::Sender<Batch>,
+        batch: Batch,
     ) {
         set_paused(consumer, &tp, true);
         let waiting = tx.clone();
@@ -358,7 +353,7 @@ impl Held {
     fn release<C: Consumer<GroupContext<Handler>>>(
         &mut self,
         consumer: &C,
-        tp: (String, i32),
+        tp: TopicPartition,
         permit: Permit,
     ) {
         let current = self.batches.get(&tp).is_some_and(|(tx, _)| match &permit {
@@ -376,14 +371,14 @@ impl Held {
     }
 }
 
-fn set_paused<C: Consumer<GroupContext<Handler>>>(consumer: &C, tp: &(String, i32), paused: bool) {
+fn set_paused<C: Consumer<GroupContext<Handler>>>(consumer: &C, tp: &TopicPartition, paused: bool) {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(&tp.0, tp.1);
     let r = if paused { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
     match r {
-        Ok(()) => tracing::debug!(topic = %tp.0, partition = tp.1, paused, "partition fetching"),
+        Ok(()) => debug!(topic = %tp.0, partition = tp.1, paused, "partition fetching"),
         Err(e) => {
-            tracing::debug!(topic = %tp.0, partition = tp.1, paused, error = %e, "partition not paused or resumed")
+            debug!(topic = %tp.0, partition = tp.1, paused, error = %e, "partition not paused or resumed")
         }
     }
 }
