@@ -102,6 +102,7 @@ impl EventType {
         )
     }
 
+    /// §1.1 (v1.1): not `refund`, which platforms often send without it.
     pub fn requires_product_id(self) -> bool {
         matches!(
             self,
@@ -109,7 +110,6 @@ impl EventType {
                 | EventType::ProductClick
                 | EventType::OrderCreated
                 | EventType::OrderPaid
-                | EventType::Refund
                 | EventType::ProductPin
         )
     }
@@ -360,10 +360,11 @@ pub enum Reason {
     BadField,
     TsOutOfRange,
     TooLate,
+    RoomLimit,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::Oversize,
         Reason::MalformedJson,
         Reason::MissingField,
@@ -371,6 +372,7 @@ impl Reason {
         Reason::BadField,
         Reason::TsOutOfRange,
         Reason::TooLate,
+        Reason::RoomLimit,
     ];
 
     /// The exact string of §1.4, used in DLQ headers, metrics labels and summaries.
@@ -383,6 +385,7 @@ impl Reason {
             Reason::BadField => "bad_field",
             Reason::TsOutOfRange => "ts_out_of_range",
             Reason::TooLate => "too_late",
+            Reason::RoomLimit => "room_limit",
         }
     }
 }

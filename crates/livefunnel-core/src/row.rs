@@ -302,6 +302,8 @@ pub struct SessionRow {
     pub peak_online_ts: Option<i64>,
     pub counts: Counts,
     pub first30m: Counts,
+    /// Ended by `session_idle_timeout` without an accepted `session_end` (§2).
+    pub ended_by_timeout: bool,
     pub cold_start: bool,
 }
 
@@ -377,6 +379,7 @@ impl Row {
                 w.measure_field("peak_online_ts", Measure::OptInt(r.peak_online_ts));
                 write_measures(&mut w, "", &r.counts);
                 write_measures(&mut w, "first30m_", &r.first30m);
+                w.bool_field("ended_by_timeout", r.ended_by_timeout);
                 w.bool_field("cold_start", r.cold_start);
             }
         }

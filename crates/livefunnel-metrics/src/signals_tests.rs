@@ -62,6 +62,7 @@ fn session_row(id: &str, version: u64, start: i64, end: Option<i64>, pv: u64, gm
         peak_online_ts: None,
         counts: Counts { watch_pv: pv, gmv_cents: gmv, ..Counts::default() },
         first30m: Counts::default(),
+        ended_by_timeout: false,
         cold_start: false,
     }
 }

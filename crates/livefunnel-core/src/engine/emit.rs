@@ -369,6 +369,7 @@ impl Room {
             peak_online_ts: peak.1,
             counts,
             first30m,
+            ended_by_timeout: false,
             cold_start: s.cold_start(),
         });
         emit_if_changed(&mut self.sessions[i].emitted, row, always, p.version_base, out);

@@ -717,6 +717,7 @@ fn session_row(room: &str, sid: &str, acc: &[Acc], segs: &[Seg]) -> SessionRow {
         peak_online_ts: peak_ts,
         counts,
         first30m,
+        ended_by_timeout: false,
         cold_start: early_viewers.len() < 200,
     }
 }
