@@ -37,7 +37,14 @@ macro_rules! golden_cases {
     };
 }
 
-golden_cases!(one_viewer_buys, bad_lines, late_and_duplicate, sources_and_plans, quiet_room_idle_grace);
+golden_cases!(
+    one_viewer_buys,
+    bad_lines,
+    late_and_duplicate,
+    sources_and_plans,
+    quiet_room_idle_grace,
+    session_timeout_key_cap,
+);
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden")

@@ -105,10 +105,17 @@ pub struct EngineConfig {
     /// Hop/tumble windows in configured order; `session_rows` says whether `session` was listed.
     pub windows: Vec<WindowSpec>,
     /// The hop/tumble windows that carry source, plan and product breakdown rows;
-    /// `None` for all of them (the contract's default).
+    /// `None` for the contract's default, `1m` only (when `1m` is configured).
     pub breakdown_windows: Option<Vec<WindowSpec>>,
     /// Distinct counts are exact up to this many values per row.
     pub exact_distinct_limit: usize,
+    /// Rooms a partition holds at once, retired ones not counted (§1.4 reason 8): an
+    /// event that would create one more is rejected `room_limit`. Also the number of
+    /// retired rooms remembered (see `docs/semantics.md`, "Room limit").
+    pub max_rooms_per_partition: usize,
+    /// Per room and breakdown kind, the keys that get rows of their own; further keys
+    /// count under [`OTHER_KEY`] (§3 key cap). At least [`crate::Source::COUNT`].
+    pub max_breakdown_keys: usize,
     pub mode: TimeMode,
     /// What the `user_id`s given to the engine are: [`USER_IDS_CLEAR`], or a label of
     /// the pseudonymisation applied before the engine. The engine only records it in
@@ -116,6 +123,9 @@ pub struct EngineConfig {
     /// see every viewer twice in each open window's and session's distinct counts.
     pub user_id_form: String,
 }
+
+/// The breakdown key that events beyond the key cap count under (§3).
+pub const OTHER_KEY: &str = "__other__";
 
 /// [`EngineConfig::user_id_form`] of ids as they arrive.
 pub const USER_IDS_CLEAR: &str = "clear";
@@ -155,6 +165,8 @@ impl Default for EngineConfig {
                 .collect(),
             breakdown_windows: None,
             exact_distinct_limit: 100_000,
+            max_rooms_per_partition: 50_000,
+            max_breakdown_keys: 1_000,
             mode: TimeMode::Replay,
             user_id_form: USER_IDS_CLEAR.to_owned(),
         }
@@ -171,7 +183,15 @@ impl EngineConfig {
 
     /// Whether the hop/tumble window `w` carries breakdown rows.
     pub fn has_breakdowns(&self, w: &WindowSpec) -> bool {
-        self.breakdown_windows.as_ref().is_none_or(|b| b.contains(w))
+        match &self.breakdown_windows {
+            Some(b) => b.contains(w),
+            None => *w == WindowSpec::Hop { size_ms: 60_000, slide_ms: 60_000 },
+        }
+    }
+
+    /// Whether any window carries breakdown rows (and so the key cap applies).
+    pub fn any_breakdowns(&self) -> bool {
+        self.windows.iter().any(|w| *w != WindowSpec::Session && self.has_breakdowns(w))
     }
 
     pub fn session_rows(&self) -> bool {
@@ -196,6 +216,17 @@ impl EngineConfig {
         }
         if self.presence_timeout_ms < 1_000 {
             return Err(ConfigError::new("time.presence_timeout", "must be at least 1s"));
+        }
+        // A timed-out session changes no presence (§2): every viewer must have gone
+        // offline by then already.
+        if self.presence_timeout_ms > self.session_idle_timeout_ms {
+            return Err(ConfigError::new(
+                "time.presence_timeout",
+                format!(
+                    "must not exceed time.session_idle_timeout ({}s): lower it or raise the session timeout",
+                    self.session_idle_timeout_ms / 1000
+                ),
+            ));
         }
         if self.windows.is_empty() {
             return Err(ConfigError::new(
@@ -237,6 +268,21 @@ impl EngineConfig {
         if self.exact_distinct_limit == 0 {
             return Err(ConfigError::new("limits.exact_distinct_limit", "must be at least 1"));
         }
+        if self.max_rooms_per_partition == 0 || u32::try_from(self.max_rooms_per_partition).is_err() {
+            return Err(ConfigError::new(
+                "limits.max_rooms_per_partition",
+                "must be between 1 and 4294967295: use e.g. 50000",
+            ));
+        }
+        if self.max_breakdown_keys < crate::event::Source::COUNT {
+            return Err(ConfigError::new(
+                "limits.max_breakdown_keys",
+                format!(
+                    "must be at least {}, the number of traffic sources, so every source keeps its own rows: use e.g. 1000",
+                    crate::event::Source::COUNT
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -274,7 +320,39 @@ mod tests {
         let mut cfg = EngineConfig::default();
         cfg.validate().unwrap();
         cfg.session_idle_timeout_ms = 60_000;
+        cfg.presence_timeout_ms = 60_000;
         assert_eq!(cfg.validate().unwrap_err().key, "time.session_idle_timeout");
+    }
+
+    #[test]
+    fn presence_timeout_may_not_exceed_the_session_idle_timeout() {
+        let mut cfg = EngineConfig { presence_timeout_ms: 1_800_000, ..EngineConfig::default() };
+        cfg.validate().unwrap();
+        cfg.presence_timeout_ms = 1_800_001;
+        let err = cfg.validate().unwrap_err();
+        assert_eq!(err.key, "time.presence_timeout");
+        assert!(err.message.contains("session_idle_timeout (1800s)"), "{err}");
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let cfg = EngineConfig { max_rooms_per_partition: 0, ..EngineConfig::default() };
+        assert_eq!(cfg.validate().unwrap_err().key, "limits.max_rooms_per_partition");
+        let cfg = EngineConfig { max_breakdown_keys: 15, ..EngineConfig::default() };
+        assert_eq!(cfg.validate().unwrap_err().key, "limits.max_breakdown_keys");
+        EngineConfig { max_breakdown_keys: 16, ..EngineConfig::default() }.validate().unwrap();
+    }
+
+    #[test]
+    fn breakdowns_default_to_the_minute_series_only() {
+        let mut cfg = EngineConfig::default();
+        assert!(cfg.has_breakdowns(&WindowSpec::parse("1m").unwrap()));
+        assert!(!cfg.has_breakdowns(&WindowSpec::parse("5m/10s").unwrap()));
+        assert!(!cfg.has_breakdowns(&WindowSpec::parse("10m/1m").unwrap()));
+        assert!(cfg.any_breakdowns());
+        cfg.windows = vec![WindowSpec::parse("5m/10s").unwrap(), WindowSpec::Session];
+        cfg.validate().unwrap();
+        assert!(!cfg.any_breakdowns());
     }
 
     #[test]

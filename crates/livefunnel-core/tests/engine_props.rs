@@ -281,6 +281,7 @@ fn model_generator_covers_the_edges() {
                     Outcome::Duplicate => "duplicate",
                     Outcome::Rejected(Reason::TooLate) => "too_late",
                     Outcome::Rejected(Reason::TsOutOfRange) => "ts_out_of_range",
+                    Outcome::Rejected(Reason::RoomLimit) => "room_limit",
                     Outcome::Rejected(_) => "other_rejection",
                 },
                 1,
@@ -289,6 +290,14 @@ fn model_generator_covers_the_edges() {
         add("retirements", m.retirements);
         add("cases_with_retirement", u64::from(m.retirements > 0));
         add("after_session_final", m.after_session_final);
+        add("sessions_timed_out", m.sessions_timed_out);
+        add("sessions_ended_by_timeout", m.sessions.values().filter(|s| s.ended_by_timeout).count() as u64);
+        add("breakdown_overflow_plan", m.breakdown_overflow.0);
+        add("breakdown_overflow_product", m.breakdown_overflow.1);
+        add(
+            "breakdown_rows_other",
+            m.breakdowns.keys().filter(|k| k.4 == livefunnel_core::config::OTHER_KEY).count() as u64,
+        );
         add("window_rows", m.windows.len() as u64);
         add(
             "window_rows_presence_only",
@@ -321,6 +330,12 @@ fn model_generator_covers_the_edges() {
         "ts_out_of_range",
         "retirements",
         "after_session_final",
+        "room_limit",
+        "sessions_timed_out",
+        "sessions_ended_by_timeout",
+        "breakdown_overflow_plan",
+        "breakdown_overflow_product",
+        "breakdown_rows_other",
         "window_rows_presence_only",
         "window_rows_with_strangers",
         "breakdown_rows",
@@ -369,7 +384,8 @@ fn model_is_self_consistent_on_generated_streams() {
                 .filter(|(key, _)| key.0 == BreakdownKind::Source && key.2 == name)
                 .map(|(_, b)| b.counts.watch_pv)
                 .sum();
-            assert_eq!(by_source, k * enters, "{case:?}");
+            let with_breakdowns = if case.cfg.has_breakdowns(spec) { k * enters } else { 0 };
+            assert_eq!(by_source, with_breakdowns, "{case:?}");
             for w in &rows {
                 let c = &w.counts;
                 if c.gmv_cents < i64::MAX {
@@ -379,8 +395,9 @@ fn model_is_self_consistent_on_generated_streams() {
                 assert!(c.stranger_watch_ms <= c.watch_ms && c.stranger_present_uv <= c.present_uv);
                 assert!(c.watch_ms <= i128::from(size_ms) * i128::from(c.present_uv));
             }
-            // Tumbling windows partition time: their presence adds up to the sessions'.
-            if k == 1 && case.cfg.session_rows() {
+            // Tumbling windows partition time: their presence adds up to the sessions'
+            // (unless a viewer entered a session already final: its row stays as it was).
+            if k == 1 && case.cfg.session_rows() && m.after_session_final == 0 {
                 let windows: i128 = rows.iter().map(|w| w.counts.watch_ms).sum();
                 let sessions: i128 = m.sessions.values().map(|s| s.counts.watch_ms).sum();
                 assert_eq!(windows, sessions, "{case:?}");

@@ -27,6 +27,10 @@ pub struct PipelineMetrics {
     pub checkpoint_age_seconds: prometheus::GaugeVec,
     pub partitions_assigned: IntGauge,
     pub live_rooms: IntGauge,
+    /// Events counted under `__other__` by the breakdown key cap, by kind.
+    pub breakdown_overflow: IntCounterVec,
+    /// Sessions ended by `session_idle_timeout` without a `session_end`.
+    pub sessions_timed_out: IntCounter,
 }
 
 impl PipelineMetrics {
@@ -97,6 +101,17 @@ impl PipelineMetrics {
                 "input partitions this process owns",
             )?,
             live_rooms: IntGauge::new("livefunnel_live_rooms", "rooms with a live session")?,
+            breakdown_overflow: IntCounterVec::new(
+                Opts::new(
+                    "livefunnel_breakdown_overflow_total",
+                    "events counted under the breakdown key __other__ (limits.max_breakdown_keys), by kind",
+                ),
+                &["kind"],
+            )?,
+            sessions_timed_out: IntCounter::new(
+                "livefunnel_sessions_timed_out_total",
+                "sessions ended by session_idle_timeout without a session_end",
+            )?,
         };
         registry.register(Box::new(m.events_consumed.clone()))?;
         registry.register(Box::new(m.events_accepted.clone()))?;
@@ -114,6 +129,11 @@ impl PipelineMetrics {
         registry.register(Box::new(m.checkpoint_age_seconds.clone()))?;
         registry.register(Box::new(m.partitions_assigned.clone()))?;
         registry.register(Box::new(m.live_rooms.clone()))?;
+        registry.register(Box::new(m.breakdown_overflow.clone()))?;
+        registry.register(Box::new(m.sessions_timed_out.clone()))?;
+        for kind in ["source", "plan", "product"] {
+            m.breakdown_overflow.with_label_values(&[kind]);
+        }
         for reason in livefunnel_core::Reason::ALL {
             // Every reason shows from the start, so `rate()` sees the first rejection.
             m.events_rejected.with_label_values(&[reason.as_str()]);

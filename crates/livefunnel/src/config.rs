@@ -91,7 +91,8 @@ pub struct WindowsConfig {
     /// comma-separated string (`"1m,5m/10s"`, handy in an environment variable).
     pub set: WindowSet,
     /// The hop/tumble windows that carry source, plan and product breakdown rows (the
-    /// bulk of the output). Absent: all of them, as the contract says.
+    /// bulk of the output). Absent: `1m` only (when it is in `set`), as the contract
+    /// says; `[]` for none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breakdowns: Option<WindowSet>,
 }
@@ -111,11 +112,21 @@ impl Default for WindowsConfig {
 pub struct LimitsConfig {
     /// Distinct counts are exact up to this many values per row, approximate above.
     pub exact_distinct_limit: u64,
+    /// Rooms one input partition holds at once (retired rooms not counted); an event
+    /// that would create one more is dead-lettered `room_limit`.
+    pub max_rooms_per_partition: u64,
+    /// Per room and breakdown kind, the keys (`plan_id`, `product_id`) that get rows of
+    /// their own; events of further keys count under `__other__`. At least 16.
+    pub max_breakdown_keys: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> LimitsConfig {
-        LimitsConfig { exact_distinct_limit: 100_000 }
+        LimitsConfig {
+            exact_distinct_limit: 100_000,
+            max_rooms_per_partition: 50_000,
+            max_breakdown_keys: 1_000,
+        }
     }
 }
 
@@ -357,9 +368,18 @@ impl Config {
         if t.idle_timeout.as_ms() < 1_000 {
             return Err(ConfigError::new("time.idle_timeout", "must be at least 1s, like \"30s\""));
         }
-        let exact_distinct_limit = usize::try_from(self.limits.exact_distinct_limit).map_err(|_| {
-            ConfigError::new("limits.exact_distinct_limit", "is too large for this machine: use e.g. 100000")
-        })?;
+        let limit = |key: &str, v: u64, example: &str| {
+            usize::try_from(v).map_err(|_| {
+                ConfigError::new(
+                    format!("limits.{key}"),
+                    format!("is too large for this machine: use e.g. {example}"),
+                )
+            })
+        };
+        let exact_distinct_limit = limit("exact_distinct_limit", self.limits.exact_distinct_limit, "100000")?;
+        let max_rooms_per_partition =
+            limit("max_rooms_per_partition", self.limits.max_rooms_per_partition, "50000")?;
+        let max_breakdown_keys = limit("max_breakdown_keys", self.limits.max_breakdown_keys, "1000")?;
         let cfg = EngineConfig {
             out_of_orderness_ms: t.out_of_orderness.as_ms(),
             allowed_lateness_ms: t.allowed_lateness.as_ms(),
@@ -371,6 +391,8 @@ impl Config {
             windows,
             breakdown_windows,
             exact_distinct_limit,
+            max_rooms_per_partition,
+            max_breakdown_keys,
             mode,
             user_id_form: self.privacy.user_id_form(),
         };

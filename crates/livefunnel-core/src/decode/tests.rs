@@ -641,3 +641,21 @@ fn arbitrary_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn refunds_need_no_product_id_and_orders_still_do() {
+    // Contract v1.1 §1.1: platforms often send refunds without the product.
+    let refund = format!(r#"{{{BASE},"type":"refund","user_id":"u","order_id":"o","amount_cents":500}}"#);
+    let ev = ok(&refund);
+    assert_eq!((ev.kind, ev.product_id.as_deref(), ev.amount_cents), (EventType::Refund, None, Some(500)));
+    let with = format!(
+        r#"{{{BASE},"type":"refund","user_id":"u","order_id":"o","amount_cents":500,"product_id":"p1"}}"#
+    );
+    assert_eq!(ok(&with).product_id.as_deref(), Some("p1"));
+    for kind in ["order_created", "order_paid"] {
+        let input = format!(r#"{{{BASE},"type":"{kind}","user_id":"u","order_id":"o","amount_cents":500}}"#);
+        let r = reject(&input);
+        assert_eq!(r.reason, Reason::MissingField, "{kind}");
+        assert!(r.detail.contains("product_id"), "{kind}: {}", r.detail);
+    }
+}

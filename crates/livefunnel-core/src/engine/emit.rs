@@ -63,7 +63,7 @@ fn fingerprint(row: &Row) -> u128 {
         }
         Row::Session(r) => {
             (&r.org_id, &r.account_id, r.platform, r.session_start_ts, r.session_end_ts).hash(&mut h);
-            (r.duration_ms, r.peak_online, r.peak_online_ts, r.cold_start).hash(&mut h);
+            (r.duration_ms, r.peak_online, r.peak_online_ts, r.ended_by_timeout, r.cold_start).hash(&mut h);
             r.counts.hash(&mut h);
             r.first30m.hash(&mut h);
         }
@@ -363,13 +363,13 @@ impl Room {
             account_id: identity.2.account_id.clone(),
             platform: identity.2.platform,
             session_start_ts: start,
-            session_end_ts: s.latest_end,
-            duration_ms: s.latest_end.unwrap_or(s.max_ts).saturating_sub(start),
+            session_end_ts: s.end_ts(),
+            duration_ms: s.end_ts().unwrap_or(s.max_ts).saturating_sub(start),
             peak_online: peak.0 as u64,
             peak_online_ts: peak.1,
             counts,
             first30m,
-            ended_by_timeout: false,
+            ended_by_timeout: s.ended_by_timeout(),
             cold_start: s.cold_start(),
         });
         emit_if_changed(&mut self.sessions[i].emitted, row, always, p.version_base, out);

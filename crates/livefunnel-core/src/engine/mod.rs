@@ -7,6 +7,7 @@
 mod agg;
 pub mod distinct;
 mod emit;
+mod lifecycle;
 mod pane;
 pub mod presence;
 mod room;
@@ -48,6 +49,16 @@ pub struct EngineStats {
     pub ts_out_of_range: u64,
     pub after_session_final: u64,
     pub rooms_retired: u64,
+    // Added by state format 3, which writes them after the format-2 state.
+    /// `room_limit` rejections (§1.4 reason 8).
+    #[serde(skip)]
+    pub room_limit: u64,
+    /// Sessions ended by `session_idle_timeout` (§2).
+    #[serde(skip)]
+    pub sessions_timed_out: u64,
+    /// Events counted under `__other__`, by breakdown kind (source, plan, product).
+    #[serde(skip)]
+    pub breakdown_overflow: [u64; 3],
 }
 
 /// One configured hop/tumble window.
@@ -77,6 +88,12 @@ pub(crate) struct Params {
     pub tick: i64,
     pub defs: Vec<Def>,
     pub session_rows: bool,
+    /// Some window has breakdown rows: the key cap applies.
+    pub any_breakdowns: bool,
+    pub max_keys: usize,
+    /// `__other__`, shared by every row of it.
+    pub other_key: Arc<str>,
+    pub max_rooms: usize,
     pub mode: TimeMode,
     /// `epoch << EPOCH_SHIFT`: added to every emitted version.
     pub version_base: u64,
@@ -121,6 +138,10 @@ impl Params {
             tick,
             defs,
             session_rows: cfg.session_rows(),
+            any_breakdowns: cfg.any_breakdowns(),
+            max_keys: cfg.max_breakdown_keys,
+            other_key: Arc::from(crate::config::OTHER_KEY),
+            max_rooms: cfg.max_rooms_per_partition,
             mode: cfg.mode,
             version_base: 0,
         }
@@ -143,6 +164,16 @@ pub struct Engine {
     due: BTreeSet<(i64, u32)>,
     /// Rooms whose sessions all ended, by `room_max_ts + session_idle_timeout`.
     retiring: BTreeSet<(i64, u32)>,
+    /// Live mode: rooms due for retirement by partition time, waiting for the wall
+    /// clock, by the wall time at which they may retire.
+    wall_retiring: BTreeSet<(i64, u32)>,
+    /// Live sessions by `max_ts + session_idle_timeout` (a lower bound: a session's
+    /// key is refreshed when it is reached, not at every event), then (room, session).
+    timeouts: BTreeSet<(i64, u32, u32)>,
+    /// Live mode: sessions timed out by partition time, waiting for the wall clock.
+    wall_timeouts: BTreeSet<(i64, u32, u32)>,
+    /// Rooms not retired: what `limits.max_rooms_per_partition` bounds.
+    active_rooms: usize,
     /// Rooms changed since the last [`Engine::running`] call.
     dirty: Vec<u32>,
     /// Restored after a crash: the wall clock of `last_input` belongs to the process
@@ -167,6 +198,10 @@ impl Engine {
             last_input: None,
             due: BTreeSet::new(),
             retiring: BTreeSet::new(),
+            wall_retiring: BTreeSet::new(),
+            timeouts: BTreeSet::new(),
+            wall_timeouts: BTreeSet::new(),
+            active_rooms: 0,
             dirty: Vec::new(),
             reanchor_wall_clock: false,
             scratch: Scratch::default(),
@@ -227,51 +262,64 @@ impl Engine {
             self.stats.ts_out_of_range += 1;
             return Outcome::Rejected(Reason::TsOutOfRange);
         }
-        let ri = match self.room_index.get(&*ev.room_id) {
-            Some(&i) => i,
+        let ri = self.room_index.get(&*ev.room_id).copied();
+        let known = ri.map(|ri| &self.rooms[ri as usize]);
+        let w = known.map_or(i64::MIN, |r| r.watermark(p));
+        let horizon = known.map_or(i64::MIN, |r| r.horizon(p));
+        if ev.ts < horizon {
+            self.stats.too_late += 1;
+            return Outcome::Rejected(Reason::TooLate);
+        }
+        if known.is_some_and(|r| r.dedupe.contains(&ev.event_id, horizon)) {
+            self.stats.duplicates += 1;
+            return Outcome::Duplicate;
+        }
+        // A new room, or a retired one coming back: it takes a place among the rooms.
+        if known.is_none_or(|r| r.retired) && self.active_rooms >= p.max_rooms {
+            self.stats.room_limit += 1;
+            return Outcome::Rejected(Reason::RoomLimit);
+        }
+        let ri = match ri {
+            Some(ri) => ri,
             None => {
                 let i = self.rooms.len() as u32;
                 let id: Arc<str> = Arc::from(&*ev.room_id);
-                self.rooms.push(Room::new(id.clone(), p.pane_ms));
+                let mut room = Room::new(id.clone(), p.pane_ms);
+                // Counted as active below, like a retired room that comes back.
+                room.retired = true;
+                self.rooms.push(room);
                 self.room_index.insert(id, i);
                 i
             }
         };
         let room = &mut self.rooms[ri as usize];
-        let w = room.watermark(p);
-        let horizon = room.horizon(p);
-        if ev.ts < horizon {
-            self.stats.too_late += 1;
-            return Outcome::Rejected(Reason::TooLate);
-        }
-        if room.dedupe.contains(&ev.event_id, horizon) {
-            self.stats.duplicates += 1;
-            return Outcome::Duplicate;
+        if room.retired {
+            self.active_rooms += 1;
         }
         let late = ev.ts < w;
         self.seq += 1;
         self.stats.accepted += 1;
         self.stats.late_accepted += u64::from(late);
         room.dedupe.insert(&ev.event_id, ev.ts);
-        room.apply(ev, self.seq, p, &mut self.stats.after_session_final);
+        let si = room.apply(ev, self.seq, p, &mut self.stats);
+        room.arrival_wall = wall_clock_ms;
+        room.sessions[si].arrival_wall = wall_clock_ms;
         if !room.dirty {
             room.dirty = true;
             self.dirty.push(ri);
         }
+        self.track_session(ri, si, ev.kind == crate::event::EventType::SessionEnd);
 
+        let p = &self.p;
         let sc = &mut self.scratch;
         let room = &mut self.rooms[ri as usize];
         room.reemit_after(ev.ts, p, sc, out);
         if ev.kind == crate::event::EventType::SessionEnd {
             // Windows that end at or before the broadcast's end are shown now.
             room.advance(ev.ts, p, sc, out);
-            if let Some(&si) = room.session_index.get(&*ev.session_id) {
-                room.emit_session(si as usize, true, p, sc, out);
-            }
-        } else if let Some(&si) = room.session_index.get(&*ev.session_id) {
-            if room.sessions[si as usize].latest_end.is_some() {
-                room.emit_session(si as usize, false, p, sc, out);
-            }
+            room.emit_session(si, true, p, sc, out);
+        } else if room.sessions[si].ended() {
+            room.emit_session(si, false, p, sc, out);
         }
         self.partition_max_ts = self.partition_max_ts.max(ev.ts);
         if let Some(last) = &mut self.last_input {
@@ -283,7 +331,8 @@ impl Engine {
         room.collect(p, &mut self.scratch, out);
         self.requeue(ri);
         self.advance_partition(out);
-        self.retire_due(out);
+        self.time_out_sessions(wall_clock_ms, out);
+        self.retire_due(wall_clock_ms, out);
         Outcome::Accepted { late }
     }
 
@@ -300,16 +349,24 @@ impl Engine {
             self.last_input = Some((wall_clock_ms, last_max));
             return;
         }
+        if self.p.mode != TimeMode::Live || last_max == i64::MIN {
+            return;
+        }
         let elapsed = wall_clock_ms.saturating_sub(last_wall);
-        if self.p.mode != TimeMode::Live || last_max == i64::MIN || elapsed < self.p.idle_timeout {
+        if elapsed < self.p.idle_timeout {
+            self.time_out_sessions(wall_clock_ms, out);
+            self.retire_due(wall_clock_ms, out);
             return;
         }
         let target = last_max.saturating_add(elapsed);
         if target > self.partition_max_ts {
             self.partition_max_ts = target;
             self.advance_partition(out);
-            self.retire_due(out);
         }
+        // Timeouts and retirement wait for the wall clock too: check them at every
+        // tick, even when the partition did not move.
+        self.time_out_sessions(wall_clock_ms, out);
+        self.retire_due(wall_clock_ms, out);
     }
 
     /// `partition_max_ts - idle_grace - out_of_orderness`: the floor of every room's `E`.
@@ -345,8 +402,8 @@ impl Engine {
             }
             room.due_key = due;
         }
-        let retire =
-            room.all_sessions_ended().then(|| room.max_ts.saturating_add(self.p.session_idle_timeout));
+        let retire = (!room.retired && room.all_sessions_ended())
+            .then(|| room.max_ts.saturating_add(self.p.session_idle_timeout));
         if retire != room.retire_key {
             if let Some(k) = room.retire_key {
                 self.retiring.remove(&(k, ri));
@@ -355,30 +412,6 @@ impl Engine {
                 self.retiring.insert((k, ri));
             }
             room.retire_key = retire;
-        }
-    }
-
-    fn retire_due(&mut self, out: &mut Vec<Row>) {
-        while let Some(&(at, ri)) = self.retiring.first() {
-            if self.partition_max_ts <= at {
-                break;
-            }
-            self.retiring.pop_first();
-            let room = &mut self.rooms[ri as usize];
-            room.retire_key = None;
-            room.flush(&self.p, &mut self.scratch, out);
-            room.retire(&self.p);
-            if !room.dirty {
-                room.dirty = true;
-                self.dirty.push(ri);
-            }
-            self.stats.rooms_retired += 1;
-            self.requeue(ri);
-            // A retired room has nothing pending until its next event.
-            let room = &mut self.rooms[ri as usize];
-            if let Some(k) = room.retire_key.take() {
-                self.retiring.remove(&(k, ri));
-            }
         }
     }
 
@@ -401,3 +434,5 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v11;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use super::agg::{counts_for_product, counts_for_source};
 use super::agg::{City, Facts};
 use super::distinct::{hash_str, HashMap64};
 use super::emit::Scratch;
@@ -13,9 +14,9 @@ use super::pane::{later, Ident, Panes};
 use super::presence::{diff, Arrival, Delta, Ends, PEvent, PKind, Seg, Viewer};
 use super::running::RoomTotals;
 use super::session::SessionState;
-use super::Params;
+use super::{EngineStats, Params};
 use crate::event::{Event, EventType, Source};
-use crate::row::{Identity, Row};
+use crate::row::{BreakdownKind, Identity, Row};
 
 /// Accepted event ids of a room, remembered while their `ts` is inside the horizon.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -112,6 +113,52 @@ pub struct Room {
     pub due_key: Option<i64>,
     /// Key in the engine's retirement index, if queued.
     pub retire_key: Option<i64>,
+    // The fields below are added by state format 3, written after the format-2 state.
+    /// Live mode: the wall clock when the room's latest accepted event arrived.
+    #[serde(skip)]
+    pub arrival_wall: i64,
+    /// Key in the engine's wall-clock retirement index, if queued there.
+    #[serde(skip)]
+    pub wall_retire_key: Option<i64>,
+    /// Plan and product keys with rows of their own (§3 key cap), since the room was
+    /// created or last retired.
+    #[serde(skip)]
+    pub bd_keys: BdKeys,
+}
+
+/// The breakdown keys a room admitted, per kind (sources never reach the cap: it is at
+/// least their number).
+#[derive(Debug, Default, Clone)]
+pub struct BdKeys {
+    pub plans: rustc_hash::FxHashSet<Arc<str>>,
+    pub products: rustc_hash::FxHashSet<Arc<str>>,
+}
+
+impl BdKeys {
+    /// `key` itself while it is admitted or there is room for it, else `__other__`.
+    fn cap(
+        &mut self,
+        kind: BreakdownKind,
+        key: Arc<str>,
+        max: usize,
+        other: &Arc<str>,
+        overflow: &mut [u64; 3],
+    ) -> Arc<str> {
+        let set = match kind {
+            BreakdownKind::Plan => &mut self.plans,
+            BreakdownKind::Product => &mut self.products,
+            BreakdownKind::Source => unreachable!("sources are not capped"),
+        };
+        if set.contains(&key) {
+            return key;
+        }
+        if set.len() < max {
+            set.insert(key.clone());
+            return key;
+        }
+        overflow[kind as usize] += 1;
+        other.clone()
+    }
 }
 
 /// Reused by every presence recomputation of the room: no allocation per event.
@@ -164,6 +211,9 @@ impl Room {
             buffers: PresenceBuffers::default(),
             due_key: None,
             retire_key: None,
+            arrival_wall: i64::MIN,
+            wall_retire_key: None,
+            bd_keys: BdKeys::default(),
         }
     }
 
@@ -178,7 +228,7 @@ impl Room {
     }
 
     pub fn all_sessions_ended(&self) -> bool {
-        !self.sessions.is_empty() && self.sessions.iter().all(|s| s.latest_end.is_some() || s.is_final)
+        !self.sessions.is_empty() && self.sessions.iter().all(|s| s.ended() || s.is_final)
     }
 
     fn session(&mut self, id: &str) -> u32 {
@@ -213,13 +263,14 @@ impl Room {
         id
     }
 
-    /// Applies an accepted event to every aggregate it touches.
-    pub fn apply(&mut self, ev: &Event<'_>, seq: u64, p: &Params, after_final: &mut u64) {
+    /// Applies an accepted event to every aggregate it touches; returns the index of
+    /// the event's session.
+    pub fn apply(&mut self, ev: &Event<'_>, seq: u64, p: &Params, stats: &mut EngineStats) -> usize {
         let ts = ev.ts;
         self.max_ts = self.max_ts.max(ts);
         let session = self.session(&ev.session_id);
         let user = if ev.kind.is_viewer_event() { ev.user_id.as_deref().map(hash_str) } else { None };
-        let facts = self.facts(ev, session, user);
+        let facts = self.facts(ev, session, user, p, &mut stats.breakdown_overflow);
         let identity = self.identity(ev, session);
         let ident: Ident = (ts, seq, identity.clone());
         self.retired = false;
@@ -235,15 +286,20 @@ impl Room {
             // Kept after retirement too: later orders of the session still count in windows.
             s.home_city = ev.home_city.as_deref().map(Arc::from);
         }
+        if ev.kind == EventType::SessionEnd {
+            // Presence ends at the smallest accepted `session_end`, also one accepted
+            // after the session became final: a session that ended by timeout may
+            // retire with its room before its real end arrives.
+            end_moved = s.earliest_end.is_none_or(|e| ts < e);
+            if end_moved {
+                s.earliest_end = Some(ts);
+            }
+        }
         if s.is_final {
-            *after_final += 1;
+            stats.after_session_final += 1;
         } else {
             if ev.kind == EventType::SessionEnd {
                 s.latest_end = Some(s.latest_end.map_or(ts, |e| e.max(ts)));
-                end_moved = s.earliest_end.is_none_or(|e| ts < e);
-                if end_moved {
-                    s.earliest_end = Some(ts);
-                }
             }
             rebuild_f30 = s.add(ts, &facts, &ident, p.limit);
         }
@@ -263,21 +319,28 @@ impl Room {
             }
         }
         if end_moved {
-            // Presence of everyone who entered this session may now end earlier.
-            if !self.sessions[session as usize].is_final {
-                let viewers: Vec<u64> = self.sessions[session as usize].viewers.iter().copied().collect();
-                for u in viewers {
-                    self.recompute_viewer(u, p);
-                }
+            // Presence of everyone who entered this session may now end earlier (of a
+            // final session: only viewers who entered it since the room came back).
+            let viewers: Vec<u64> = self.sessions[session as usize].viewers.iter().copied().collect();
+            for u in viewers {
+                self.recompute_viewer(u, p);
             }
         }
         if rebuild_f30 {
             let segs = self.viewers.values().flat_map(|v| v.segs().iter().map(move |s| (v.hash, s)));
             self.sessions[session as usize].rebuild_f30_presence(segs, session);
         }
+        session as usize
     }
 
-    fn facts(&mut self, ev: &Event<'_>, session: u32, user: Option<u64>) -> Facts {
+    fn facts(
+        &mut self,
+        ev: &Event<'_>,
+        session: u32,
+        user: Option<u64>,
+        p: &Params,
+        overflow: &mut [u64; 3],
+    ) -> Facts {
         let inherited = user.and_then(|u| self.inherit.get(&(session, u)));
         let source = ev.source.or(inherited.map(|i| i.source)).unwrap_or(Source::Other);
         let own_plan = ev.plan_id.as_deref().map(Arc::from);
@@ -301,12 +364,25 @@ impl Room {
         } else {
             City::Unknown
         };
+        let mut product = ev.product_id.as_deref().map(Arc::from);
+        // The aggregates read `plan` and `product` only as breakdown keys.
+        let mut plan = plan;
+        if p.any_breakdowns {
+            let keys = &mut self.bd_keys;
+            if counts_for_source(ev.kind) {
+                plan = plan.map(|k| keys.cap(BreakdownKind::Plan, k, p.max_keys, &p.other_key, overflow));
+            }
+            if counts_for_product(ev.kind) {
+                product =
+                    product.map(|k| keys.cap(BreakdownKind::Product, k, p.max_keys, &p.other_key, overflow));
+            }
+        }
         Facts {
             kind: ev.kind,
             user,
             source,
             plan,
-            product: ev.product_id.as_deref().map(Arc::from),
+            product,
             amount: ev.amount_cents(),
             quantity: ev.quantity(),
             city,
@@ -388,14 +464,27 @@ impl Room {
         self.bd_emitted.retain(|&(_, end, _, _), _| end > last);
         self.max_ts = self.max_ts.saturating_add(p.session_idle_timeout);
         self.emitted_through = self.watermark(p);
-        self.panes = Panes::new(p.pane_ms);
-        self.viewers = HashMap64::default();
+        // A session that ended by timeout changed no presence: its viewers stay online
+        // up to `presence_timeout` after their last event, which may reach windows the
+        // room's next events fall in. So presence is freed as `collect` frees it, below
+        // the new horizon only; everything else goes.
+        let h = self.horizon(p);
+        let before = h.saturating_sub(p.max_size);
+        let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
+        self.viewers.retain(|_, v| {
+            v.fold(h, &ends);
+            !v.droppable(before)
+        });
+        self.panes.free_before(before);
         self.inherit = FxHashMap::default();
         self.dedupe = Dedupe::default();
         self.last_identity = None;
+        self.bd_keys = BdKeys::default();
         self.retired = true;
         for s in &mut self.sessions {
             s.retire();
+            // A later `session_end` still ends the presence of those kept online.
+            s.viewers.retain(|u| self.viewers.contains_key(u));
         }
     }
 

@@ -54,7 +54,8 @@ pub struct RunningRoom {
     pub latest_ts: i64,
     /// Viewers online at instant `latest_ts`, by the presence rules of §1.5.
     pub online: u64,
-    /// Some session of the room is live: started and without an accepted `session_end`.
+    /// Some session of the room is live: started, without an accepted `session_end`,
+    /// and not ended by `session_idle_timeout`.
     pub live: bool,
     /// `session_end_ts` of the latest session (`identity.session_id`), `None` while live.
     pub session_end_ts: Option<i64>,
@@ -87,7 +88,7 @@ impl Engine {
                 latest_ts,
                 online: 0,
                 live: false,
-                session_end_ts: session.and_then(|s| s.latest_end),
+                session_end_ts: session.and_then(|s| s.end_ts()),
                 totals: room.totals.clone(),
                 windows: Vec::new(),
             };

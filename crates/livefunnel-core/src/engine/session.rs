@@ -161,6 +161,16 @@ pub struct SessionState {
     pub emitted: (u64, u128),
     /// Retired: the row no longer changes.
     pub is_final: bool,
+    // The fields below are added by state format 3, written after the format-2 state.
+    /// Ended by `session_idle_timeout` (§2); a later event does not reopen it.
+    #[serde(skip)]
+    pub timed_out: bool,
+    /// Live mode: the wall clock when the session's latest accepted event arrived.
+    #[serde(skip)]
+    pub arrival_wall: i64,
+    /// Where the session waits for its timeout while live.
+    #[serde(skip)]
+    pub timeout_key: Option<super::lifecycle::TimeoutKey>,
 }
 
 impl SessionState {
@@ -170,6 +180,7 @@ impl SessionState {
             min_ts: i64::MAX,
             max_ts: i64::MIN,
             log: Some(Vec::new()),
+            arrival_wall: i64::MIN,
             ..SessionState::default()
         }
     }
@@ -180,7 +191,23 @@ impl SessionState {
     }
 
     pub fn is_live(&self) -> bool {
-        self.latest_end.is_none() && !self.is_final
+        !self.ended() && !self.is_final
+    }
+
+    /// Ended by an accepted `session_end` or by timeout.
+    pub fn ended(&self) -> bool {
+        self.latest_end.is_some() || self.timed_out
+    }
+
+    /// `session_end_ts` (§2, §3): the latest `session_end`; after a timeout without
+    /// one, the session's largest accepted `ts`; `None` while live.
+    pub fn end_ts(&self) -> Option<i64> {
+        self.latest_end.or(self.timed_out.then_some(self.max_ts))
+    }
+
+    /// Ended by timeout, and no `session_end` since (a real one wins).
+    pub fn ended_by_timeout(&self) -> bool {
+        self.timed_out && self.latest_end.is_none()
     }
 
     /// Adds an accepted event. Returns true when `session_start_ts` moved: the caller
@@ -279,7 +306,8 @@ impl SessionState {
         }
     }
 
-    /// Frees everything but what a final row and later presence need.
+    /// Frees everything but what a final row and later presence need (the caller keeps
+    /// the viewers still online).
     pub fn retire(&mut self) {
         self.is_final = true;
         self.uvs = Uvs::default();
@@ -289,7 +317,6 @@ impl SessionState {
         self.timeline = Timeline::default();
         self.cold = Distinct::default();
         self.log = None;
-        self.viewers = HashSet64::default();
     }
 
     fn count_at(&self, t: i64) -> i64 {

@@ -15,6 +15,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::emit::{Scratch, EPOCH_SHIFT};
+use super::lifecycle::TimeoutKey;
 use super::pane::Ident;
 use super::room::Room;
 use super::{Engine, EngineStats, Params};
@@ -25,11 +26,14 @@ use crate::row::Identity;
 /// order, a field's type, an enum's variants (postcard writes variant indexes), the
 /// meaning of a value. Version 2 added the user id form to the configuration record;
 /// version 1 states are still read (their ids' form was not recorded, so it is not
-/// checked).
-pub const STATE_FORMAT_VERSION: u16 = 2;
+/// checked). Version 3 (contract v1.1) appends [`Ext`] after the version-2 state, so
+/// the older states are still read, with [`Ext::older`] in its place.
+pub const STATE_FORMAT_VERSION: u16 = 3;
 
 /// The first format, read for its configuration record without the user id form.
 const FORMAT_WITHOUT_USER_ID_FORM: u16 = 1;
+/// The last format without [`Ext`].
+const FORMAT_WITHOUT_EXT: u16 = 2;
 
 const MAGIC: &[u8; 4] = b"LFES";
 const HEADER_LEN: usize = 4 + 2 + 4;
@@ -156,6 +160,106 @@ struct Body {
     rooms: Vec<Room>,
 }
 
+/// What format 3 added (contract v1.1): counters, and per room and session the state
+/// of timeouts, wall-clock arrivals and the breakdown key cap. Written after the
+/// format-2 state, so that one is read by the same types.
+#[derive(Serialize, Deserialize)]
+struct Ext {
+    room_limit: u64,
+    sessions_timed_out: u64,
+    breakdown_overflow: [u64; 3],
+    rooms: Vec<RoomExt>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RoomExt {
+    arrival_wall: i64,
+    wall_retire_key: Option<i64>,
+    /// Sorted, so the same state always gives the same bytes.
+    plans: Vec<Arc<str>>,
+    products: Vec<Arc<str>>,
+    sessions: Vec<SessionExt>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SessionExt {
+    timed_out: bool,
+    arrival_wall: i64,
+    /// `(false, k)`: waits in the partition-time index; `(true, k)`: in the wall one.
+    timeout_key: Option<(bool, i64)>,
+}
+
+fn sorted(keys: &rustc_hash::FxHashSet<Arc<str>>) -> Vec<Arc<str>> {
+    let mut v: Vec<Arc<str>> = keys.iter().cloned().collect();
+    v.sort();
+    v
+}
+
+impl Ext {
+    fn of(engine: &Engine) -> Ext {
+        let s = &engine.stats;
+        Ext {
+            room_limit: s.room_limit,
+            sessions_timed_out: s.sessions_timed_out,
+            breakdown_overflow: s.breakdown_overflow,
+            rooms: engine
+                .rooms
+                .iter()
+                .map(|r| RoomExt {
+                    arrival_wall: r.arrival_wall,
+                    wall_retire_key: r.wall_retire_key,
+                    plans: sorted(&r.bd_keys.plans),
+                    products: sorted(&r.bd_keys.products),
+                    sessions: r
+                        .sessions
+                        .iter()
+                        .map(|s| SessionExt {
+                            timed_out: s.timed_out,
+                            arrival_wall: s.arrival_wall,
+                            timeout_key: s.timeout_key.map(|k| match k {
+                                TimeoutKey::Partition(k) => (false, k),
+                                TimeoutKey::Wall(k) => (true, k),
+                            }),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// For a state written before format 3: no session had timed out; arrivals are
+    /// taken as the last input's wall clock (the latest the state knows of); every live
+    /// session waits for its timeout; no breakdown key was admitted yet.
+    fn older(body: &Body, p: &Params) -> Ext {
+        let wall = body.last_input.map_or(i64::MIN, |(w, _)| w);
+        let sit = p.session_idle_timeout;
+        Ext {
+            room_limit: 0,
+            sessions_timed_out: 0,
+            breakdown_overflow: [0; 3],
+            rooms: body
+                .rooms
+                .iter()
+                .map(|r| RoomExt {
+                    arrival_wall: wall,
+                    wall_retire_key: None,
+                    plans: Vec::new(),
+                    products: Vec::new(),
+                    sessions: r
+                        .sessions
+                        .iter()
+                        .map(|s| SessionExt {
+                            timed_out: false,
+                            arrival_wall: wall,
+                            timeout_key: s.is_live().then(|| (false, s.max_ts.saturating_add(sit))),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
 impl Engine {
     /// The whole state of the engine, for a checkpoint: rooms, watermarks, duplicate
     /// memory, presence, panes, distinct sets and sketches, sessions, version counters
@@ -175,7 +279,8 @@ impl Engine {
         };
         // Writing into a Vec fails only on allocation failure, which aborts anyway.
         let out = postcard::to_extend(&ConfigPrint::of(&self.cfg), out).expect("encoding into a vec");
-        let mut out = postcard::to_extend(&body, out).expect("encoding into a vec");
+        let out = postcard::to_extend(&body, out).expect("encoding into a vec");
+        let mut out = postcard::to_extend(&Ext::of(self), out).expect("encoding into a vec");
         let crc = crc32fast::hash(&out[HEADER_LEN..]);
         out[6..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
         out
@@ -208,7 +313,7 @@ impl Engine {
             });
         }
         let found = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if found != STATE_FORMAT_VERSION && found != FORMAT_WITHOUT_USER_ID_FORM {
+        if !(FORMAT_WITHOUT_USER_ID_FORM..=STATE_FORMAT_VERSION).contains(&found) {
             return Err(StateError::Format { found, supported: STATE_FORMAT_VERSION });
         }
         let crc = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
@@ -231,27 +336,71 @@ impl Engine {
         }
         let (body, rest): (Body, &[u8]) =
             postcard::take_from_bytes(rest).map_err(|e| corrupt(format!("engine state: {e}")))?;
+        let (ext, rest) = if found > FORMAT_WITHOUT_EXT {
+            let (ext, rest): (Ext, &[u8]) = postcard::take_from_bytes(rest)
+                .map_err(|e| corrupt(format!("engine state (v1.1 part): {e}")))?;
+            (Some(ext), rest)
+        } else {
+            (None, rest)
+        };
         if !rest.is_empty() {
             return Err(corrupt(format!("{} unexpected bytes after the state", rest.len())));
         }
-        Engine::from_body(cfg, body)
+        Engine::from_body(cfg, body, ext)
     }
 
-    fn from_body(cfg: EngineConfig, body: Body) -> Result<Engine, StateError> {
+    fn from_body(cfg: EngineConfig, body: Body, ext: Option<Ext>) -> Result<Engine, StateError> {
         let mut engine = Engine::new(cfg);
         let p: &Params = &engine.p;
         if u32::try_from(body.rooms.len()).is_err() {
             return Err(corrupt("more rooms than an engine can hold"));
         }
+        let ext = ext.unwrap_or_else(|| Ext::older(&body, p));
+        if ext.rooms.len() != body.rooms.len() {
+            return Err(corrupt("the v1.1 part lists another number of rooms"));
+        }
+        let mut timeouts = BTreeSet::new();
+        let mut wall_timeouts = BTreeSet::new();
+        let mut wall_retiring = BTreeSet::new();
+        let mut active_rooms = 0;
         let mut room_index = FxHashMap::default();
         let mut due = BTreeSet::new();
         let mut retiring = BTreeSet::new();
         let mut dirty = Vec::new();
         let mut identities = HashMap::new();
         let mut rooms = body.rooms;
-        for (i, room) in rooms.iter_mut().enumerate() {
+        for (i, (room, x)) in rooms.iter_mut().zip(ext.rooms).enumerate() {
             let ri = i as u32;
             room.rebuild(p.pane_ms);
+            if x.sessions.len() != room.sessions.len() {
+                return Err(corrupt(format!(
+                    "room {}: the v1.1 part lists another number of sessions",
+                    room.id
+                )));
+            }
+            room.arrival_wall = x.arrival_wall;
+            room.wall_retire_key = x.wall_retire_key;
+            room.bd_keys.plans = x.plans.into_iter().collect();
+            room.bd_keys.products = x.products.into_iter().collect();
+            if let Some(k) = x.wall_retire_key {
+                wall_retiring.insert((k, ri));
+            }
+            for (si, (s, sx)) in room.sessions.iter_mut().zip(x.sessions).enumerate() {
+                s.timed_out = sx.timed_out;
+                s.arrival_wall = sx.arrival_wall;
+                s.timeout_key = sx.timeout_key.map(|(wall, k)| {
+                    if wall {
+                        wall_timeouts.insert((k, ri, si as u32));
+                        TimeoutKey::Wall(k)
+                    } else {
+                        timeouts.insert((k, ri, si as u32));
+                        TimeoutKey::Partition(k)
+                    }
+                });
+            }
+            if !room.retired && room.latest.is_some() {
+                active_rooms += 1;
+            }
             intern_identities(room, &mut identities);
             if room_index.insert(room.id.clone(), ri).is_some() {
                 return Err(corrupt(format!("room {} is listed twice", room.id)));
@@ -270,6 +419,13 @@ impl Engine {
         }
         engine.p.version_base = u64::from(body.epoch) << EPOCH_SHIFT;
         engine.stats = body.stats;
+        engine.stats.room_limit = ext.room_limit;
+        engine.stats.sessions_timed_out = ext.sessions_timed_out;
+        engine.stats.breakdown_overflow = ext.breakdown_overflow;
+        engine.timeouts = timeouts;
+        engine.wall_timeouts = wall_timeouts;
+        engine.wall_retiring = wall_retiring;
+        engine.active_rooms = active_rooms;
         engine.partition_max_ts = body.partition_max_ts;
         engine.seq = body.seq;
         engine.last_input = body.last_input;

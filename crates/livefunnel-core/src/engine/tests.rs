@@ -6,30 +6,30 @@ use super::*;
 use crate::event::{EventType as T, Source};
 use crate::row::{SessionRow, WindowRow};
 
-const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
-const S: i64 = 1000;
-const M: i64 = 60 * S;
+pub(super) const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+pub(super) const S: i64 = 1000;
+pub(super) const M: i64 = 60 * S;
 
-fn cfg(windows: &[&str]) -> EngineConfig {
+pub(super) fn cfg(windows: &[&str]) -> EngineConfig {
     EngineConfig {
         windows: windows.iter().map(|w| WindowSpec::parse(w).unwrap()).collect(),
         ..EngineConfig::default()
     }
 }
 
-struct Run {
-    engine: Engine,
-    rows: Vec<Row>,
+pub(super) struct Run {
+    pub(super) engine: Engine,
+    pub(super) rows: Vec<Row>,
     n: u64,
 }
 
 impl Run {
-    fn new(cfg: EngineConfig) -> Run {
+    pub(super) fn new(cfg: EngineConfig) -> Run {
         cfg.validate().unwrap();
         Run { engine: Engine::new(cfg), rows: Vec::new(), n: 0 }
     }
 
-    fn ev(&mut self, room: &str, kind: T, ts: i64, user: Option<&str>) -> Event<'static> {
+    pub(super) fn ev(&mut self, room: &str, kind: T, ts: i64, user: Option<&str>) -> Event<'static> {
         self.n += 1;
         let mut e = Event::minimal(&format!("{room}-{}", self.n), kind, ts, room, "s1");
         e.user_id = user.map(|u| Cow::Owned(u.to_owned()));
@@ -48,20 +48,20 @@ impl Run {
         e
     }
 
-    fn send(&mut self, e: &Event<'_>) -> Outcome {
+    pub(super) fn send(&mut self, e: &Event<'_>) -> Outcome {
         self.engine.process(e, 0, &mut self.rows)
     }
 
-    fn push(&mut self, room: &str, kind: T, ts: i64, user: Option<&str>) -> Outcome {
+    pub(super) fn push(&mut self, room: &str, kind: T, ts: i64, user: Option<&str>) -> Outcome {
         let e = self.ev(room, kind, ts, user);
         self.send(&e)
     }
 
-    fn finish(&mut self) {
+    pub(super) fn finish(&mut self) {
         self.engine.finish(&mut self.rows);
     }
 
-    fn windows(&self, room: &str, window: &str, start: i64) -> Vec<&WindowRow> {
+    pub(super) fn windows(&self, room: &str, window: &str, start: i64) -> Vec<&WindowRow> {
         self.rows
             .iter()
             .filter_map(|r| match r {
@@ -73,11 +73,11 @@ impl Run {
             .collect()
     }
 
-    fn last(&self, room: &str, window: &str, start: i64) -> &WindowRow {
+    pub(super) fn last(&self, room: &str, window: &str, start: i64) -> &WindowRow {
         self.windows(room, window, start).pop().unwrap_or_else(|| panic!("no row {room} {window} {start}"))
     }
 
-    fn session(&self, room: &str) -> &SessionRow {
+    pub(super) fn session(&self, room: &str) -> &SessionRow {
         self.rows
             .iter()
             .rev()

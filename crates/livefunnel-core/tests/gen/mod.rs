@@ -53,15 +53,18 @@ impl fmt::Debug for Case {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.cfg;
         let windows: Vec<String> = c.windows.iter().map(|w| w.name()).collect();
+        let breakdowns = c.breakdown_windows.as_ref().map(|b| b.iter().map(|w| w.name()).collect::<Vec<_>>());
         writeln!(
             f,
-            "config: windows={windows:?} ooo={} L={} idle={} pt={} sit={} skew={}",
+            "config: windows={windows:?} ooo={} L={} idle={} pt={} sit={} skew={} max_rooms={} max_keys={} breakdowns={breakdowns:?}",
             c.out_of_orderness_ms,
             c.allowed_lateness_ms,
             c.idle_grace_ms,
             c.presence_timeout_ms,
             c.session_idle_timeout_ms,
-            c.max_future_skew_ms
+            c.max_future_skew_ms,
+            c.max_rooms_per_partition,
+            c.max_breakdown_keys,
         )?;
         for (i, ev) in self.events.iter().enumerate() {
             writeln!(f, "  #{i:<3} {}", fmt_event(ev))?;
@@ -72,6 +75,8 @@ impl fmt::Debug for Case {
 
 #[derive(Debug, Clone)]
 struct Params {
+    /// Room limit, key cap and breakdown windows (contract v1.1).
+    limits_sel: u8,
     cfg_sel: u8,
     l_sel: u8,
     pt_sel: u8,
@@ -121,9 +126,29 @@ fn config(p: &Params) -> EngineConfig {
     cfg.idle_grace_ms = 30_000;
     let max_size = cfg.hop_windows().map(|(size, _)| size).max().unwrap_or(0);
     let needed = max_size + cfg.out_of_orderness_ms + cfg.allowed_lateness_ms + cfg.idle_grace_ms;
-    cfg.session_idle_timeout_ms = needed + [0, 30_000][p.sit_sel as usize % 2];
+    // A timed-out session changes no presence: presence_timeout <= session_idle_timeout.
+    cfg.session_idle_timeout_ms = needed.max(cfg.presence_timeout_ms) + [0, 30_000][p.sit_sel as usize % 2];
+    limits(p, &mut cfg);
     cfg.validate().expect("generated config is valid");
     cfg
+}
+
+/// Room limits small enough to reach, key caps that the wide key pools pass, and
+/// breakdown rows for the default (`1m`), every or no window.
+fn limits(p: &Params, cfg: &mut EngineConfig) {
+    let l = p.limits_sel;
+    cfg.max_rooms_per_partition = [1, 2, 3, 50_000, 50_000, 50_000][l as usize % 6];
+    cfg.max_breakdown_keys = [16, 17, 1_000][(l as usize / 6) % 3];
+    cfg.breakdown_windows = match (l / 18) % 4 {
+        0 | 1 => None,
+        2 => Some(cfg.windows.iter().filter(|w| **w != WindowSpec::Session).cloned().collect()),
+        _ => Some(Vec::new()),
+    };
+}
+
+/// Plans and products from a pool wider than the smallest key cap, in some cases.
+fn wide_keys(p: &Params) -> bool {
+    p.limits_sel % 2 == 1
 }
 
 struct Gen<'p> {
@@ -167,12 +192,15 @@ impl Gen<'_> {
             ev.source = Some(source);
         }
         let plan = (aux >> 12) & 7;
-        if (kind == EventType::Enter && plan < 3) || plan == 0 {
-            ev.plan_id = Some(Cow::Owned(format!("p{}", plan % 2)));
+        let wide = wide_keys(self.p);
+        if (kind == EventType::Enter && plan < 3) || plan == 0 || (wide && plan < 5) {
+            let n = if wide { 64 } else { 2 };
+            ev.plan_id = Some(Cow::Owned(format!("p{}", (aux >> 32) % n)));
         }
         ev.is_follower = (aux >> 16) & 3 == 0;
-        if kind.requires_product_id() {
-            ev.product_id = Some(Cow::Owned(format!("g{}", (aux >> 18) % 3)));
+        let products = if wide { 64 } else { 3 };
+        if kind.requires_product_id() || (kind == EventType::Refund && (aux >> 18) % 2 == 0) {
+            ev.product_id = Some(Cow::Owned(format!("g{}", (aux >> 18) % products)));
         }
         if kind.requires_order_id() {
             ev.order_id = Some(Cow::Owned(format!("o{}", (aux >> 20) % 4)));
@@ -350,20 +378,14 @@ fn params() -> impl Strategy<Value = Params> {
         any::<u8>(),
         any::<u8>(),
         any::<u8>(),
+        any::<u8>(),
         1usize..=6,
         prop::array::uniform6(1usize..=3),
         prop::array::uniform6(1usize..=8),
         0i64..3_600_000,
     )
-        .prop_map(|(cfg_sel, l_sel, pt_sel, sit_sel, n_rooms, sessions, users, base_off)| Params {
-            cfg_sel,
-            l_sel,
-            pt_sel,
-            sit_sel,
-            n_rooms,
-            sessions,
-            users,
-            base_off,
+        .prop_map(|(limits_sel, cfg_sel, l_sel, pt_sel, sit_sel, n_rooms, sessions, users, base_off)| {
+            Params { limits_sel, cfg_sel, l_sel, pt_sel, sit_sel, n_rooms, sessions, users, base_off }
         })
 }
 

@@ -19,7 +19,8 @@ fn small_cfg(windows: &[&str], lateness: i64, pt: i64) -> EngineConfig {
         ..EngineConfig::default()
     };
     let max_size = cfg.hop_windows().map(|(size, _)| size).max().unwrap_or(0);
-    cfg.session_idle_timeout_ms = max_size + 5_000 + lateness + 30_000;
+    // A timed-out session changes no presence: presence_timeout <= session_idle_timeout.
+    cfg.session_idle_timeout_ms = (max_size + 5_000 + lateness + 30_000).max(pt);
     cfg.validate().unwrap();
     cfg
 }
@@ -393,7 +394,7 @@ fn model_home_city_in_arrival_order_and_saturating_money() {
 #[test]
 fn model_retirement_freezes_sessions_and_frees_memory() {
     // sit = 60 s + 5 s + 30 s + 30 s = 125 s
-    let cfg = small_cfg(&["1m", "session"], 30_000, 600_000);
+    let cfg = small_cfg(&["1m", "session"], 30_000, 120_000);
     assert_eq!(cfg.session_idle_timeout_ms, 125_000);
     let room_a = |id: &str, kind, ts, user: &str| viewer_in(id, kind, ts, "a", "s1", user);
     let mut a2 = room_a("a2", EventType::Enter, T0 + 1_000, "u1");

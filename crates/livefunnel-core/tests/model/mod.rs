@@ -51,6 +51,10 @@ pub struct ModelResult {
     pub retirements: u64,
     /// Accepted events carrying the session_id of a session already final.
     pub after_session_final: u64,
+    /// Sessions ended by timeout (for coverage checks of generators).
+    pub sessions_timed_out: u64,
+    /// Events counted under `__other__`, by kind: (plan, product).
+    pub breakdown_overflow: (u64, u64),
     /// Rooms not retired since their last event: (the latest accepted ts, viewers
     /// online at that instant). For the engine's running values.
     #[allow(dead_code)]
@@ -63,9 +67,12 @@ struct Acc {
     seq: usize,
     ev: Event<'static>,
     source: Source,
-    plan: Option<String>,
     /// For `order_paid`: the session's home city known when the order was accepted.
     home_city: Option<String>,
+    /// The breakdown keys after the key cap (§3): `plan` for source-kind events,
+    /// the `product_id` for product-kind ones; `__other__` beyond the cap.
+    plan_key: Option<String>,
+    product_key: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +93,27 @@ struct RoomState {
     frozen_end: HashMap<String, i64>,
     /// Final rows of retired sessions.
     frozen_rows: BTreeMap<String, SessionRow>,
+    /// Sessions ended by `session_idle_timeout` (never reopened).
+    timed_out: HashSet<String>,
+    /// Plan and product keys with rows of their own, in arrival order, since the room
+    /// was created or last retired.
+    plan_keys: Vec<String>,
+    product_keys: Vec<String>,
+}
+
+const OTHER: &str = "__other__";
+
+/// `key` while it is admitted or there is room for it (admitting it), else `__other__`.
+fn cap_key(keys: &mut Vec<String>, key: &str, max: usize, overflow: &mut u64) -> String {
+    if keys.iter().any(|k| k == key) {
+        return key.to_owned();
+    }
+    if keys.len() < max {
+        keys.push(key.to_owned());
+        return key.to_owned();
+    }
+    *overflow += 1;
+    OTHER.to_owned()
 }
 
 /// Runs the model over `events` (arrival order) for a replay-mode configuration.
@@ -99,6 +127,10 @@ pub fn run(cfg: &EngineConfig, events: &[Event<'static>]) -> ModelResult {
     let mut retirements = 0;
     let mut after_session_final = 0;
 
+    let mut sessions_timed_out = 0;
+    let mut overflow = (0, 0);
+    let mut active_rooms = 0usize;
+
     for (seq, ev) in events.iter().enumerate() {
         // 1. ts_out_of_range (replay)
         if let Some(pm) = partition_max {
@@ -107,21 +139,32 @@ pub fn run(cfg: &EngineConfig, events: &[Event<'static>]) -> ModelResult {
                 continue;
             }
         }
-        let room = rooms
-            .entry(ev.room_id.to_string())
-            .or_insert_with(|| RoomState { first_arrival: seq, ..RoomState::default() });
+        let known = rooms.get(&*ev.room_id);
         // 2. too_late
-        let horizon = room.w.map(|w| w.saturating_sub(lateness));
+        let horizon = known.and_then(|r| r.w).map(|w| w.saturating_sub(lateness));
         if horizon.is_some_and(|h| ev.ts < h) {
             outcomes.push(Outcome::Rejected(Reason::TooLate));
             continue;
         }
         // 3. duplicate
-        if room.dedup.iter().any(|(id, ts)| *id == *ev.event_id && horizon.is_none_or(|h| *ts >= h)) {
+        if known.is_some_and(|r| {
+            r.dedup.iter().any(|(id, ts)| *id == *ev.event_id && horizon.is_none_or(|h| *ts >= h))
+        }) {
             outcomes.push(Outcome::Duplicate);
             continue;
         }
-        // 4. accept
+        // 4. room limit: a new room, or a retired one coming back, takes a place.
+        if known.is_none_or(|r| !r.active) && active_rooms >= cfg.max_rooms_per_partition {
+            outcomes.push(Outcome::Rejected(Reason::RoomLimit));
+            continue;
+        }
+        // 5. accept
+        let room = rooms
+            .entry(ev.room_id.to_string())
+            .or_insert_with(|| RoomState { first_arrival: seq, ..RoomState::default() });
+        if !room.active {
+            active_rooms += 1;
+        }
         let late = room.w.is_some_and(|w| ev.ts < w);
         outcomes.push(Outcome::Accepted { late });
         let room_max = room.room_max.map_or(ev.ts, |m| m.max(ev.ts));
@@ -161,13 +204,43 @@ pub fn run(cfg: &EngineConfig, events: &[Event<'static>]) -> ModelResult {
                 room.enters.push((ev.session_id.to_string(), u.to_owned(), source, plan.clone()));
             }
         }
+        // The key cap, when some window has breakdown rows at all.
+        let mut plan_key = None;
+        let mut product_key = None;
+        if cfg.any_breakdowns() {
+            let max = cfg.max_breakdown_keys;
+            if is_source_kind(ev.kind) {
+                plan_key = plan.as_deref().map(|p| cap_key(&mut room.plan_keys, p, max, &mut overflow.0));
+            }
+            if is_product_kind(ev.kind) {
+                product_key = ev
+                    .product_id
+                    .as_deref()
+                    .map(|p| cap_key(&mut room.product_keys, p, max, &mut overflow.1));
+            }
+        }
         if room.frozen_rows.contains_key(&*ev.session_id) {
             after_session_final += 1;
         }
-        room.accepted.push(Acc { seq, ev: ev.clone(), source, plan, home_city });
+        room.accepted.push(Acc { seq, ev: ev.clone(), source, home_city, plan_key, product_key });
 
-        // Retirement, after every accepted event.
+        // Session timeouts, then retirement, after every accepted event.
         let pm = partition_max.expect("set above");
+        for r in rooms.values_mut().filter(|r| r.active) {
+            for sid in session_ids(&r.accepted) {
+                if r.frozen_rows.contains_key(&sid)
+                    || r.timed_out.contains(&sid)
+                    || has_end(&r.accepted, &sid)
+                {
+                    continue;
+                }
+                let last = r.accepted.iter().filter(|a| *a.ev.session_id == *sid).map(|a| a.ev.ts).max();
+                if last.is_some_and(|t| pm > t.saturating_add(sit)) {
+                    r.timed_out.insert(sid);
+                    sessions_timed_out += 1;
+                }
+            }
+        }
         let mut due: Vec<(i64, usize, String)> = rooms
             .iter()
             .filter(|(_, r)| {
@@ -182,6 +255,7 @@ pub fn run(cfg: &EngineConfig, events: &[Event<'static>]) -> ModelResult {
             let r = rooms.get_mut(&id).expect("listed above");
             retire(cfg, &id, r);
             retirements += 1;
+            active_rooms -= 1;
         }
     }
 
@@ -192,6 +266,8 @@ pub fn run(cfg: &EngineConfig, events: &[Event<'static>]) -> ModelResult {
         sessions: BTreeMap::new(),
         retirements,
         after_session_final,
+        sessions_timed_out,
+        breakdown_overflow: overflow,
         online_at_latest: BTreeMap::new(),
     };
     let mut ids: Vec<&String> = rooms.keys().collect();
@@ -214,7 +290,7 @@ pub fn run(cfg: &EngineConfig, events: &[Event<'static>]) -> ModelResult {
             }
             for sid in session_ids(&r.accepted) {
                 if !r.frozen_rows.contains_key(&sid) {
-                    let row = session_row(id, &sid, &r.accepted, &segs);
+                    let row = session_row(id, &sid, &r.accepted, &segs, r.timed_out.contains(&sid));
                     result.sessions.insert((id.clone(), sid), row);
                 }
             }
@@ -227,11 +303,32 @@ fn session_ids(acc: &[Acc]) -> BTreeSet<String> {
     acc.iter().map(|a| a.ev.session_id.to_string()).collect()
 }
 
-/// Every session seen so far (any epoch) has an accepted `session_end`.
+fn has_end(acc: &[Acc], sid: &str) -> bool {
+    acc.iter().any(|a| a.ev.kind == EventType::SessionEnd && *a.ev.session_id == *sid)
+}
+
+/// Every session seen so far (any epoch) has an accepted `session_end`, ended by
+/// timeout, or is final.
 fn all_sessions_ended(r: &RoomState) -> bool {
     session_ids(&r.accepted)
         .iter()
-        .all(|s| r.accepted.iter().any(|a| a.ev.kind == EventType::SessionEnd && *a.ev.session_id == **s))
+        .all(|s| has_end(&r.accepted, s) || r.timed_out.contains(s) || r.frozen_rows.contains_key(s))
+}
+
+/// Event kinds of source and plan breakdowns (§3).
+fn is_source_kind(kind: EventType) -> bool {
+    matches!(kind, EventType::Enter | EventType::ProductClick | EventType::OrderPaid | EventType::Comment)
+}
+
+/// Event kinds of product breakdowns (§3).
+fn is_product_kind(kind: EventType) -> bool {
+    matches!(
+        kind,
+        EventType::ProductImpression
+            | EventType::ProductClick
+            | EventType::OrderCreated
+            | EventType::OrderPaid
+    )
 }
 
 fn retire(cfg: &EngineConfig, id: &str, r: &mut RoomState) {
@@ -243,7 +340,7 @@ fn retire(cfg: &EngineConfig, id: &str, r: &mut RoomState) {
         if r.frozen_rows.contains_key(&sid) {
             continue;
         }
-        let row = session_row(id, &sid, &r.accepted, &segs);
+        let row = session_row(id, &sid, &r.accepted, &segs, r.timed_out.contains(&sid));
         r.frozen_rows.insert(sid.clone(), row);
         if let Some(&end) = ends.get(&sid) {
             r.frozen_end.insert(sid, end);
@@ -255,6 +352,8 @@ fn retire(cfg: &EngineConfig, id: &str, r: &mut RoomState) {
     r.room_max = Some(w.saturating_add(cfg.out_of_orderness_ms));
     r.dedup.clear();
     r.enters.clear();
+    r.plan_keys.clear();
+    r.product_keys.clear();
     r.active = false;
 }
 
@@ -575,7 +674,9 @@ fn windows_of_room(cfg: &EngineConfig, room: &str, acc: &[Acc], segs: &[Seg], ou
     sorted.sort_by_key(|a| (a.ev.ts, a.seq));
     let all_segs: Vec<&Seg> = segs.iter().collect();
     for (size, slide) in cfg.hop_windows() {
-        let name = WindowSpec::Hop { size_ms: size, slide_ms: slide }.name();
+        let spec = WindowSpec::Hop { size_ms: size, slide_ms: slide };
+        let name = spec.name();
+        let with_breakdowns = cfg.has_breakdowns(&spec);
         let mut starts = BTreeSet::new();
         for a in acc {
             let t = a.ev.ts;
@@ -609,27 +710,15 @@ fn windows_of_room(cfg: &EngineConfig, room: &str, acc: &[Acc], segs: &[Seg], ou
             let mut by_source: BTreeMap<&str, BdAcc<'_>> = BTreeMap::new();
             let mut by_plan: BTreeMap<&str, BdAcc<'_>> = BTreeMap::new();
             let mut by_product: BTreeMap<&str, BdAcc<'_>> = BTreeMap::new();
-            for &a in in_window {
-                match a.ev.kind {
-                    EventType::Enter
-                    | EventType::ProductClick
-                    | EventType::OrderPaid
-                    | EventType::Comment => {
-                        by_source.entry(a.source.as_str()).or_default().add_attributed(a);
-                        if let Some(p) = a.plan.as_deref() {
-                            by_plan.entry(p).or_default().add_attributed(a);
-                        }
+            for &a in in_window.iter().filter(|_| with_breakdowns) {
+                if is_source_kind(a.ev.kind) {
+                    by_source.entry(a.source.as_str()).or_default().add_attributed(a);
+                    if let Some(p) = a.plan_key.as_deref() {
+                        by_plan.entry(p).or_default().add_attributed(a);
                     }
-                    _ => {}
                 }
-                if matches!(
-                    a.ev.kind,
-                    EventType::ProductImpression
-                        | EventType::ProductClick
-                        | EventType::OrderCreated
-                        | EventType::OrderPaid
-                ) {
-                    if let Some(p) = a.ev.product_id.as_deref() {
+                if is_product_kind(a.ev.kind) {
+                    if let Some(p) = a.product_key.as_deref() {
                         by_product.entry(p).or_default().add_product(a);
                     }
                 }
@@ -657,8 +746,9 @@ fn windows_of_room(cfg: &EngineConfig, room: &str, acc: &[Acc], segs: &[Seg], ou
 // ---------------------------------------------------------------------------
 // Sessions
 
-/// The session row of `sid` from the room's accepted events `acc` and its segments.
-fn session_row(room: &str, sid: &str, acc: &[Acc], segs: &[Seg]) -> SessionRow {
+/// The session row of `sid` from the room's accepted events `acc` and its segments;
+/// `timed_out` when it ended by `session_idle_timeout`.
+fn session_row(room: &str, sid: &str, acc: &[Acc], segs: &[Seg], timed_out: bool) -> SessionRow {
     let evs: Vec<&Acc> = acc.iter().filter(|a| *a.ev.session_id == *sid).collect();
     let start = evs
         .iter()
@@ -667,8 +757,10 @@ fn session_row(room: &str, sid: &str, acc: &[Acc], segs: &[Seg]) -> SessionRow {
         .min()
         .or_else(|| evs.iter().map(|a| a.ev.ts).min())
         .expect("a session has an event");
-    let end = evs.iter().filter(|a| a.ev.kind == EventType::SessionEnd).map(|a| a.ev.ts).max();
+    let real_end = evs.iter().filter(|a| a.ev.kind == EventType::SessionEnd).map(|a| a.ev.ts).max();
     let last = evs.iter().map(|a| a.ev.ts).max().expect("a session has an event");
+    // A timeout ends the session at its largest ts; a real session_end wins.
+    let end = real_end.or(timed_out.then_some(last));
     let ident = evs.iter().max_by_key(|a| (a.ev.ts, a.seq)).expect("a session has an event");
     let my_segs: Vec<&Seg> = segs.iter().filter(|s| s.session == sid).collect();
 
@@ -717,7 +809,7 @@ fn session_row(room: &str, sid: &str, acc: &[Acc], segs: &[Seg]) -> SessionRow {
         peak_online_ts: peak_ts,
         counts,
         first30m,
-        ended_by_timeout: false,
+        ended_by_timeout: timed_out && real_end.is_none(),
         cold_start: early_viewers.len() < 200,
     }
 }

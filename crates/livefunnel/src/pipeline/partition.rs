@@ -95,8 +95,8 @@ struct Task {
     dlq_inflight: FuturesUnordered<futures::future::BoxFuture<'static, Result<(), (DeadLetter, u32)>>>,
     last_checkpoint: Instant,
     partition_label: String,
-    /// The engine's `after_session_final` count already added to its counter.
-    after_final_counted: u64,
+    /// The engine's counters as already added to the pipeline's.
+    stats_counted: livefunnel_core::EngineStats,
 }
 
 /// Runs until `stop` fires or the consumer loop drops `rx`; then takes a final
@@ -109,7 +109,7 @@ pub async fn run(
 ) -> anyhow::Result<Option<i64>> {
     setup.tracker.publish(&ctx.metrics.rooms);
     let partition_label = setup.a.partition.to_string();
-    let after_final_counted = setup.engine.stats().after_session_final;
+    let stats_counted = setup.engine.stats().clone();
     let mut t = Task {
         s: setup,
         ctx,
@@ -118,7 +118,7 @@ pub async fn run(
         dlq_inflight: FuturesUnordered::new(),
         last_checkpoint: Instant::now(),
         partition_label,
-        after_final_counted,
+        stats_counted,
     };
     let mut pending: Option<Pending> = None;
     let mut tick = tokio::time::interval(TICK);
@@ -225,12 +225,23 @@ impl Task {
                 Outcome::Rejected(reason) => self.dead_letter(reason, &msg),
             }
         }
-        let after_final = self.s.engine.stats().after_session_final;
-        if after_final > self.after_final_counted {
-            m.pipeline.events_after_session_final.inc_by(after_final - self.after_final_counted);
-            self.after_final_counted = after_final;
-        }
+        self.count_engine_stats();
         self.flush_rows().await
+    }
+
+    /// Adds what the engine counted since the last call to the pipeline's counters.
+    fn count_engine_stats(&mut self) {
+        let m = &self.ctx.metrics.pipeline;
+        let (now, was) = (self.s.engine.stats(), &self.stats_counted);
+        m.events_after_session_final.inc_by(now.after_session_final - was.after_session_final);
+        m.sessions_timed_out.inc_by(now.sessions_timed_out - was.sessions_timed_out);
+        for (i, kind) in ["source", "plan", "product"].into_iter().enumerate() {
+            let n = now.breakdown_overflow[i] - was.breakdown_overflow[i];
+            if n > 0 {
+                m.breakdown_overflow.with_label_values(&[kind]).inc_by(n);
+            }
+        }
+        self.stats_counted = now.clone();
     }
 
     fn dead_letter(&mut self, reason: Reason, msg: &InMsg) {
@@ -304,6 +315,8 @@ impl Task {
     async fn on_tick(&mut self) -> anyhow::Result<()> {
         let now = now_ms();
         self.s.engine.tick(now, &mut self.rows);
+        // Ticks end sessions by timeout too.
+        self.count_engine_stats();
         self.flush_rows().await?;
         let rooms = &self.ctx.metrics.rooms;
         let mut running = Vec::new();
