@@ -1,35 +1,76 @@
 //! Versioned, idempotent migrations, run at start-up.
 //!
-//! Every statement is `IF NOT EXISTS`, and a version is recorded only after its
-//! statements succeeded, so an interrupted run, or two processes migrating at once,
-//! are harmless. After the numbered migrations, each table's columns are compared
-//! with [`Table::columns`]: a measure added to the core since the table was created
-//! is added as a column (`ALTER TABLE ... ADD COLUMN`), and a column whose type
-//! differs stops the start-up with an error saying how to fix it.
+//! A version is recorded only after its statements succeeded, and every statement
+//! either is idempotent (`IF NOT EXISTS`, "already exists" tolerated) or is chosen
+//! from what the server holds right now, so an interrupted run, or two processes
+//! migrating at once, are harmless. Migrations 1 to 6 create the tables, 7 adds
+//! `room_session_stats.ended_by_timeout`, 8 to 13 move each table created with
+//! `org_id` in its sort key to today's key ([`rekey`]). After the numbered
+//! migrations, each table's columns are compared with [`Table::columns`]: a measure
+//! added to the core since the table was created is added as a column (`ALTER TABLE
+//! ... ADD COLUMN`), and a column whose type differs stops the start-up with an error
+//! saying how to fix it.
+
+mod columns;
+mod rekey;
+
+use std::future::Future;
 
 use crate::client::Conn;
 use crate::config::ClickHouseConfig;
 use crate::error::ClickHouseError;
-use crate::schema::{Column, ColumnType, Table};
+use crate::schema::Table;
+
+pub use rekey::{MoveStep, MovedTable};
 
 /// One numbered migration.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
-    /// The table it creates. Later migrations may need other kinds of steps; then
-    /// this becomes an enum.
-    table: Table,
+    step: Step,
+}
+
+/// What a migration does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Creates the table with today's [`Table::create_sql`].
+    Create(Table),
+    /// Adds a column of [`Table::columns`] where a table created today has it.
+    AddColumn(Table, &'static str),
+    /// Moves the rows of a table created with another sort key into one with today's
+    /// (contract §5); nothing to do on a table created with today's key.
+    Rekey(Table),
+}
+
+impl Migration {
+    /// The table the migration changes.
+    pub fn table(&self) -> Table {
+        match self.step {
+            Step::Create(t) | Step::AddColumn(t, _) | Step::Rekey(t) => t,
+        }
+    }
 }
 
 /// Every migration, in version order. Never renumber or edit an applied one: add one.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, name: "create_room_window_stats", table: Table::Window },
-    Migration { version: 2, name: "create_room_source_window_stats", table: Table::Source },
-    Migration { version: 3, name: "create_room_plan_window_stats", table: Table::Plan },
-    Migration { version: 4, name: "create_room_product_window_stats", table: Table::Product },
-    Migration { version: 5, name: "create_room_session_stats", table: Table::Session },
-    Migration { version: 6, name: "create_annotations", table: Table::Annotations },
+    Migration { version: 1, name: "create_room_window_stats", step: Step::Create(Table::Window) },
+    Migration { version: 2, name: "create_room_source_window_stats", step: Step::Create(Table::Source) },
+    Migration { version: 3, name: "create_room_plan_window_stats", step: Step::Create(Table::Plan) },
+    Migration { version: 4, name: "create_room_product_window_stats", step: Step::Create(Table::Product) },
+    Migration { version: 5, name: "create_room_session_stats", step: Step::Create(Table::Session) },
+    Migration { version: 6, name: "create_annotations", step: Step::Create(Table::Annotations) },
+    Migration {
+        version: 7,
+        name: "add_room_session_stats_ended_by_timeout",
+        step: Step::AddColumn(Table::Session, "ended_by_timeout"),
+    },
+    Migration { version: 8, name: "rekey_room_window_stats", step: Step::Rekey(Table::Window) },
+    Migration { version: 9, name: "rekey_room_source_window_stats", step: Step::Rekey(Table::Source) },
+    Migration { version: 10, name: "rekey_room_plan_window_stats", step: Step::Rekey(Table::Plan) },
+    Migration { version: 11, name: "rekey_room_product_window_stats", step: Step::Rekey(Table::Product) },
+    Migration { version: 12, name: "rekey_room_session_stats", step: Step::Rekey(Table::Session) },
+    Migration { version: 13, name: "rekey_annotations", step: Step::Rekey(Table::Annotations) },
 ];
 
 /// What [`migrate`] did.
@@ -41,14 +82,17 @@ pub struct MigrationReport {
     pub applied: Vec<u32>,
     /// Versions found already applied.
     pub already_applied: Vec<u32>,
-    /// `table.column` added because the core gained a measure.
+    /// `table.column` added, by migration 7 or because the core gained a measure.
     pub added_columns: Vec<String>,
+    /// Tables this run moved to today's sort key, each with the name the table as it
+    /// was is kept under.
+    pub moved: Vec<MovedTable>,
     /// Every statement this run sent after `SELECT version()`, in order.
     pub statements: Vec<String>,
 }
 
 impl MigrationReport {
-    /// [`migration_statements`]: what a run sends, known without a server.
+    /// [`migration_statements`]: what a run can send, known without a server.
     pub fn planned_statements(database: &str) -> Vec<MigrationStatement> {
         migration_statements(database)
     }
@@ -63,9 +107,16 @@ pub enum StatementRole {
     Setup,
     /// Reads the versions recorded in `schema_migrations` (one a line).
     AppliedVersions,
-    /// Creates what migration `n` creates; skipped once `n` is recorded.
+    /// Reads what migration `n` decides on (a table's columns, or its sort key and
+    /// the tables a move leaves); sent until `n` is recorded.
+    Inspect(u32),
+    /// Does what migration `n` does when the server lacks it: creates its table, or
+    /// adds its column (only when [`StatementRole::Inspect`] found it missing).
     Apply(u32),
-    /// Records migration `n` in `schema_migrations`, once its `Apply` succeeded.
+    /// A step of migration `n`'s move to today's sort key, sent as the tables found
+    /// require (see [`MoveStep`]): none on a table created with today's key.
+    Move(u32, MoveStep),
+    /// Records migration `n` in `schema_migrations`, once it is done.
     Record(u32),
     /// Reads a table's columns (`name`, `type`) to add those the core has gained.
     Columns(Table),
@@ -79,25 +130,34 @@ pub struct MigrationStatement {
 }
 
 impl MigrationStatement {
-    /// The migration the statement applies or records, if any.
+    /// The migration the statement belongs to, if any.
     pub fn version(&self) -> Option<u32> {
         match self.role {
-            StatementRole::Apply(v) | StatementRole::Record(v) => Some(v),
+            StatementRole::Inspect(v)
+            | StatementRole::Apply(v)
+            | StatementRole::Move(v, _)
+            | StatementRole::Record(v) => Some(v),
             _ => None,
         }
     }
 
     /// Whether [`migrate`] reads rows from its answer (a `SELECT`).
     pub fn is_read(&self) -> bool {
-        matches!(self.role, StatementRole::AppliedVersions | StatementRole::Columns(_))
+        match self.role {
+            StatementRole::AppliedVersions | StatementRole::Inspect(_) | StatementRole::Columns(_) => true,
+            StatementRole::Move(_, step) => step.is_read(),
+            _ => false,
+        }
     }
 }
 
-/// Every statement [`migrate`] sends after `SELECT version()`, in order, built without
-/// a server. A run sends all of them to a server without `database`; once migrated,
-/// all but the `Apply` and `Record` of the recorded versions. After a table's
-/// `Columns` read it may also send `ALTER TABLE ... ADD COLUMN` (a measure added
-/// since) or the table's `CREATE TABLE` again (dropped by hand), as
+/// Every statement [`migrate`] can send after `SELECT version()`, in order, built
+/// without a server. On a server without `database` a run sends all of them but the
+/// [`StatementRole::Move`] steps (tables created today already have today's key); once
+/// migrated, only the `Setup`, `AppliedVersions` and `Columns` ones. On a database
+/// created by an older release it sends the `Apply` and `Move` steps its tables need.
+/// After a table's `Columns` read it may also send `ALTER TABLE ... ADD COLUMN` (a
+/// measure added since) or the table's `CREATE TABLE` again (dropped by hand), as
 /// [`MigrationReport::statements`] shows.
 pub fn migration_statements(database: &str) -> Vec<MigrationStatement> {
     let db = database;
@@ -115,62 +175,133 @@ pub fn migration_statements(database: &str) -> Vec<MigrationStatement> {
         st(StatementRole::AppliedVersions, applied_versions_sql(db)),
     ];
     for m in MIGRATIONS {
-        out.push(st(StatementRole::Apply(m.version), m.table.create_sql(db)));
+        let v = m.version;
+        match m.step {
+            Step::Create(table) => out.push(st(StatementRole::Apply(v), table.create_sql(db))),
+            Step::AddColumn(table, column) => {
+                out.push(st(StatementRole::Inspect(v), columns::columns_sql(db, table)));
+                let (column, after) = columns::placed(table, column, None);
+                let sql = columns::add_column_sql(db, table, &column, after.as_deref());
+                out.push(st(StatementRole::Apply(v), sql));
+            }
+            Step::Rekey(table) => {
+                let names = rekey::Names::new(table, v);
+                out.push(st(StatementRole::Inspect(v), names.state_sql(db)));
+                for step in MoveStep::ALL {
+                    out.push(st(StatementRole::Move(v, step), names.sql(db, step)));
+                }
+            }
+        }
         out.push(st(
-            StatementRole::Record(m.version),
+            StatementRole::Record(v),
             format!(
-                "INSERT INTO `{db}`.`schema_migrations` (`version`, `name`, `applied_at`) VALUES ({}, '{}', now())",
-                m.version, m.name
+                "INSERT INTO `{db}`.`schema_migrations` (`version`, `name`, `applied_at`) VALUES ({v}, '{}', now())",
+                m.name
             ),
         ));
     }
     for table in Table::ALL {
-        out.push(st(
-            StatementRole::Columns(table),
-            format!(
-                "SELECT name, type FROM system.columns WHERE database = '{db}' AND table = '{}'",
-                table.name()
-            ),
-        ));
+        out.push(st(StatementRole::Columns(table), columns::columns_sql(db, table)));
     }
     out
+}
+
+/// Where [`migrate_on`] sends its statements. [`migrate`] uses the HTTP interface;
+/// tests drive other engines (current ClickHouse in process) through the same code.
+pub trait MigrationTarget: Sync {
+    /// Runs a statement that answers nothing, within the request time limit.
+    fn execute(&self, sql: &str) -> impl Future<Output = Result<(), ClickHouseError>> + Send;
+    /// Runs a statement that copies a whole table, within the migration time limit
+    /// (`clickhouse.migration_timeout_ms`).
+    fn execute_long(&self, sql: &str) -> impl Future<Output = Result<(), ClickHouseError>> + Send;
+    /// Runs a query and answers its `TabSeparated` lines.
+    fn fetch_lines(&self, sql: &str) -> impl Future<Output = Result<Vec<String>, ClickHouseError>> + Send;
+}
+
+impl MigrationTarget for Conn {
+    fn execute(&self, sql: &str) -> impl Future<Output = Result<(), ClickHouseError>> + Send {
+        Conn::execute(self, sql)
+    }
+
+    fn execute_long(&self, sql: &str) -> impl Future<Output = Result<(), ClickHouseError>> + Send {
+        self.execute_within(sql, self.cfg.migration_timeout())
+    }
+
+    fn fetch_lines(&self, sql: &str) -> impl Future<Output = Result<Vec<String>, ClickHouseError>> + Send {
+        Conn::fetch_lines(self, sql)
+    }
 }
 
 /// Creates the database and tables of contract §5, or brings them up to date.
 pub async fn migrate(cfg: &ClickHouseConfig) -> Result<MigrationReport, ClickHouseError> {
     let conn = Conn::new(cfg)?;
-    let db = &cfg.database;
-    let mut report = MigrationReport { server_version: conn.server_version().await?, ..Default::default() };
+    migrate_on(&conn, &cfg.database).await
+}
+
+/// [`migrate`] through any [`MigrationTarget`]; `database` must be a plain identifier.
+pub async fn migrate_on<T: MigrationTarget>(
+    target: &T,
+    database: &str,
+) -> Result<MigrationReport, ClickHouseError> {
+    debug_assert!(crate::config::is_identifier(database), "{database:?}");
+    let db = database;
+    let version = target.fetch_lines("SELECT version()").await?;
+    let server_version = version
+        .into_iter()
+        .next()
+        .ok_or_else(|| ClickHouseError::Protocol("empty answer to SELECT version()".into()))?;
+    let mut report = MigrationReport { server_version, ..Default::default() };
     let mut done = Vec::new();
     for statement in migration_statements(db) {
         let sql = &statement.sql;
+        if statement.version().is_some_and(|v| done.contains(&v)) {
+            if let StatementRole::Record(v) = statement.role {
+                report.already_applied.push(v);
+            }
+            continue;
+        }
         match statement.role {
-            StatementRole::Setup => idempotent(&conn, sql).await?,
-            StatementRole::AppliedVersions => done = parse_versions(&conn.fetch_lines(sql).await?)?,
-            StatementRole::Apply(version) if done.contains(&version) => {
-                report.already_applied.push(version);
+            StatementRole::Setup => idempotent(target, sql).await?,
+            StatementRole::AppliedVersions => done = parse_versions(&target.fetch_lines(sql).await?)?,
+            StatementRole::Inspect(version) => {
+                let m = migration(version);
+                tracing::info!(version, name = m.name, database = %db, "applying clickhouse migration");
+                match m.step {
+                    Step::AddColumn(table, column) => {
+                        report.statements.push(statement.sql.clone());
+                        let existing = columns::parse_columns(&target.fetch_lines(sql).await?);
+                        columns::add_one(target, db, table, column, &existing, &mut report).await?;
+                    }
+                    Step::Rekey(table) => rekey::rekey(target, db, table, version, &mut report).await?,
+                    Step::Create(_) => unreachable!("create migrations have nothing to inspect"),
+                }
                 continue;
             }
-            StatementRole::Record(version) if done.contains(&version) => continue,
             StatementRole::Apply(version) => {
-                let name = MIGRATIONS.iter().find(|m| m.version == version).map_or("", |m| m.name);
-                tracing::info!(version, name, database = %db, "applying clickhouse migration");
-                idempotent(&conn, sql).await?;
+                // Inspected migrations send their own statements (above).
+                let Step::Create(_) = migration(version).step else { continue };
+                tracing::info!(version, name = migration(version).name, database = %db, "applying clickhouse migration");
+                idempotent(target, sql).await?;
             }
+            StatementRole::Move(..) => continue,
             StatementRole::Record(version) => {
-                conn.execute(sql).await?;
+                target.execute(sql).await?;
                 report.applied.push(version);
             }
             StatementRole::Columns(table) => {
-                let existing = conn.fetch_lines(sql).await?;
+                let existing = target.fetch_lines(sql).await?;
                 report.statements.push(statement.sql);
-                reconcile_columns(&conn, table, &existing, &mut report).await?;
+                columns::reconcile(target, db, table, &existing, &mut report).await?;
                 continue;
             }
         }
         report.statements.push(statement.sql);
     }
     Ok(report)
+}
+
+fn migration(version: u32) -> &'static Migration {
+    MIGRATIONS.iter().find(|m| m.version == version).expect("statements name known migrations")
 }
 
 fn applied_versions_sql(database: &str) -> String {
@@ -192,15 +323,19 @@ fn parse_versions(lines: &[String]) -> Result<Vec<u32>, ClickHouseError> {
 
 /// ClickHouse codes meaning "it exists already": a concurrent migration won the race.
 const ALREADY_EXISTS: &[u32] = &[
-    44, // ILLEGAL_COLUMN: "column with this name already exists" (ADD COLUMN)
-    15, // DUPLICATE_COLUMN
+    44, // ILLEGAL_COLUMN: "column with this name already exists" (ADD COLUMN, 18.16)
+    15, // DUPLICATE_COLUMN (ADD COLUMN, current releases)
     57, // TABLE_ALREADY_EXISTS
     82, // DATABASE_ALREADY_EXISTS
 ];
 
-async fn idempotent(conn: &Conn, sql: &str) -> Result<(), ClickHouseError> {
-    match conn.execute(sql).await {
-        Err(e) if e.code().is_some_and(|c| ALREADY_EXISTS.contains(&c)) => {
+fn already_exists(e: &ClickHouseError) -> bool {
+    e.code().is_some_and(|c| ALREADY_EXISTS.contains(&c))
+}
+
+async fn idempotent<T: MigrationTarget>(target: &T, sql: &str) -> Result<(), ClickHouseError> {
+    match target.execute(sql).await {
+        Err(e) if already_exists(&e) => {
             tracing::debug!(error = %e, "object created concurrently");
             Ok(())
         }
@@ -208,149 +343,5 @@ async fn idempotent(conn: &Conn, sql: &str) -> Result<(), ClickHouseError> {
     }
 }
 
-/// Adds the columns the core has gained since `table` was created, given the
-/// table's `name\ttype` lines from `system.columns`.
-async fn reconcile_columns(
-    conn: &Conn,
-    table: Table,
-    lines: &[String],
-    report: &mut MigrationReport,
-) -> Result<(), ClickHouseError> {
-    let db = &conn.cfg.database;
-    let existing: Vec<(String, String)> = lines
-        .iter()
-        .filter_map(|l| l.split_once('\t').map(|(n, t)| (unescape_tsv(n), unescape_tsv(t))))
-        .collect();
-    if existing.is_empty() {
-        // Recorded as migrated but dropped by hand since: create it again, empty.
-        tracing::warn!(table = table.name(), database = %db, "clickhouse table missing, creating it");
-        let sql = table.create_sql(db);
-        idempotent(conn, &sql).await?;
-        report.statements.push(sql);
-        return Ok(());
-    }
-    let mut previous: Option<String> = None;
-    for column in table.columns() {
-        match existing.iter().find(|(name, _)| *name == column.name) {
-            Some((_, ty)) if same_type(ty, column.ty) => {}
-            Some((_, ty)) => {
-                return Err(ClickHouseError::ColumnType {
-                    table: table.name().to_string(),
-                    column: column.name,
-                    found: ty.clone(),
-                    expected: column.ty.sql().to_string(),
-                })
-            }
-            None => {
-                let sql = add_column_sql(db, table, &column, previous.as_deref());
-                tracing::info!(table = table.name(), column = %column.name, "adding a clickhouse column");
-                idempotent(conn, &sql).await?;
-                report.statements.push(sql);
-                report.added_columns.push(format!("{}.{}", table.name(), column.name));
-            }
-        }
-        previous = Some(column.name);
-    }
-    Ok(())
-}
-
-/// Adds `column` right after `after`, where a table created today has it; last
-/// when `after` is `None` (the table's first column is missing).
-fn add_column_sql(database: &str, table: Table, column: &Column, after: Option<&str>) -> String {
-    let position = after.map(|p| format!(" AFTER `{p}`")).unwrap_or_default();
-    format!(
-        "ALTER TABLE `{database}`.`{}` ADD COLUMN `{}` {}{position}",
-        table.name(),
-        column.name,
-        column.ty.sql()
-    )
-}
-
-/// `DateTime` columns created without the time zone (by hand, say) store the same
-/// seconds; the zone only changes how they print.
-fn same_type(found: &str, expected: ColumnType) -> bool {
-    found == expected.sql() || (expected == ColumnType::DateTime && found.starts_with("DateTime"))
-}
-
-fn unescape_tsv(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('t') => out.push('\t'),
-            Some('n') => out.push('\n'),
-            Some('0') => out.push('\0'),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn migrations_are_numbered_from_one_without_gaps_and_cover_every_table() {
-        for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version as usize, i + 1, "{}", m.name);
-            assert!(m.name.ends_with(m.table.name()), "{}", m.name);
-        }
-        for table in Table::ALL {
-            assert!(MIGRATIONS.iter().any(|m| m.table == table), "{table:?} has no migration");
-        }
-    }
-
-    #[test]
-    fn statements_create_record_then_read_columns_in_migration_order() {
-        let all = migration_statements("lf");
-        assert_eq!(all.len(), 3 + 2 * MIGRATIONS.len() + Table::ALL.len());
-        assert_eq!(all[0].sql, "CREATE DATABASE IF NOT EXISTS `lf`");
-        assert!(
-            all[1].sql.starts_with("CREATE TABLE IF NOT EXISTS `lf`.`schema_migrations` "),
-            "{}",
-            all[1].sql
-        );
-        assert_eq!(all[2].role, StatementRole::AppliedVersions);
-        assert!(all[..3].iter().all(|s| s.version().is_none()));
-        for (m, pair) in MIGRATIONS.iter().zip(all[3..].chunks(2)) {
-            assert_eq!(pair[0].role, StatementRole::Apply(m.version));
-            assert_eq!(pair[0].sql, m.table.create_sql("lf"));
-            assert_eq!(pair[1].version(), Some(m.version));
-            assert!(
-                pair[1].sql.ends_with(&format!("VALUES ({}, '{}', now())", m.version, m.name)),
-                "{}",
-                pair[1].sql
-            );
-            assert!(!pair[0].is_read() && !pair[1].is_read());
-        }
-        let reads: Vec<Table> = all[3 + 2 * MIGRATIONS.len()..]
-            .iter()
-            .map(|s| match s.role {
-                StatementRole::Columns(t) => t,
-                other => panic!("{other:?} after the migrations"),
-            })
-            .collect();
-        assert_eq!(reads, Table::ALL);
-        assert_eq!(MigrationReport::planned_statements("lf"), all);
-        let gpm = Table::Window.columns().into_iter().find(|c| c.name == "gpm").unwrap();
-        assert_eq!(
-            add_column_sql("lf", Table::Window, &gpm, Some("uv_value")),
-            "ALTER TABLE `lf`.`room_window_stats` ADD COLUMN `gpm` Nullable(Float64) AFTER `uv_value`"
-        );
-    }
-
-    #[test]
-    fn tsv_types_are_unescaped() {
-        assert_eq!(unescape_tsv(r"DateTime(\'UTC\')"), "DateTime('UTC')");
-        assert_eq!(unescape_tsv(r"a\tb\\c"), "a\tb\\c");
-        assert!(same_type("DateTime('UTC')", ColumnType::DateTime));
-        assert!(same_type("DateTime", ColumnType::DateTime));
-        assert!(!same_type("UInt32", ColumnType::UInt64));
-    }
-}
+mod tests;
