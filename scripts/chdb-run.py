@@ -23,6 +23,10 @@ queries, {"ok": true, "hex": "..."} for other formats,
 {"ok": true, "columns": [...]} for inserts, or {"ok": false, "error": "..."}.
 A failing step does not stop the run. Exit status 2 when the input is unusable.
 
+With `--lines`, steps come one JSON object a line instead, and each result is
+printed (and flushed) as soon as its step ran, so a caller can decide its next step
+from the answer (livefunnel's migrations run this way); the run ends with stdin.
+
 Only chdb and the standard library are needed: `pip install chdb==4.4.0`.
 """
 
@@ -93,15 +97,29 @@ def run_step(sess, step):
     raise ValueError(f"unknown step {sorted(step)}: expected sql, query or insert_rowbinary")
 
 
+def line_steps():
+    """Steps read one a line, as they come; a line that is not JSON is reported as a failed step."""
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except ValueError as e:
+            yield ValueError(f"step is not JSON: {e}")
+
+
 def main():
-    try:
-        steps = json.load(sys.stdin)
-    except ValueError as e:
-        print(f"chdb-run: stdin is not JSON: {e}", file=sys.stderr)
-        return 2
-    if not isinstance(steps, list):
-        print("chdb-run: stdin must be a JSON list of steps", file=sys.stderr)
-        return 2
+    if "--lines" in sys.argv[1:]:
+        steps = line_steps()
+    else:
+        try:
+            steps = json.load(sys.stdin)
+        except ValueError as e:
+            print(f"chdb-run: stdin is not JSON: {e}", file=sys.stderr)
+            return 2
+        if not isinstance(steps, list):
+            print("chdb-run: stdin must be a JSON list of steps", file=sys.stderr)
+            return 2
 
     with tempfile.TemporaryDirectory(prefix="livefunnel-chdb-") as tmp:
         sess = session.Session(os.path.join(tmp, "db"))
@@ -110,6 +128,8 @@ def main():
             emit({"chdb": getattr(chdb, "__version__", "unknown"), "version": version})
             for step in steps:
                 try:
+                    if isinstance(step, Exception):
+                        raise step
                     result = run_step(sess, step)
                 except Exception as e:  # noqa: BLE001  (every failure is reported, then the next step runs)
                     result = {"ok": False, "error": str(e).strip() or type(e).__name__}

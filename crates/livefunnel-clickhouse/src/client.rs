@@ -2,6 +2,7 @@
 //! check and the read-back of the latest rows.
 
 use std::future::Future;
+use std::time::Duration;
 
 use clickhouse::{Client, Compression};
 use serde_json::Value;
@@ -48,17 +49,30 @@ impl Conn {
         &self,
         fut: impl Future<Output = clickhouse::error::Result<T>>,
     ) -> Result<T, ClickHouseError> {
-        match tokio::time::timeout(self.cfg.request_timeout(), fut).await {
+        self.timed_within(self.cfg.request_timeout(), fut).await
+    }
+
+    async fn timed_within<T>(
+        &self,
+        limit: Duration,
+        fut: impl Future<Output = clickhouse::error::Result<T>>,
+    ) -> Result<T, ClickHouseError> {
+        match tokio::time::timeout(limit, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(classify(e, self.ctx())),
-            Err(_) => Err(ClickHouseError::Timeout { timeout_ms: self.cfg.request_timeout_ms }),
+            Err(_) => Err(ClickHouseError::Timeout { timeout_ms: limit.as_millis() as u64 }),
         }
     }
 
     /// Runs a statement that returns nothing.
     pub async fn execute(&self, sql: &str) -> Result<(), ClickHouseError> {
+        self.execute_within(sql, self.cfg.request_timeout()).await
+    }
+
+    /// Runs a statement that returns nothing, within `limit` rather than the request timeout.
+    pub async fn execute_within(&self, sql: &str, limit: Duration) -> Result<(), ClickHouseError> {
         tracing::debug!(sql, "clickhouse statement");
-        self.timed(self.client.query_raw(sql).execute()).await
+        self.timed_within(limit, self.client.query_raw(sql).execute()).await
     }
 
     /// Runs a query and returns its whole answer in `format`.

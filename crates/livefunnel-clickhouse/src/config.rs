@@ -25,6 +25,9 @@ pub struct ClickHouseConfig {
     pub batch_interval_ms: u64,
     /// Limit for one request (a query, or one insert's sending and its answer).
     pub request_timeout_ms: u64,
+    /// Limit for a migration statement that copies a whole table (moving a table to a
+    /// new sort key); it takes as long as the table is big.
+    pub migration_timeout_ms: u64,
     /// Compress inserts with LZ4 (ClickHouse's own block format, `decompress=1`).
     pub compression: bool,
     /// Backoff between attempts of a failed insert.
@@ -41,6 +44,7 @@ impl Default for ClickHouseConfig {
             batch_rows: 20_000,
             batch_interval_ms: 1_000,
             request_timeout_ms: 30_000,
+            migration_timeout_ms: 3_600_000,
             compression: true,
             retry: RetryConfig::default(),
         }
@@ -122,6 +126,9 @@ impl ClickHouseConfig {
         if self.request_timeout_ms < 100 {
             return Err(invalid("request_timeout_ms", "must be at least 100 (default 30000)"));
         }
+        if self.migration_timeout_ms < 1000 {
+            return Err(invalid("migration_timeout_ms", "must be at least 1000 (default 3600000)"));
+        }
         let r = &self.retry;
         if r.initial_backoff_ms == 0 {
             return Err(invalid("retry.initial_backoff_ms", "must be at least 1 (default 100)"));
@@ -150,6 +157,10 @@ impl ClickHouseConfig {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn migration_timeout(&self) -> Duration {
+        Duration::from_millis(self.migration_timeout_ms)
     }
 }
 
@@ -211,6 +222,7 @@ mod tests {
         check(|c| c.batch_rows = 0, "batch_rows", "at least 1");
         check(|c| c.batch_interval_ms = 0, "batch_interval_ms", "at least 1");
         check(|c| c.request_timeout_ms = 5, "request_timeout_ms", "at least 100");
+        check(|c| c.migration_timeout_ms = 5, "migration_timeout_ms", "at least 1000");
         check(|c| c.retry.initial_backoff_ms = 0, "retry.initial_backoff_ms", "at least 1");
         check(|c| c.retry.max_backoff_ms = 50, "retry.max_backoff_ms", "below retry.initial_backoff_ms");
         check(|c| c.retry.max_elapsed_ms = Some(0), "retry.max_elapsed_ms", "absent");

@@ -34,6 +34,8 @@ pub enum ClickHouseError {
          by hand (ALTER TABLE ... MODIFY COLUMN) or point clickhouse.database at a new database"
     )]
     ColumnType { table: String, column: String, found: String, expected: String },
+    #[error("moving table {table} to its new sort key (contract §5): {detail}")]
+    Migration { table: String, detail: String },
     #[error("clickhouse error code {code} ({}): {detail}", if *.retryable { "a retry may help" } else { "a retry will not help" })]
     Server { code: u32, detail: String, retryable: bool },
     #[error("clickhouse answered http {status}: {detail}")]
@@ -66,6 +68,7 @@ impl ClickHouseError {
             | ClickHouseError::Missing { .. }
             | ClickHouseError::Schema { .. }
             | ClickHouseError::ColumnType { .. }
+            | ClickHouseError::Migration { .. }
             | ClickHouseError::Protocol(_) => false,
         }
     }
@@ -77,6 +80,13 @@ impl ClickHouseError {
             ClickHouseError::RetriesExhausted { last, .. } => last.code(),
             _ => None,
         }
+    }
+
+    /// Classifies a server's error message (`Code: N. DB::Exception: ...`) as the
+    /// HTTP client does, for engines reached another way (tests run current
+    /// ClickHouse in process).
+    pub fn from_server_message(message: &str, user: &str, database: &str) -> ClickHouseError {
+        classify_response(message, Context { url: "", user, database, timeout_ms: 0 })
     }
 }
 

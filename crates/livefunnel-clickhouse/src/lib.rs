@@ -12,8 +12,11 @@
 //! partitioned by `toYYYYMM(window_start)` (a key column, so all versions of a key
 //! share a partition and `FINAL` collapses them); `room_session_stats` is not
 //! partitioned, because a late `session_start` can move `session_start_ts`.
-//! `annotations` is `ReplacingMergeTree()` keyed by (`org_id`, `room_id`, `ts`,
-//! `ts_ms`, `event_id`), so a replayed annotation is stored once. Grafana:
+//! `annotations` is `ReplacingMergeTree()` keyed by (`room_id`, `ts`, `ts_ms`,
+//! `event_id`), so a replayed annotation is stored once. No key holds `org_id`,
+//! `account_id` or `platform`: a late event can re-decide them, and the older version
+//! would stay beside the newer one (contract v1.1; migrations 8 to 13 move tables
+//! created with `org_id` in the key, keeping the old table as a backup). Grafana:
 //! `SELECT ts AS time, text, kind FROM livefunnel.annotations FINAL
 //!  WHERE room_id = '$room' AND $__timeFilter(ts)`.
 //!
@@ -50,7 +53,10 @@ pub use client::{latest_rows, ping, server_version};
 pub use config::{ClickHouseConfig, ConfigError, RetryConfig};
 pub use error::ClickHouseError;
 pub use metrics::ClickHouseMetrics;
-pub use migrate::{applied_versions, migrate, MigrationReport, MIGRATIONS};
+pub use migrate::{
+    applied_versions, migrate, migrate_on, migration_statements, Migration, MigrationReport,
+    MigrationStatement, MigrationTarget, MoveStep, MovedTable, StatementRole, MIGRATIONS,
+};
 pub use schema::{Column, ColumnType, Table};
 pub use secret::{redact_url, Secret, REDACTED};
 pub use sink::{ClickHouseSink, FlushStats};

@@ -57,6 +57,7 @@ pub fn encode_row(row: &Row, out: &mut Vec<u8>) -> Table {
             put_opt_ms(out, r.peak_online_ts);
             put_counts(out, &r.counts);
             put_counts(out, &r.first30m);
+            out.push(u8::from(r.ended_by_timeout));
             out.push(u8::from(r.cold_start));
             Table::Session
         }
@@ -184,7 +185,8 @@ fn put_opt_ms(out: &mut Vec<u8>, ms: Option<i64>) {
 
 /// Decodes RowBinary rows of `table` (as selected by [`Table::select_latest_sql`]) into
 /// JSON objects shaped like replay output: same keys, `kind` added for result
-/// tables, `DateTime` columns as epoch milliseconds, `cold_start` a boolean.
+/// tables, `DateTime` columns as epoch milliseconds, `UInt8` flags (`ended_by_timeout`,
+/// `cold_start`) booleans.
 pub fn decode_rows(table: Table, bytes: &[u8]) -> Result<Vec<Value>, String> {
     let columns = table.columns();
     let mut reader = Reader { buf: bytes, pos: 0 };

@@ -191,6 +191,8 @@ impl Table {
                 ]);
                 measure_columns(&mut c, "", Counts::default().measures());
                 measure_columns(&mut c, "first30m_", Counts::default().measures());
+                // Added by migration 7 right here, before `cold_start`, as in replay JSON.
+                c.push(col("ended_by_timeout", Bool));
                 c.push(col("cold_start", Bool));
             }
             Table::Annotations => c.extend([
@@ -210,17 +212,21 @@ impl Table {
         c
     }
 
-    /// The sorting (and deduplication) key of contract §5.
+    /// The sorting (and deduplication) key of contract §5. It holds no column that can
+    /// change between versions of one result: a late event can re-decide `org_id`,
+    /// `account_id` and `platform`, and a key holding one of them would keep the older
+    /// version beside the newer one (v1.1 moved `org_id` out; migrations 8 to 13 move
+    /// tables created with it).
     pub fn order_by(self) -> Vec<&'static str> {
         match self {
-            Table::Window => vec!["org_id", "room_id", "window", "window_start"],
+            Table::Window => vec!["room_id", "window", "window_start"],
             Table::Source | Table::Plan | Table::Product => {
                 let dim = self.breakdown().expect("a breakdown table").column();
-                vec!["org_id", "room_id", "window", "window_start", dim]
+                vec!["room_id", "window", "window_start", dim]
             }
-            Table::Session => vec!["org_id", "room_id", "session_id"],
+            Table::Session => vec!["room_id", "session_id"],
             // ts_ms and event_id make one event one row, whatever the number of replays.
-            Table::Annotations => vec!["org_id", "room_id", "ts", "ts_ms", "event_id"],
+            Table::Annotations => vec!["room_id", "ts", "ts_ms", "event_id"],
         }
     }
 
@@ -249,12 +255,18 @@ impl Table {
     pub fn create_sql(self, database: &str) -> String {
         let columns: Vec<String> =
             self.columns().iter().map(|c| format!("    `{}` {}", c.name, c.ty.sql())).collect();
-        let mut sql = format!(
-            "CREATE TABLE IF NOT EXISTS `{database}`.`{}` (\n{}\n) ENGINE = {}",
+        format!(
+            "CREATE TABLE IF NOT EXISTS `{database}`.`{}` (\n{}\n) {}",
             self.name(),
             columns.join(",\n"),
-            self.engine()
-        );
+            self.engine_sql()
+        )
+    }
+
+    /// `ENGINE = ... [PARTITION BY ...] ORDER BY (...)`: the engine, partitioning and
+    /// key a table of today's schema has.
+    pub fn engine_sql(self) -> String {
+        let mut sql = format!("ENGINE = {}", self.engine());
         if let Some(p) = self.partition_by() {
             sql.push_str(&format!(" PARTITION BY {p}"));
         }
@@ -297,6 +309,11 @@ mod tests {
             let names: HashSet<&str> = cols.iter().map(|c| c.name.as_str()).collect();
             assert_eq!(names.len(), cols.len(), "{table:?} has a duplicate column");
             for key in table.order_by() {
+                // Contract §5: a key column must not change between versions of a result.
+                assert!(
+                    !["org_id", "account_id", "platform"].contains(&key),
+                    "{table:?}: {key} can change between versions and must not be in the key"
+                );
                 let c = cols.iter().find(|c| c.name == key).unwrap_or_else(|| panic!("{table:?}: key {key}"));
                 assert!(
                     !matches!(c.ty, ColumnType::NullableString | ColumnType::NullableFloat64),
@@ -317,7 +334,7 @@ mod tests {
         assert!(sql.contains("`account_id` Nullable(String)"), "{sql}");
         assert!(sql.ends_with(
             "ENGINE = ReplacingMergeTree(`version`) PARTITION BY toYYYYMM(`window_start`) \
-             ORDER BY (`org_id`, `room_id`, `window`, `window_start`)"
+             ORDER BY (`room_id`, `window`, `window_start`)"
         ));
         assert_eq!(Table::Window.columns().len(), 9 + livefunnel_core::row::MEASURE_COUNT);
     }
@@ -326,12 +343,14 @@ mod tests {
     fn breakdown_and_session_tables_have_their_dimension_and_prefixes() {
         assert!(Table::Plan
             .create_sql("lf")
-            .contains("ORDER BY (`org_id`, `room_id`, `window`, `window_start`, `plan_id`)"));
+            .contains("ORDER BY (`room_id`, `window`, `window_start`, `plan_id`)"));
         let product: Vec<String> = Table::Product.columns().into_iter().map(|c| c.name).collect();
         assert!(product.contains(&"product_id".to_string()) && product.contains(&"items_sold".to_string()));
         assert!(!product.contains(&"comments".to_string()));
         let session = Table::Session.columns();
-        assert_eq!(session.len(), 12 + 2 * livefunnel_core::row::MEASURE_COUNT + 1);
+        assert_eq!(session.len(), 12 + 2 * livefunnel_core::row::MEASURE_COUNT + 2);
+        let tail: Vec<&str> = session[session.len() - 2..].iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(tail, ["ended_by_timeout", "cold_start"]);
         assert!(session.iter().any(|c| c.name == "first30m_gpm" && c.ty == ColumnType::NullableFloat64));
         let sql = Table::Session.create_sql("lf");
         assert!(!sql.contains("PARTITION BY") && sql.contains("`session_end_ts` Nullable(UInt64)"), "{sql}");
@@ -345,7 +364,6 @@ mod tests {
         assert!(insert.starts_with("INSERT INTO `lf`.`room_source_window_stats` (`room_id`, `window`, "));
         assert!(insert.ends_with("`comments`) FORMAT RowBinary"), "{insert}");
         let select = Table::Session.select_latest_sql("lf");
-        assert!(select
-            .ends_with("FROM `lf`.`room_session_stats` FINAL ORDER BY `org_id`, `room_id`, `session_id`"));
+        assert!(select.ends_with("FROM `lf`.`room_session_stats` FINAL ORDER BY `room_id`, `session_id`"));
     }
 }

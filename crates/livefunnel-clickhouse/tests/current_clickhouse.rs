@@ -1,5 +1,5 @@
-//! Our SQL on current ClickHouse: every statement `migrate` sends, the inserts and
-//! the latest-rows read run on chdb (ClickHouse 26.9 in process, see
+//! Our SQL on current ClickHouse: `migrate` itself (through a chdb session), the
+//! inserts and the latest-rows read run on chdb (ClickHouse 26.9 in process, see
 //! `livefunnel_testkit::Chdb`) and answer exactly what a real 18.16 server answers.
 //!
 //! Answers are compared as the bytes the crate itself reads: `TabSeparated` for the
@@ -13,10 +13,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use common::upgrade::ChdbTarget;
 use common::{assert_same_rows, by_key, config_for, latest_by_key, replay_sample, Replayed};
 use livefunnel_clickhouse::rowbinary::{decode_rows, encode_annotation, encode_row};
 use livefunnel_clickhouse::{
-    latest_rows, migrate, Annotation, ClickHouseMetrics, ClickHouseSink, MigrationReport, Table, MIGRATIONS,
+    latest_rows, migrate, migrate_on, Annotation, ClickHouseMetrics, ClickHouseSink, MigrationReport,
+    StatementRole, Table, MIGRATIONS,
 };
 use livefunnel_core::Row;
 use livefunnel_testkit::{Chdb, ChdbRun, ChdbStep, ClickHouseServer, CHDB_VERSION};
@@ -29,49 +31,74 @@ async fn fetch(server: &ClickHouseServer, sql: &str, format: &str) -> Vec<u8> {
     cursor.collect().await.unwrap_or_else(|e| panic!("18.16: {sql:?} failed: {e}")).to_vec()
 }
 
-/// `sql` as a chdb step: reads answer `TabSeparated`, like `migrate` reads them.
-fn step_of(sql: &str, is_read: bool) -> ChdbStep {
-    if is_read {
-        ChdbStep::query_format(sql, "TabSeparated")
-    } else {
-        ChdbStep::sql(sql)
-    }
-}
-
-/// The steps of one `migrate` run against an empty database: every planned statement.
-fn migration_steps(db: &str) -> Vec<ChdbStep> {
-    MigrationReport::planned_statements(db).iter().map(|s| step_of(&s.sql, s.is_read())).collect()
+/// The statements a `migrate` run sent, as chdb steps: reads answer `TabSeparated`,
+/// like `migrate` reads them.
+fn steps_of(statements: &[String]) -> Vec<ChdbStep> {
+    let step = |sql: &String| {
+        if sql.starts_with("SELECT") {
+            ChdbStep::query_format(sql, "TabSeparated")
+        } else {
+            ChdbStep::sql(sql)
+        }
+    };
+    statements.iter().map(step).collect()
 }
 
 fn text(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).expect("utf-8 answer")
 }
 
+/// The same `migrate` code on 18.16 (HTTP) and on 26.9 (a chdb session) sends the
+/// same statements, and every read it decides on answers the same bytes.
 #[tokio::test]
-async fn every_migration_statement_runs_on_current_clickhouse_and_reads_as_on_18_16() {
-    let chdb = Chdb::find();
+async fn migrate_runs_on_current_clickhouse_as_on_18_16() {
     let t0 = Instant::now();
     let server = ClickHouseServer::spawn();
     let db = "lf_current";
     let cfg = config_for(&server, db);
+    let chdb = ChdbTarget::new(Chdb::find().session());
     let planned = MigrationReport::planned_statements(db);
-    let planned_sql: Vec<&str> = planned.iter().map(|s| s.sql.as_str()).collect();
 
-    // 18.16 first: `migrate` sends exactly the planned statements, then on a second
-    // run all but the applied migrations.
+    // A first run on nothing, then a second: what they send, on both servers.
     let first = migrate(&cfg).await.unwrap();
-    assert_eq!(first.statements, planned_sql, "a first run sends the whole plan");
+    let first_current = migrate_on(&chdb, db).await.unwrap();
+    let not_moves: Vec<&str> = planned
+        .iter()
+        .filter(|s| !matches!(s.role, StatementRole::Move(..)) && !matches!(s.role, StatementRole::Apply(7)))
+        .map(|s| s.sql.as_str())
+        .collect();
+    assert_eq!(first.statements, not_moves, "a first run: no move, no column to add");
+    assert_eq!(first_current.statements, first.statements);
+    assert_eq!((&first_current.applied, &first_current.moved), (&first.applied, &first.moved));
     let second = migrate(&cfg).await.unwrap();
+    let second_current = migrate_on(&chdb, db).await.unwrap();
     let rerun: Vec<&str> = planned.iter().filter(|s| s.version().is_none()).map(|s| s.sql.as_str()).collect();
-    assert_eq!(second.statements, rerun, "a second run skips the applied migrations");
-    let reads: Vec<&str> = planned.iter().filter(|s| s.is_read()).map(|s| s.sql.as_str()).collect();
-    let mut answers_18 = Vec::new();
-    for sql in &reads {
-        answers_18.push(fetch(&server, sql, "TabSeparated").await);
+    assert_eq!(second.statements, rerun, "a second run only reads");
+    assert_eq!(second_current.statements, second.statements);
+    // Every read of the plan, even those a migrated database skips, answers alike.
+    for statement in planned.iter().filter(|s| s.is_read()) {
+        let old = fetch(&server, &statement.sql, "TabSeparated").await;
+        let current = chdb.session().query_format(&statement.sql, "TabSeparated").unwrap();
+        assert_eq!(text(&current), text(&old), "26.9 and 18.16 answer {} differently", statement.sql);
     }
+    // The column reads match the tables `migrate` expects, types spelled the same.
+    for table in Table::ALL {
+        let sql = planned.iter().find(|s| s.role == StatementRole::Columns(table)).unwrap();
+        let want: Vec<String> = table
+            .columns()
+            .iter()
+            .map(|c| format!("{}\t{}", c.name, c.ty.sql().replace('\'', "\\'")))
+            .collect();
+        assert_eq!(chdb.text(&sql.sql).lines().collect::<Vec<_>>(), want, "{table:?}");
+    }
+    let recorded = chdb.text(&format!(
+        "SELECT DISTINCT `version`, `name` FROM `{db}`.`schema_migrations` ORDER BY `version`"
+    ));
+    let want: Vec<String> = MIGRATIONS.iter().map(|m| format!("{}\t{}", m.version, m.name)).collect();
+    assert_eq!(recorded.lines().collect::<Vec<_>>(), want);
 
     // A table created by an older release, without two measures: `migrate` adds them
-    // with ALTER TABLE ... ADD COLUMN ... AFTER.
+    // with ALTER TABLE ... ADD COLUMN ... AFTER, on both.
     let old_ddl: Vec<String> = Table::Window
         .create_sql("lf_old")
         .lines()
@@ -79,79 +106,28 @@ async fn every_migration_statement_runs_on_current_clickhouse_and_reads_as_on_18
         .map(str::to_string)
         .collect();
     let old_ddl = old_ddl.join("\n").replace(",\n)", "\n)");
-    fetch(&server, "CREATE DATABASE lf_old", "TabSeparated").await;
-    fetch(&server, &old_ddl, "TabSeparated").await;
+    for sql in ["CREATE DATABASE lf_old", old_ddl.as_str()] {
+        fetch(&server, sql, "TabSeparated").await;
+        chdb.session().sql(sql).unwrap();
+    }
     let upgrade = migrate(&config_for(&server, "lf_old")).await.unwrap();
+    let upgrade_current = migrate_on(&chdb, "lf_old").await.unwrap();
     assert_eq!(upgrade.added_columns, ["room_window_stats.gpm", "room_window_stats.refund_rate"]);
-    let alters: Vec<&String> = upgrade.statements.iter().filter(|s| s.starts_with("ALTER TABLE")).collect();
-    assert_eq!(alters.len(), 2, "{:?}", upgrade.statements);
-    let old_columns_sql = "SELECT name, type FROM system.columns \
-                           WHERE database = 'lf_old' AND table = 'room_window_stats'";
-    let old_columns_18 = fetch(&server, old_columns_sql, "TabSeparated").await;
-
-    // The same on current ClickHouse: the plan twice (the second pass as a concurrent
-    // or interrupted run sends it: every CREATE again, the versions recorded again),
-    // then the upgrade, replaying exactly what `migrate` sent to 18.16.
-    let mut steps = migration_steps(db);
-    steps.extend(migration_steps(db));
-    steps.push(ChdbStep::sql("CREATE DATABASE lf_old"));
-    steps.push(ChdbStep::sql(&old_ddl));
-    for sql in &upgrade.statements {
-        steps.push(step_of(sql, sql.starts_with("SELECT")));
-    }
-    steps.push(ChdbStep::query_format(old_columns_sql, "TabSeparated"));
-    steps.push(ChdbStep::query(format!(
-        "SELECT DISTINCT `version`, `name` FROM `{db}`.`schema_migrations` ORDER BY `version`"
-    )));
-    let run = chdb.run(&steps);
-    run.assert_all_ok();
-    eprintln!(
-        "chdb {} (ClickHouse {}); 18.16 said {}",
-        run.chdb_version, run.server_version, first.server_version
+    assert_eq!(upgrade_current.statements, upgrade.statements);
+    let columns_sql =
+        "SELECT name, type FROM system.columns WHERE database = 'lf_old' AND table = 'room_window_stats'";
+    let columns = chdb.text(columns_sql);
+    assert_eq!(
+        columns,
+        text(&fetch(&server, columns_sql, "TabSeparated").await).trim(),
+        "columns after the upgrade"
     );
-    assert!(
-        run.server_version.starts_with("26."),
-        "chdb {} runs 26.x, got {}",
-        CHDB_VERSION,
-        run.server_version
-    );
-
-    let n = planned.len();
-    let read_answers = |pass: usize| -> Vec<&[u8]> {
-        (pass * n..(pass + 1) * n).filter(|&i| planned[i % n].is_read()).map(|i| run.bytes(i)).collect()
-    };
-    // First pass, on nothing: no version recorded yet, as on 18.16's first run.
-    assert_eq!(text(read_answers(0)[0]), "", "no version recorded before the first migration");
-    // Second pass: every answer `migrate` parses is byte for byte 18.16's.
-    for ((sql, current), old) in reads.iter().zip(read_answers(1)).zip(&answers_18) {
-        assert_eq!(text(current), text(old), "26.9 and 18.16 answer {sql} differently");
-    }
-    let versions: Vec<String> = MIGRATIONS.iter().map(|m| format!("{}\n", m.version)).collect();
-    assert_eq!(text(read_answers(1)[0]), versions.concat());
-    // The column reads match the tables `migrate` expects, types spelled the same.
-    for (table, answer) in Table::ALL.iter().zip(&read_answers(1)[1..]) {
-        let want: Vec<String> = table
-            .columns()
-            .iter()
-            .map(|c| format!("{}\t{}", c.name, c.ty.sql().replace('\'', "\\'")))
-            .collect();
-        assert_eq!(text(answer).lines().collect::<Vec<_>>(), want, "{table:?}");
-    }
-    // The upgrade: the columns it leaves, in order, as on 18.16.
-    let old_columns_current = run.bytes(steps.len() - 2);
-    assert_eq!(text(old_columns_current), text(&old_columns_18), "columns after the upgrade");
-    let names: Vec<&str> = text(old_columns_current).lines().map(|l| l.split('\t').next().unwrap()).collect();
+    let names: Vec<&str> = columns.lines().map(|l| l.split('\t').next().unwrap()).collect();
     let want: Vec<String> = Table::Window.columns().into_iter().map(|c| c.name).collect();
     assert_eq!(names, want, "added in place, after their predecessor");
-    let recorded = run.rows(steps.len() - 1);
-    assert_eq!(recorded.len(), MIGRATIONS.len(), "{recorded:?}");
-    for (row, m) in recorded.iter().zip(MIGRATIONS) {
-        assert_eq!(
-            (row["version"].as_u64(), row["name"].as_str()),
-            (Some(u64::from(m.version)), Some(m.name))
-        );
-    }
-    eprintln!("migration statements on 26.9 and 18.16: {:.1} s", t0.elapsed().as_secs_f64());
+    let version = &chdb.session().server_version.clone();
+    assert!(version.starts_with("26."), "chdb {CHDB_VERSION} runs 26.x, got {version}");
+    eprintln!("migrate on 26.9 and 18.16: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
 /// The rows in two batches, as two flushes would send them: alternate rows, so a
@@ -244,7 +220,7 @@ async fn latest_rows_read_the_same_on_current_clickhouse_as_on_18_16() {
     let server = ClickHouseServer::spawn();
     let db = "lf_current";
     let cfg = config_for(&server, db);
-    migrate(&cfg).await.unwrap();
+    let migrated = migrate(&cfg).await.unwrap();
     let mut sink = ClickHouseSink::new(cfg.clone(), ClickHouseMetrics::unregistered()).unwrap();
     for b in 0..2 {
         batches.rows[b].iter().for_each(|r| sink.push(r));
@@ -255,7 +231,7 @@ async fn latest_rows_read_the_same_on_current_clickhouse_as_on_18_16() {
     // 26.9: the migrations, then batch 0 through chdb-run's loader and batch 1 through
     // the sink's own insert statement (its column list), reading the file.
     let dir = tempfile::tempdir().unwrap();
-    let mut steps = migration_steps(db);
+    let mut steps = steps_of(&migrated.statements);
     for table in Table::ALL {
         let path = write_batch(dir.path(), &batches, table, 0);
         steps.push(ChdbStep::insert_rowbinary(format!("{db}.{}", table.name()), path));

@@ -20,12 +20,12 @@ pub const CHDB_PYTHON_ENV: &str = "TESTKIT_CHDB_PYTHON";
 pub const CHDB_VERSION: &str = "4.4.0";
 /// The runner, compiled in: tests do not depend on the working directory, and a
 /// change to the script rebuilds them.
-const SCRIPT: &str = include_str!("../../../scripts/chdb-run.py");
+pub(crate) const SCRIPT: &str = include_str!("../../../scripts/chdb-run.py");
 /// Generous: loading the sample into every table takes seconds; a hung engine must
 /// still not hold CI for its whole time limit.
-const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
-fn install_hint() -> String {
+pub(crate) fn install_hint() -> String {
     format!(
         "install chdb in a virtual environment and point {CHDB_PYTHON_ENV} at its python: \
          `python3 -m venv \"$HOME/.cache/livefunnel-chdb\" && \"$HOME/.cache/livefunnel-chdb/bin/pip\" install \
@@ -64,7 +64,7 @@ impl ChdbStep {
         ChdbStep::InsertRowBinary { table: table.into(), file: file.as_ref().to_path_buf() }
     }
 
-    fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         match self {
             ChdbStep::Sql(sql) => json!({ "sql": sql }),
             ChdbStep::Query(sql) => json!({ "query": sql }),
@@ -211,7 +211,7 @@ impl Chdb {
     }
 }
 
-fn read_all(mut from: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+pub(crate) fn read_all(mut from: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let mut buf = Vec::new();
         // A read error leaves what was read: the parse then says what is missing.
@@ -221,7 +221,7 @@ fn read_all(mut from: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
 }
 
 /// Waits for `child`, killing it after `timeout`: `None` when it had to be killed.
-fn wait_with_deadline(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+pub(crate) fn wait_with_deadline(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
@@ -256,7 +256,7 @@ fn parse_output(steps: &[ChdbStep], stdout: &str, stderr: &str) -> ChdbRun {
     ChdbRun { chdb_version, server_version, steps: steps.to_vec(), results }
 }
 
-fn parse_result(step: &ChdbStep, line: &Value) -> Result<ChdbAnswer, String> {
+pub(crate) fn parse_result(step: &ChdbStep, line: &Value) -> Result<ChdbAnswer, String> {
     match line.get("ok").and_then(Value::as_bool) {
         Some(true) => {}
         Some(false) => {

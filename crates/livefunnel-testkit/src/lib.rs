@@ -5,9 +5,11 @@
 //! needs a server it cannot start must fail loudly, never pass silently.
 
 mod chdb;
+mod chdb_session;
 mod clickhouse;
 
 pub use chdb::{Chdb, ChdbAnswer, ChdbRun, ChdbStep, CHDB_PYTHON_ENV, CHDB_VERSION};
+pub use chdb_session::ChdbSession;
 pub use clickhouse::{ClickHouseServer, LIMITED_PASSWORD, LIMITED_USER, WRITER_PASSWORD, WRITER_USER};
 
 use std::collections::HashSet;

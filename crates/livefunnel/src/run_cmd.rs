@@ -60,6 +60,12 @@ pub fn migrate(args: &RunArgs) -> anyhow::Result<()> {
             "clickhouse {} at {url}, database {}: migrations applied now {:?}, already applied {:?}",
             report.server_version, ch.database, report.applied, report.already_applied
         );
+        for moved in &report.moved {
+            println!(
+                "moved {} to its new sort key; the table as it was is kept as {}: drop it once checked                  (docs/runbook.md)",
+                moved.table, moved.backup
+            );
+        }
         Ok(())
     })
 }

@@ -2,6 +2,8 @@
 //! expected latest rows, and comparisons that treat floats numerically.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod upgrade;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -211,4 +213,25 @@ pub fn window_row(i: u64) -> Row {
             ..Counts::default()
         },
     })
+}
+
+/// `row` as a late event re-decides it: the same key under `org`, at `version`
+/// (contract §5: `org_id` can change between versions of one result).
+pub fn reorg(row: &Row, org: &str, version: u64) -> Row {
+    let mut row = row.clone();
+    match &mut row {
+        Row::Window(w) => {
+            w.identity.org_id = org.into();
+            w.version = version;
+        }
+        Row::Breakdown(b) => {
+            b.org_id = org.into();
+            b.version = version;
+        }
+        Row::Session(s) => {
+            s.org_id = org.into();
+            s.version = version;
+        }
+    }
+    row
 }

@@ -1,0 +1,284 @@
+//! Upgrading a database of the previous release (contract v1.0) on ClickHouse 18.16:
+//! migrations 7 to 13 add `ended_by_timeout` and move every table to a sort key
+//! without `org_id`, keeping the latest version of every key, once, whatever the
+//! interruptions and concurrent runs (contract §5).
+
+mod common;
+
+use common::upgrade::{encode_previous, fill_18, unchanged, CrashAfter, Fill, HttpTarget, Previous};
+use common::{config_for, query_text, reorg, row_json};
+use livefunnel_clickhouse::{
+    latest_rows, migrate, migrate_on, ClickHouseConfig, ClickHouseError, ClickHouseMetrics, ClickHouseSink,
+    MovedTable, Table, MIGRATIONS,
+};
+use livefunnel_core::Row;
+use livefunnel_testkit::ClickHouseServer;
+
+async fn lines(server: &ClickHouseServer, sql: &str) -> Vec<String> {
+    query_text(server, sql).await.lines().map(str::to_string).collect()
+}
+
+async fn latest_all(cfg: &ClickHouseConfig) -> Vec<(Table, Vec<serde_json::Value>)> {
+    let mut out = Vec::new();
+    for table in Table::ALL {
+        out.push((table, latest_rows(cfg, table).await.unwrap()));
+    }
+    out
+}
+
+/// Checks what a finished upgrade leaves: today's keys, every version recorded once,
+/// the latest rows, `ended_by_timeout` before `cold_start`, and for each table either
+/// its backup (the table as it was) or nothing else.
+async fn assert_upgraded(server: &ClickHouseServer, db: &str, previous: &Previous) {
+    let cfg = config_for(server, db);
+    let versions: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
+    assert_eq!(livefunnel_clickhouse::applied_versions(&cfg).await.unwrap(), versions);
+    for table in Table::ALL {
+        let key = lines(
+            server,
+            &format!(
+                "SELECT sorting_key FROM system.tables WHERE database = '{db}' AND name = '{}'",
+                table.name()
+            ),
+        )
+        .await;
+        assert_eq!(key, [table.order_by().join(", ")], "{table:?}");
+    }
+    let tables =
+        lines(server, &format!("SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name")).await;
+    let mut want: Vec<String> = vec!["schema_migrations".into()];
+    for (i, table) in Table::ALL.iter().enumerate() {
+        want.push(table.name().to_string());
+        want.push(format!("{}__before_v{}", table.name(), 8 + i));
+    }
+    want.sort();
+    assert_eq!(tables, want, "the tables, each with its backup, no staging table left");
+    let columns = lines(
+        server,
+        &format!("SELECT name FROM system.columns WHERE database = '{db}' AND table = 'room_session_stats'"),
+    )
+    .await;
+    let today: Vec<String> = Table::Session.columns().into_iter().map(|c| c.name).collect();
+    assert_eq!(columns, today, "ended_by_timeout added right before cold_start");
+    let latest = latest_all(&cfg).await;
+    previous.assert_latest(|t| latest.iter().find(|(x, _)| *x == t).unwrap().1.clone());
+    // The backups hold the tables as they were: every version the old key kept.
+    let old =
+        query_text(server, &format!("SELECT count() FROM `{db}`.`room_window_stats__before_v8` FINAL")).await;
+    let kept = previous.all_rows().iter().filter(|r| matches!(r, Row::Window(_))).count();
+    assert!(
+        old.parse::<usize>().unwrap() > latest[0].1.len() && old.parse::<usize>().unwrap() <= kept,
+        "{old}"
+    );
+}
+
+fn moved_everything() -> Vec<MovedTable> {
+    Table::ALL
+        .iter()
+        .zip(8..)
+        .map(|(t, v)| MovedTable {
+            table: t.name().to_string(),
+            backup: format!("{}__before_v{v}", t.name()),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_previous_release_database_moves_to_the_new_keys_and_keeps_the_latest_rows_once() {
+    let server = ClickHouseServer::spawn();
+    let db = "lf_upgrade";
+    let previous = Previous::from_sample();
+    fill_18(&server, &previous.fill(db));
+    let cfg = config_for(&server, db);
+    // Under the previous key a room whose org changed has two latest rows.
+    let doubled = query_text(&server, &format!("SELECT count() FROM `{db}`.`room_window_stats` FINAL")).await;
+
+    let report = migrate(&cfg).await.unwrap();
+    assert_eq!(report.applied, (7..=13).collect::<Vec<u32>>(), "{report:?}");
+    assert_eq!(report.already_applied, (1..=6).collect::<Vec<u32>>());
+    assert_eq!(report.added_columns, ["room_session_stats.ended_by_timeout"]);
+    assert_eq!(report.moved, moved_everything());
+    assert!(
+        report
+            .statements
+            .iter()
+            .any(|s| s.starts_with("ALTER TABLE") && s.ends_with("AFTER `first30m_refund_rate`")),
+        "{:#?}",
+        report.statements
+    );
+    assert_upgraded(&server, db, &previous).await;
+    let now = query_text(&server, &format!("SELECT count() FROM `{db}`.`room_window_stats` FINAL")).await;
+    assert_eq!(
+        now.parse::<usize>().unwrap() + 6,
+        doubled.parse::<usize>().unwrap(),
+        "six windows had a version under another org, three newer and three older"
+    );
+
+    // Again: nothing to do, nothing moved, no statement of a move sent.
+    let again = migrate(&cfg).await.unwrap();
+    assert!(
+        again.applied.is_empty() && again.moved.is_empty() && again.added_columns.is_empty(),
+        "{again:?}"
+    );
+    assert!(
+        !again.statements.iter().any(|s| s.starts_with("INSERT") || s.starts_with("RENAME")),
+        "{again:?}"
+    );
+    assert_upgraded(&server, db, &previous).await;
+
+    // New versions replace the moved rows across an org change; ended_by_timeout is stored.
+    let mut sink = ClickHouseSink::new(cfg.clone(), ClickHouseMetrics::unregistered()).unwrap();
+    let all = previous.all_rows();
+    let mut newer = Vec::new();
+    for table in Table::RESULTS {
+        let row = all.iter().find(|r| Table::of_row(r) == table).unwrap();
+        let mut row = reorg(row, "org-after-upgrade", 1000);
+        if let Row::Session(s) = &mut row {
+            s.ended_by_timeout = true;
+        }
+        newer.push(row);
+    }
+    newer.iter().for_each(|r| sink.push(r));
+    sink.flush().await.unwrap();
+    for row in &newer {
+        let table = Table::of_row(row);
+        let want = row_json(row);
+        let key = common::key_of(table, &want);
+        let got = common::by_key(table, latest_rows(&cfg, table).await.unwrap());
+        common::assert_same_rows(
+            table,
+            &[(key.clone(), want)].into(),
+            &[(key.clone(), got[&key].clone())].into(),
+            &[],
+        );
+        if table == Table::Session {
+            assert_eq!(got[&key]["ended_by_timeout"], true);
+        }
+    }
+}
+
+/// How the statement a run dies after is changed.
+type Mangle = fn(&str) -> String;
+
+/// Half of `RENAME TABLE a TO b, c TO d`: what 18.16 leaves when it stops between pairs.
+fn first_rename_only(sql: &str) -> String {
+    match sql.split_once(", ") {
+        Some((first, _)) if sql.starts_with("RENAME TABLE") => first.to_string(),
+        _ => sql.to_string(),
+    }
+}
+
+/// A copy cut short: some rows reached the staging table.
+fn partial_copy(sql: &str) -> String {
+    if sql.starts_with("INSERT INTO") {
+        format!("{sql} LIMIT 7")
+    } else {
+        sql.to_string()
+    }
+}
+
+#[tokio::test]
+async fn a_move_interrupted_after_any_statement_finishes_on_the_next_run() {
+    let server = ClickHouseServer::spawn();
+    let previous = Previous::from_sample();
+    // A run without interruption, to learn which calls belong to migration 12 (the
+    // session table, moved after migration 7 added its column).
+    fill_18(&server, &previous.fill("lf_crash_plan"));
+    let plan = migrate(&config_for(&server, "lf_crash_plan")).await.unwrap().statements;
+    let first = plan.iter().position(|s| s.contains("'room_session_stats__v12_new'")).unwrap();
+    let last = plan.iter().position(|s| s.contains("VALUES (12, ")).unwrap();
+    let mut cases: Vec<(usize, Mangle, &str)> =
+        (first..=last).map(|i| (i + 1, unchanged as Mangle, "")).collect();
+    let copy =
+        plan.iter().position(|s| s.starts_with("INSERT INTO `lf_crash_plan`.`room_session_stats__v12_new`"));
+    let swap = plan.iter().position(|s| s.starts_with("RENAME TABLE `lf_crash_plan`.`room_session_stats`"));
+    cases.push((copy.unwrap() + 1, partial_copy, " (copy cut short)"));
+    cases.push((swap.unwrap() + 1, first_rename_only, " (half the swap)"));
+    assert!(cases.len() >= 10, "{cases:?}", cases = cases.len());
+
+    for (i, (call, mangle, how)) in cases.into_iter().enumerate() {
+        let db = format!("lf_crash_{i}");
+        fill_18(&server, &previous.fill(&db));
+        let target = HttpTarget::new(&server, &db);
+        let crashed = migrate_on(&CrashAfter::new(&target, call, mangle), &db).await;
+        let sent = plan[call - 1].replace("lf_crash_plan", &db);
+        assert!(matches!(crashed, Err(ClickHouseError::Protocol(_))), "crash after {sent}{how}: {crashed:?}");
+        let report =
+            migrate(&config_for(&server, &db)).await.unwrap_or_else(|e| panic!("after {sent}{how}: {e}"));
+        assert!(report.applied.contains(&13), "after {sent}{how}: {:?}", report.applied);
+        assert_upgraded(&server, &db, &previous).await;
+        query_text(&server, &format!("DROP DATABASE `{db}`")).await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_upgrades_move_each_table_once() {
+    let server = ClickHouseServer::spawn();
+    let db = "lf_upgrade_race";
+    let previous = Previous::from_sample();
+    fill_18(&server, &previous.fill(db));
+    let cfg = config_for(&server, db);
+    let (a, b, c) = tokio::join!(migrate(&cfg), migrate(&cfg), migrate(&cfg));
+    let mut moved: Vec<MovedTable> = Vec::new();
+    for report in [a, b, c] {
+        moved.extend(report.unwrap().moved);
+    }
+    moved.sort_by(|x, y| x.table.cmp(&y.table));
+    let mut want = moved_everything();
+    want.sort_by(|x, y| x.table.cmp(&y.table));
+    assert_eq!(moved, want, "each table moved by exactly one of the runs");
+    assert_upgraded(&server, db, &previous).await;
+}
+
+#[tokio::test]
+async fn rows_inserted_into_a_table_while_it_is_copied_stop_the_move_until_the_writer_stops() {
+    let server = ClickHouseServer::spawn();
+    let mut previous = Previous::from_sample();
+    let plan_db = "lf_upgrade_writer_plan";
+    fill_18(&server, &previous.fill(plan_db));
+    let plan = migrate(&config_for(&server, plan_db)).await.unwrap().statements;
+    let copy = plan
+        .iter()
+        .position(|s| s.starts_with(&format!("INSERT INTO `{plan_db}`.`room_window_stats__v8_new`")));
+
+    // An instance of the previous release still running inserts a window right after
+    // the copy of room_window_stats: the swap would leave that row behind.
+    let db = "lf_upgrade_writer";
+    fill_18(&server, &previous.fill(db));
+    let mut late = reorg(
+        previous.batches[0].iter().find(|r| matches!(r, Row::Window(_))).unwrap(),
+        "org-still-running",
+        5000,
+    );
+    if let Row::Window(w) = &mut late {
+        w.window_start += 86_400_000;
+        w.window_end += 86_400_000;
+    }
+    let insert = [Fill::Insert {
+        table: format!("{db}.room_window_stats"),
+        rows: encode_previous(Table::Window, [&late]),
+    }];
+    let target = HttpTarget::new(&server, db);
+    let err = migrate_on(&CrashAfter::meddle(&target, copy.unwrap() + 1, || fill_18(&server, &insert)), db)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClickHouseError::Migration { .. }) && !err.is_retryable(), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("room_window_stats") && text.contains("stop every instance of the previous"),
+        "{text}"
+    );
+    let key = lines(
+        &server,
+        &format!(
+            "SELECT sorting_key FROM system.tables WHERE database = '{db}' AND name = 'room_window_stats'"
+        ),
+    )
+    .await;
+    assert_eq!(key, ["org_id, room_id, window, window_start"], "not swapped");
+
+    // Once the writer stopped, the next start moves everything, that row included.
+    migrate(&config_for(&server, db)).await.unwrap();
+    previous.batches[1].push(late);
+    assert_upgraded(&server, db, &previous).await;
+}
