@@ -217,17 +217,6 @@ impl EngineConfig {
         if self.presence_timeout_ms < 1_000 {
             return Err(ConfigError::new("time.presence_timeout", "must be at least 1s"));
         }
-        // A timed-out session changes no presence (§2): every viewer must have gone
-        // offline by then already.
-        if self.presence_timeout_ms > self.session_idle_timeout_ms {
-            return Err(ConfigError::new(
-                "time.presence_timeout",
-                format!(
-                    "must not exceed time.session_idle_timeout ({}s): lower it or raise the session timeout",
-                    self.session_idle_timeout_ms / 1000
-                ),
-            ));
-        }
         if self.windows.is_empty() {
             return Err(ConfigError::new(
                 "windows.set",
@@ -262,6 +251,17 @@ impl EngineConfig {
                 format!(
                     "must be at least the largest window size plus out_of_orderness, allowed_lateness and idle_grace ({}s here): raise it or shrink the windows",
                     needed / 1000
+                ),
+            ));
+        }
+        // A timed-out session changes no presence (§2): every viewer must have gone
+        // offline by then already.
+        if self.presence_timeout_ms > self.session_idle_timeout_ms {
+            return Err(ConfigError::new(
+                "time.presence_timeout",
+                format!(
+                    "must not exceed time.session_idle_timeout ({}s): lower it or raise the session timeout",
+                    self.session_idle_timeout_ms / 1000
                 ),
             ));
         }

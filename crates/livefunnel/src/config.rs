@@ -612,6 +612,30 @@ mod tests {
     }
 
     #[test]
+    fn contract_v1_1_limits_and_defaults() {
+        Jail::expect_with(|jail| {
+            let loaded = load_in(jail, None).unwrap();
+            let e = &loaded.engine;
+            assert_eq!((e.max_rooms_per_partition, e.max_breakdown_keys), (50_000, 1_000));
+            assert!(e.breakdown_windows.is_none() && e.has_breakdowns(&WindowSpec::parse("1m").unwrap()));
+            assert!(!e.has_breakdowns(&WindowSpec::parse("5m/10s").unwrap()), "1m only by default");
+            jail.set_env("LIVEFUNNEL_LIMITS__MAX_ROOMS_PER_PARTITION", "7");
+            jail.set_env("LIVEFUNNEL_LIMITS__MAX_BREAKDOWN_KEYS", "20");
+            let e = load_in(jail, None).unwrap().engine;
+            assert_eq!((e.max_rooms_per_partition, e.max_breakdown_keys), (7, 20));
+            jail.set_env("LIVEFUNNEL_LIMITS__MAX_BREAKDOWN_KEYS", "3");
+            let err = load_in(jail, None).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("limits.max_breakdown_keys"));
+            assert!(err.message.contains("at least 16"), "{}", err.message);
+            jail.set_env("LIVEFUNNEL_LIMITS__MAX_BREAKDOWN_KEYS", "1000");
+            let err = load_in(jail, Some("[time]\npresence_timeout = \"31m\"\n")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("time.presence_timeout"));
+            assert!(err.message.contains("session_idle_timeout"), "{}", err.message);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_window_name_names_key_and_window() {
         Jail::expect_with(|jail| {
             let err = load_in(jail, Some("[windows]\nset = [\"1m\", \"5m/7s\"]\n")).unwrap_err();

@@ -101,3 +101,67 @@ async fn handled(addr: std::net::SocketAddr, n: usize) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A broadcast whose `session_end` is lost ends by timeout once both clocks have passed
+/// `session_idle_timeout` (20 s here): `livefunnel_room_live` drops, the session row says
+/// `ended_by_timeout`, and the room retires.
+#[test]
+fn a_lost_session_end_ends_the_broadcast_by_timeout() {
+    init_logs();
+    let mock = livefunnel_kafka::rdkafka::mocking::MockCluster::new(1).expect("starting the mock cluster");
+    mock.create_topic(TOPIC, 1, 1).expect("creating the input topic");
+    let brokers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let now = livefunnel::pipeline::now_ms() / 1000 * 1000;
+    let inputs = [
+        event("a1", "session_start", now, "A", "a-1", ""),
+        event("a2", "enter", now + 1_000, "A", "a-1", r#","user_id":"u1","source":"moments""#),
+    ];
+    let rt = runtime();
+    rt.block_on(async {
+        produce(&brokers, &inputs).await;
+        let mut settings = test_settings(&brokers, GROUP, Default::default(), &dir.path().join("state"));
+        settings.sink = SinkKind::Jsonl(out.clone());
+        let e = &mut settings.engine;
+        e.windows =
+            ["10s", "session"].iter().map(|w| livefunnel_core::WindowSpec::parse(w).unwrap()).collect();
+        e.breakdown_windows = None;
+        e.out_of_orderness_ms = 1_000;
+        e.allowed_lateness_ms = 5_000;
+        e.idle_grace_ms = 1_000;
+        e.presence_timeout_ms = 10_000;
+        e.session_idle_timeout_ms = 20_000;
+        e.validate().unwrap();
+        settings.signals = livefunnel::run_config::SignalsConfig::default().resolve(&settings.engine.windows);
+        let p = start_pipeline(settings).await;
+        handled(p.addr, inputs.len()).await;
+        let started = std::time::Instant::now();
+        let live =
+            || async { series_value(&scrape(p.addr).await, "livefunnel_room_live", &[("room_id", "A")]) };
+        while live().await != Some(1.0) {
+            assert!(started.elapsed() < Duration::from_secs(10), "A never showed as live");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let text = loop {
+            let text = scrape(p.addr).await;
+            if series_value(&text, "livefunnel_room_live", &[("room_id", "A")]) == Some(0.0) {
+                break text;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "A is still live after 60 s:\n{text}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(series_sum(&text, "livefunnel_sessions_timed_out_total"), 1.0, "{text}");
+        p.shutdown.cancel();
+        p.handle.await.unwrap().unwrap();
+    });
+    let rows = std::fs::read_to_string(out.join("rows.jsonl")).unwrap();
+    let last = rows
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "session" && v["session_id"] == "a-1")
+        .last()
+        .expect("a session row");
+    assert_eq!(last["ended_by_timeout"], true, "{last}");
+    assert_eq!(last["session_end_ts"].as_i64(), Some(now + 1_000), "{last}");
+}
