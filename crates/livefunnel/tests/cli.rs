@@ -140,7 +140,7 @@ fn summary_file_is_deterministic_json() {
     let prefix =
         "{\"lines\":4,\"accepted\":3,\"duplicates\":0,\"rejected\":{\"oversize\":0,\"malformed_json\":1,\
                   \"missing_field\":0,\"unknown_event_type\":0,\"bad_field\":0,\"ts_out_of_range\":0,\
-                  \"too_late\":0},\"rows\":{\"window\":";
+                  \"too_late\":0,\"room_limit\":0},\"rows\":{\"window\":";
     assert!(summary.starts_with(prefix), "{summary}");
     let json: serde_json::Value = serde_json::from_str(&summary).unwrap();
     let rows = json["rows"].as_object().unwrap();
