@@ -419,6 +419,23 @@ fn dead_letter_retry_delay(attempts: u32) -> Duration {
 mod tests {
     use super::*;
 
+    /// The claims of `livefunnel_state::epoch` and the engine agree on the layout: the
+    /// largest epoch a store claims is one the engine takes, and the next is refused.
+    #[test]
+    fn the_engine_takes_every_epoch_a_store_claims_and_no_more() {
+        use livefunnel_state::epoch::{EPOCH_SHIFT, MAX_EPOCH};
+        let cfg =
+            crate::config::load(&crate::config::Sources::file_only(None), livefunnel_core::TimeMode::Live)
+                .unwrap()
+                .engine;
+        let mut e = Engine::new(cfg);
+        e.set_version_epoch(MAX_EPOCH).unwrap();
+        assert_eq!(e.version_epoch(), MAX_EPOCH);
+        let err = e.set_version_epoch(MAX_EPOCH + 1).unwrap_err();
+        assert!(err.to_string().contains("16777215"), "{err}");
+        assert_eq!(u64::from(MAX_EPOCH) << EPOCH_SHIFT >> EPOCH_SHIFT, u64::from(MAX_EPOCH));
+    }
+
     #[test]
     fn dead_letter_retries_back_off_to_five_seconds() {
         let ms = |a| dead_letter_retry_delay(a).as_millis();
