@@ -186,13 +186,25 @@ fn a_clock_behind_the_last_claim_refuses_the_partition_on_any_instance() {
     let b = store(&brokers, "g", 1_000);
     // A minute behind is another host's clock; two hours is a clock gone wrong.
     assert!(b.claim_epoch_at("room-events", 2, 0, NOW - 60_000).is_ok());
+    // The latest claim is the one compared with (what compaction keeps).
     let c = store(&brokers, "g", 1_000);
     let err = c.claim_epoch_at("room-events", 2, 0, NOW - 2 * 3_600_000).unwrap_err();
     assert!(!err.is_retryable());
     let msg = err.to_string();
-    for part in ["g/room-events/2", "2026-12-04T14:00:00.000Z", "2026-12-04T16:00:00.000Z", "runbook"] {
+    for part in ["g/room-events/2", "2026-12-04T14:00:00.000Z", "2026-12-04T15:59:00.000Z", "runbook"] {
         assert!(msg.contains(part), "{part} missing: {msg}");
     }
+    // The runbook's way out when the clock is right now: the epoch again, without its time.
+    let epoch = floor() + 1;
+    let mut pc = ClientConfig::new();
+    pc.set("bootstrap.servers", &brokers);
+    let raw: ThreadedProducer<DefaultProducerContext> = pc.create().unwrap();
+    let value = epoch.to_string();
+    let rec = BaseRecord::to(STORE).key("g/room-events/2#epoch").payload(value.as_bytes());
+    raw.send(rec.partition(store_partition("g", 2))).unwrap();
+    raw.flush(Duration::from_secs(10)).unwrap();
+    let d = store(&brokers, "g", 1_000);
+    assert_eq!(d.claim_epoch_at("room-events", 2, 0, NOW - 2 * 3_600_000).unwrap(), epoch + 1);
 }
 
 /// An epoch record of an older version has no claim time: it still counts as an epoch.
