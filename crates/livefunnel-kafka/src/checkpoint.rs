@@ -6,7 +6,8 @@
 //! - `…#chunk/<generation>/<i>`: slices of the framed checkpoint
 //!   ([`livefunnel_state::encode`]), each below the broker's message limit;
 //! - `…#manifest`: which generation is current, its chunk count, length and CRC32;
-//! - `…#epoch`: the last version epoch claimed.
+//! - `…#epoch`: the last version epoch claimed, in decimal, with the wall clock of the
+//!   claim in header `livefunnel.claimed_at_ms` (older versions wrote no header).
 //!
 //! A save writes every chunk of a new generation, then the manifest, then tombstones
 //! the previous generation's chunks; a crash at any point leaves the old manifest and
@@ -21,18 +22,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use livefunnel_state::epoch::{self, EpochRecord};
 use livefunnel_state::{Checkpoint, CheckpointStore, StateError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
 const MANIFEST_MAGIC: &[u8; 8] = b"LFCKMAN1";
 const MANIFEST_LEN: usize = 8 + 8 + 4 + 8 + 4;
+/// The header of an epoch record holding the wall clock of its claim, epoch ms.
+const CLAIMED_AT: &str = "livefunnel.claimed_at_ms";
 
 /// Settings of the Kafka checkpoint store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +71,7 @@ pub struct KafkaCheckpointStore {
 #[derive(Debug, Clone, Copy, Default)]
 struct Known {
     manifest: Option<Manifest>,
-    epoch: u32,
+    epoch: EpochRecord,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +110,8 @@ impl Manifest {
 #[derive(Default)]
 struct Scan {
     manifest: Option<Manifest>,
-    epoch: u32,
+    /// The largest epoch of the records read, and the claim time of the last one.
+    epoch: EpochRecord,
     chunks: HashMap<String, Vec<u8>>,
 }
 
@@ -229,7 +234,15 @@ impl KafkaCheckpointStore {
                     };
                 } else if key == epoch_key {
                     if let Some(e) = value.and_then(|v| std::str::from_utf8(v).ok()?.parse::<u32>().ok()) {
-                        scan.epoch = scan.epoch.max(e);
+                        let claimed_at = m
+                            .headers()
+                            .and_then(|h| h.iter().find(|h| h.key == CLAIMED_AT))
+                            .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse::<i64>().ok())
+                            .unwrap_or(0);
+                        // The last record is the latest claim, and what compaction keeps;
+                        // the largest epoch stays, in case a record was lost.
+                        scan.epoch.epoch = scan.epoch.epoch.max(e);
+                        scan.epoch.claimed_at_ms = claimed_at;
                     }
                 } else if let Some(rest) = key.strip_prefix(&chunk_prefix) {
                     match value {
@@ -252,11 +265,61 @@ impl KafkaCheckpointStore {
         value: Option<&[u8]>,
         sp: i32,
     ) -> Result<rdkafka::producer::DeliveryFuture, String> {
+        self.send_with(key, value, sp, None)
+    }
+
+    fn send_with(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+        sp: i32,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<rdkafka::producer::DeliveryFuture, String> {
         let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.s.topic).key(key).partition(sp);
         if let Some(v) = value {
             rec = rec.payload(v);
         }
+        if let Some(h) = headers {
+            rec = rec.headers(h);
+        }
         self.producer.send_result(rec).map_err(|(e, _)| format!("queueing {key}: {e}"))
+    }
+
+    /// Queues the partition's epoch record.
+    fn send_epoch(
+        &self,
+        prefix: &str,
+        sp: i32,
+        e: EpochRecord,
+    ) -> Result<rdkafka::producer::DeliveryFuture, String> {
+        let at = e.claimed_at_ms.to_string();
+        let headers = OwnedHeaders::new().insert(Header { key: CLAIMED_AT, value: Some(at.as_bytes()) });
+        self.send_with(&format!("{prefix}#epoch"), Some(e.epoch.to_string().as_bytes()), sp, Some(headers))
+    }
+
+    /// Claims the partition's next version epoch at wall clock `now_ms` (see
+    /// [`CheckpointStore::claim_epoch`]).
+    pub fn claim_epoch_at(
+        &self,
+        topic: &str,
+        partition: i32,
+        checkpointed: u32,
+        now_ms: i64,
+    ) -> Result<u32, StateError> {
+        let cached =
+            self.known.lock().expect("poisoned").get(&(topic.to_owned(), partition)).map(|k| k.epoch);
+        let stored = match cached {
+            Some(e) => e,
+            None => self.scan(topic, partition)?.epoch,
+        };
+        let next = epoch::next_epoch(&self.location(topic, partition), stored, checkpointed, now_ms)?;
+        let prefix = self.prefix(topic, partition);
+        let sp = self.store_partition(topic, partition);
+        let fail = |d: String| self.err(topic, partition, d, true);
+        let f = self.send_epoch(&prefix, sp, next).map_err(fail)?;
+        self.deliver(vec![f]).map_err(fail)?;
+        self.known.lock().expect("poisoned").entry((topic.to_owned(), partition)).or_default().epoch = next;
+        Ok(next.epoch)
     }
 
     fn deliver(&self, futs: Vec<rdkafka::producer::DeliveryFuture>) -> Result<(), String> {
@@ -333,15 +396,24 @@ impl CheckpointStore for KafkaCheckpointStore {
         // by size (librdkafka's mock cluster) still knows the latest claim.
         let epoch = {
             let known = self.known.lock().expect("poisoned");
-            known.get(&(topic.to_owned(), partition)).map_or(0, |k| k.epoch).max(ck.epoch)
+            let claimed =
+                known.get(&(topic.to_owned(), partition)).map_or_else(EpochRecord::default, |k| k.epoch);
+            // A checkpoint's epoch was claimed before it was taken.
+            let checkpointed = EpochRecord { epoch: ck.epoch, claimed_at_ms: ck.taken_at_ms };
+            if claimed.epoch >= ck.epoch {
+                claimed
+            } else {
+                checkpointed
+            }
         };
-        let e =
-            self.send(&format!("{prefix}#epoch"), Some(epoch.to_string().as_bytes()), sp).map_err(fail)?;
+        let e = self.send_epoch(&prefix, sp, epoch).map_err(fail)?;
         self.deliver(vec![f, e]).map_err(fail)?;
         let previous = {
             let mut known = self.known.lock().expect("poisoned");
             let k = known.entry((topic.to_owned(), partition)).or_default();
-            k.epoch = k.epoch.max(epoch);
+            if epoch.epoch >= k.epoch.epoch {
+                k.epoch = epoch;
+            }
             k.manifest.replace(m)
         };
         // The old chunks are unreachable now; tombstones let compaction drop them.
@@ -357,23 +429,7 @@ impl CheckpointStore for KafkaCheckpointStore {
     }
 
     fn claim_epoch(&self, topic: &str, partition: i32, checkpointed: u32) -> Result<u32, StateError> {
-        let cached =
-            self.known.lock().expect("poisoned").get(&(topic.to_owned(), partition)).map(|k| k.epoch);
-        let claimed = match cached {
-            Some(e) => e,
-            None => self.scan(topic, partition)?.epoch,
-        };
-        let next = claimed
-            .max(checkpointed)
-            .checked_add(1)
-            .ok_or_else(|| self.err(topic, partition, "epoch counter exhausted".into(), false))?;
-        let prefix = self.prefix(topic, partition);
-        let sp = self.store_partition(topic, partition);
-        let fail = |d: String| self.err(topic, partition, d, true);
-        let f = self.send(&format!("{prefix}#epoch"), Some(next.to_string().as_bytes()), sp).map_err(fail)?;
-        self.deliver(vec![f]).map_err(fail)?;
-        self.known.lock().expect("poisoned").entry((topic.to_owned(), partition)).or_default().epoch = next;
-        Ok(next)
+        self.claim_epoch_at(topic, partition, checkpointed, epoch::now_ms())
     }
 
     fn location(&self, topic: &str, partition: i32) -> String {

@@ -8,7 +8,7 @@ use livefunnel_kafka::rdkafka::config::ClientConfig;
 use livefunnel_kafka::rdkafka::mocking::MockCluster;
 use livefunnel_kafka::rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use livefunnel_kafka::{KafkaCheckpointStore, KafkaStoreSettings};
-use livefunnel_state::{Checkpoint, CheckpointStore};
+use livefunnel_state::{epoch, Checkpoint, CheckpointStore};
 
 const STORE: &str = "livefunnel.checkpoints";
 
@@ -142,26 +142,86 @@ fn the_group_members_settings_do_not_reach_the_readers() {
     assert_eq!(s.load("room-events", 1).unwrap(), Some(ck(1, 42, 3_000)));
 }
 
+/// 2026-12-04T16:00:00Z, and the epoch floor then.
+const NOW: i64 = 1_796_400_000_000;
+fn floor() -> u32 {
+    epoch::floor_at(NOW).unwrap()
+}
+
 #[test]
 fn epochs_only_grow_across_instances_and_groups_are_separate() {
     let mock = cluster();
     let brokers = mock.bootstrap_servers();
+    let f = floor();
     let a = store(&brokers, "g", 1_000);
-    assert_eq!(a.claim_epoch("room-events", 0, 0).unwrap(), 1);
-    assert_eq!(a.claim_epoch("room-events", 0, 0).unwrap(), 2);
+    assert_eq!(a.claim_epoch_at("room-events", 0, 0, NOW).unwrap(), f);
+    assert_eq!(a.claim_epoch_at("room-events", 0, 0, NOW).unwrap(), f + 1);
     let b = store(&brokers, "g", 1_000);
-    assert_eq!(b.claim_epoch("room-events", 0, 0).unwrap(), 3);
+    assert_eq!(b.claim_epoch_at("room-events", 0, 0, NOW).unwrap(), f + 2);
     // A checkpoint taken under a higher epoch lifts the next claim above it.
-    assert_eq!(b.claim_epoch("room-events", 0, 10).unwrap(), 11);
+    assert_eq!(b.claim_epoch_at("room-events", 0, f + 10, NOW).unwrap(), f + 11);
     // After a load, the claim continues from what the store holds.
     let c = store(&brokers, "g", 1_000);
     assert_eq!(c.load("room-events", 0).unwrap(), None);
-    assert_eq!(c.claim_epoch("room-events", 0, 0).unwrap(), 12);
+    assert_eq!(c.claim_epoch_at("room-events", 0, 0, NOW).unwrap(), f + 12);
+    // An hour later the floor is above every claim of before.
+    let d = store(&brokers, "g", 1_000);
+    assert_eq!(d.claim_epoch_at("room-events", 0, 0, NOW + 3_600_000).unwrap(), f + 60);
 
     let other = store(&brokers, "other/group#1", 1_000);
-    assert_eq!(other.claim_epoch("room-events", 0, 0).unwrap(), 1);
+    assert_eq!(other.claim_epoch_at("room-events", 0, 0, NOW).unwrap(), f);
     a.save(&ck(0, 5, 10)).unwrap();
     assert_eq!(other.load("room-events", 0).unwrap(), None);
+}
+
+/// The claim time travels with the epoch (in the record saved beside each manifest
+/// too): an instance whose clock is behind it refuses the partition.
+#[test]
+fn a_clock_behind_the_last_claim_refuses_the_partition_on_any_instance() {
+    let mock = cluster();
+    let brokers = mock.bootstrap_servers();
+    let a = store(&brokers, "g", 1_000);
+    assert_eq!(a.claim_epoch_at("room-events", 2, 0, NOW).unwrap(), floor());
+    a.save(&ck(2, 7, 100)).unwrap();
+    let b = store(&brokers, "g", 1_000);
+    // A minute behind is another host's clock; two hours is a clock gone wrong.
+    assert!(b.claim_epoch_at("room-events", 2, 0, NOW - 60_000).is_ok());
+    // The latest claim is the one compared with (what compaction keeps).
+    let c = store(&brokers, "g", 1_000);
+    let err = c.claim_epoch_at("room-events", 2, 0, NOW - 2 * 3_600_000).unwrap_err();
+    assert!(!err.is_retryable());
+    let msg = err.to_string();
+    for part in ["g/room-events/2", "2026-12-04T14:00:00.000Z", "2026-12-04T15:59:00.000Z", "runbook"] {
+        assert!(msg.contains(part), "{part} missing: {msg}");
+    }
+    // The runbook's way out when the clock is right now: the epoch again, without its time.
+    let epoch = floor() + 1;
+    let mut pc = ClientConfig::new();
+    pc.set("bootstrap.servers", &brokers);
+    let raw: ThreadedProducer<DefaultProducerContext> = pc.create().unwrap();
+    let value = epoch.to_string();
+    let rec = BaseRecord::to(STORE).key("g/room-events/2#epoch").payload(value.as_bytes());
+    raw.send(rec.partition(store_partition("g", 2))).unwrap();
+    raw.flush(Duration::from_secs(10)).unwrap();
+    let d = store(&brokers, "g", 1_000);
+    assert_eq!(d.claim_epoch_at("room-events", 2, 0, NOW - 2 * 3_600_000).unwrap(), epoch + 1);
+}
+
+/// An epoch record of an older version has no claim time: it still counts as an epoch.
+#[test]
+fn an_epoch_record_without_a_claim_time_still_counts() {
+    let mock = cluster();
+    let brokers = mock.bootstrap_servers();
+    let mut pc = ClientConfig::new();
+    pc.set("bootstrap.servers", &brokers);
+    let raw: ThreadedProducer<DefaultProducerContext> = pc.create().unwrap();
+    let value = (floor() + 40).to_string();
+    let key = "g/room-events/1#epoch";
+    raw.send(BaseRecord::to(STORE).key(key).payload(value.as_bytes()).partition(store_partition("g", 1)))
+        .unwrap();
+    raw.flush(Duration::from_secs(10)).unwrap();
+    let a = store(&brokers, "g", 1_000);
+    assert_eq!(a.claim_epoch_at("room-events", 1, 0, NOW - 3_600_000).unwrap(), floor() + 41);
 }
 
 #[test]
@@ -213,4 +273,35 @@ fn read_manifest_generation(brokers: &str, sp: i32, key: &str) -> u64 {
             return generation.expect("a manifest");
         }
     }
+}
+
+/// The least epoch a claim may return now.
+fn minutes_now() -> u32 {
+    epoch::floor_at(epoch::now_ms()).unwrap()
+}
+
+/// An emptied (or new) store topic: the claim is still at least the wall-clock floor,
+/// so the rows of the new owner outrank those written before the store was lost.
+#[test]
+fn an_emptied_store_claims_at_least_the_wall_clock_floor() {
+    let floor = minutes_now();
+    let mock = cluster();
+    let a = store(&mock.bootstrap_servers(), "g", 1_000);
+    let first = a.claim_epoch("room-events", 0, 0).unwrap();
+    assert!(first >= floor, "{first} (floor {floor})");
+    assert!(a.claim_epoch("room-events", 0, 0).unwrap() > first);
+    // Another cluster: the store topic is empty.
+    let other = cluster();
+    let b = store(&other.bootstrap_servers(), "g", 1_000);
+    assert!(b.claim_epoch("room-events", 0, 0).unwrap() >= floor);
+}
+
+#[test]
+fn an_epoch_beyond_24_bits_is_an_error_never_a_wrap() {
+    let mock = cluster();
+    let a = store(&mock.bootstrap_servers(), "g", 1_000);
+    let err = a.claim_epoch("room-events", 0, (1 << 24) - 1).unwrap_err();
+    assert!(!err.is_retryable());
+    let msg = err.to_string();
+    assert!(msg.contains("g/room-events/0") && msg.contains("16777216"), "{msg}");
 }

@@ -10,11 +10,13 @@
 
 mod pipeline;
 mod room;
+mod room_metrics;
 mod signal_series;
 pub mod signals;
 
 pub use pipeline::PipelineMetrics;
-pub use room::{RoomKey, RoomMetrics, RoomTotals, RoomTracker};
+pub use room::{RoomKey, RoomTotals, RoomTracker};
+pub use room_metrics::{RoomMetrics, DEFAULT_MAX_ROOMS};
 pub use signals::{RoomSignals, SignalWindow, SignalWindows};
 
 /// Renders a registry in the Prometheus text format.

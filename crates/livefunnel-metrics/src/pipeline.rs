@@ -25,6 +25,13 @@ pub struct PipelineMetrics {
     pub checkpoints: IntCounterVec,
     pub checkpoint_duration_seconds: Histogram,
     pub checkpoint_age_seconds: prometheus::GaugeVec,
+    /// Wall clock of the partition's last checkpoint saved and committed (or of its
+    /// assignment, before the first): alerts use `time() - x`, which grows even when the
+    /// partition's task is blocked and cannot update anything.
+    pub checkpoint_last_success_timestamp_seconds: prometheus::GaugeVec,
+    /// Wall clock of the last batch or tick the partition's task got through; a blocked
+    /// task (a sink that takes nothing, a hung save) stops moving it.
+    pub partition_last_progress_timestamp_seconds: prometheus::GaugeVec,
     pub partitions_assigned: IntGauge,
     pub live_rooms: IntGauge,
     /// Events counted under `__other__` by the breakdown key cap, by kind.
@@ -96,6 +103,20 @@ impl PipelineMetrics {
                 Opts::new("livefunnel_checkpoint_age_seconds", "seconds since the last completed checkpoint"),
                 part,
             )?,
+            checkpoint_last_success_timestamp_seconds: prometheus::GaugeVec::new(
+                Opts::new(
+                    "livefunnel_checkpoint_last_success_timestamp_seconds",
+                    "wall clock of the partition's last checkpoint saved and committed (of its assignment before)",
+                ),
+                part,
+            )?,
+            partition_last_progress_timestamp_seconds: prometheus::GaugeVec::new(
+                Opts::new(
+                    "livefunnel_partition_last_progress_timestamp_seconds",
+                    "wall clock of the last batch or tick the partition's task got through",
+                ),
+                part,
+            )?,
             partitions_assigned: IntGauge::new(
                 "livefunnel_partitions_assigned",
                 "input partitions this process owns",
@@ -127,6 +148,8 @@ impl PipelineMetrics {
         registry.register(Box::new(m.checkpoints.clone()))?;
         registry.register(Box::new(m.checkpoint_duration_seconds.clone()))?;
         registry.register(Box::new(m.checkpoint_age_seconds.clone()))?;
+        registry.register(Box::new(m.checkpoint_last_success_timestamp_seconds.clone()))?;
+        registry.register(Box::new(m.partition_last_progress_timestamp_seconds.clone()))?;
         registry.register(Box::new(m.partitions_assigned.clone()))?;
         registry.register(Box::new(m.live_rooms.clone()))?;
         registry.register(Box::new(m.breakdown_overflow.clone()))?;
@@ -148,5 +171,7 @@ impl PipelineMetrics {
         let _ = self.consumer_lag.remove_label_values(&labels);
         let _ = self.watermark_lag_seconds.remove_label_values(&labels);
         let _ = self.checkpoint_age_seconds.remove_label_values(&labels);
+        let _ = self.checkpoint_last_success_timestamp_seconds.remove_label_values(&labels);
+        let _ = self.partition_last_progress_timestamp_seconds.remove_label_values(&labels);
     }
 }

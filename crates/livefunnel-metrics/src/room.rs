@@ -1,22 +1,21 @@
 //! Per-room series of contract §4.
 //!
 //! [`RoomMetrics`] holds the registered series, shared by every partition.
-//! [`RoomTracker`] is one partition's bookkeeping: the counter totals (saved in the
-//! partition's checkpoint, so counters continue across restarts), and when each room's
-//! session ended (its series go `series_ttl` later, so the series count tracks live
-//! rooms, not history), and each room's alert-signal state ([`crate::signals`]).
+//! [`RoomTracker`] is one partition's bookkeeping, one entry per `room_id`: the room's
+//! current labels (those of its latest event: when they change, its series move to the
+//! new ones), the counter totals (saved in the partition's checkpoint, so counters
+//! continue across restarts), when its session ended (its series go `series_ttl` later,
+//! so the series count tracks live rooms, not history), whether it has series (at most
+//! `http.max_room_series` rooms of the instance do), and its alert-signal state
+//! ([`crate::signals`]).
 
 use std::collections::BTreeMap;
 
 use livefunnel_core::{Counts, Event, EventType, Row, RunningRoom};
-use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 
-use crate::signal_series::SignalGauges;
+use crate::room_metrics::RoomMetrics;
 use crate::signals::{RoomSignals, SignalWindows};
-
-const ROOM: &[&str] = &["org_id", "room_id", "platform"];
-const ROOM_WINDOW: &[&str] = &["org_id", "room_id", "platform", "window"];
 
 /// A room's label values.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -27,7 +26,7 @@ pub struct RoomKey {
 }
 
 impl RoomKey {
-    fn labels(&self) -> [&str; 3] {
+    pub(crate) fn labels(&self) -> [&str; 3] {
         [&self.org_id, &self.room_id, &self.platform]
     }
 }
@@ -43,157 +42,73 @@ pub struct RoomTotals {
     pub comments: u64,
 }
 
-#[derive(Clone)]
-pub struct RoomMetrics {
-    watch_entries: IntCounterVec,
-    product_clicks: IntCounterVec,
-    orders_paid: IntCounterVec,
-    gmv_cents: IntCounterVec,
-    refund_cents: IntCounterVec,
-    comments: IntCounterVec,
-    online_viewers: IntGaugeVec,
-    live: IntGaugeVec,
-    window_watch_uv: IntGaugeVec,
-    window_gpm: GaugeVec,
-    window_watch_to_pay_rate: GaugeVec,
-    window_product_click_rate: GaugeVec,
-    window_avg_watch_seconds: GaugeVec,
-    signals: SignalGauges,
-    /// The configured hop and tumble window names, for removing a room's series.
-    windows: Vec<String>,
-}
-
-impl RoomMetrics {
-    /// `windows`: the names of the configured hop and tumble windows (`5m/10s`, ...).
-    pub fn new(registry: &Registry, windows: Vec<String>) -> Result<RoomMetrics, prometheus::Error> {
-        let counter = |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), ROOM);
-        let window = |name: &str, help: &str| GaugeVec::new(Opts::new(name, help), ROOM_WINDOW);
-        let m = RoomMetrics {
-            watch_entries: counter("livefunnel_room_watch_entries_total", "accepted enter events")?,
-            product_clicks: counter("livefunnel_room_product_clicks_total", "accepted product_click events")?,
-            orders_paid: counter("livefunnel_room_orders_paid_total", "accepted order_paid events")?,
-            gmv_cents: counter(
-                "livefunnel_room_gmv_cents_total",
-                "amount_cents of accepted order_paid events",
-            )?,
-            refund_cents: counter(
-                "livefunnel_room_refund_cents_total",
-                "amount_cents of accepted refund events",
-            )?,
-            comments: counter("livefunnel_room_comments_total", "accepted comment events")?,
-            online_viewers: IntGaugeVec::new(
-                Opts::new("livefunnel_room_online_viewers", "viewers online at the room's latest event"),
-                ROOM,
-            )?,
-            live: IntGaugeVec::new(Opts::new("livefunnel_room_live", "1 while a session is live"), ROOM)?,
-            window_watch_uv: IntGaugeVec::new(
-                Opts::new("livefunnel_room_window_watch_uv", "watch_uv of the latest open window"),
-                ROOM_WINDOW,
-            )?,
-            window_gpm: window(
-                "livefunnel_room_window_gpm",
-                "gpm of the latest open window (NaN: no views)",
-            )?,
-            window_watch_to_pay_rate: window(
-                "livefunnel_room_window_watch_to_pay_rate",
-                "watch_to_pay_rate of the latest open window (NaN: no viewers)",
-            )?,
-            window_product_click_rate: window(
-                "livefunnel_room_window_product_click_rate",
-                "product_click_rate of the latest open window (NaN: no viewers)",
-            )?,
-            window_avg_watch_seconds: window(
-                "livefunnel_room_window_avg_watch_seconds",
-                "avg_watch_seconds of the latest open window (NaN: nobody present)",
-            )?,
-            signals: SignalGauges::new(registry)?,
-            windows,
-        };
-        for c in
-            [&m.watch_entries, &m.product_clicks, &m.orders_paid, &m.gmv_cents, &m.refund_cents, &m.comments]
-        {
-            registry.register(Box::new(c.clone()))?;
-        }
-        registry.register(Box::new(m.online_viewers.clone()))?;
-        registry.register(Box::new(m.live.clone()))?;
-        registry.register(Box::new(m.window_watch_uv.clone()))?;
-        for g in [
-            &m.window_gpm,
-            &m.window_watch_to_pay_rate,
-            &m.window_product_click_rate,
-            &m.window_avg_watch_seconds,
-        ] {
-            registry.register(Box::new(g.clone()))?;
-        }
-        Ok(m)
-    }
-
-    /// Adds `d` to the room's counters. `touch_all` creates every counter of the room
-    /// (at 0 where `d` is 0), so `increase()` sees each series start; once they
-    /// exist, only the counters that move are looked up (six label hashes per event
-    /// otherwise).
-    fn add(&self, key: &RoomKey, d: &RoomTotals, touch_all: bool) {
-        let l = key.labels();
-        let pairs = [
-            (&self.watch_entries, d.watch_entries),
-            (&self.product_clicks, d.product_clicks),
-            (&self.orders_paid, d.orders_paid),
-            (&self.gmv_cents, d.gmv_cents),
-            (&self.refund_cents, d.refund_cents),
-            (&self.comments, d.comments),
-        ];
-        for (c, v) in pairs {
-            if touch_all || v > 0 {
-                c.with_label_values(&l).inc_by(v);
-            }
-        }
-    }
-
-    fn remove(&self, key: &RoomKey) {
-        let l = key.labels();
-        for c in [
-            &self.watch_entries,
-            &self.product_clicks,
-            &self.orders_paid,
-            &self.gmv_cents,
-            &self.refund_cents,
-            &self.comments,
-        ] {
-            let _ = c.remove_label_values(&l);
-        }
-        let _ = self.online_viewers.remove_label_values(&l);
-        let _ = self.live.remove_label_values(&l);
-        for w in &self.windows {
-            let lw = [l[0], l[1], l[2], w.as_str()];
-            let _ = self.window_watch_uv.remove_label_values(&lw);
-            for g in [
-                &self.window_gpm,
-                &self.window_watch_to_pay_rate,
-                &self.window_product_click_rate,
-                &self.window_avg_watch_seconds,
-            ] {
-                let _ = g.remove_label_values(&lw);
-            }
-        }
-        self.signals.remove(key, &self.windows);
-    }
-}
-
 /// One room's bookkeeping inside a partition.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct Tracked {
+    /// The labels its series have (or would have).
+    key: RoomKey,
     totals: RoomTotals,
     /// Wall clock (ms) at which the room was first seen not live after being seen;
     /// `None` while live or never observed.
     ended_at_ms: Option<i64>,
+    /// Whether it has series in this process (not saved: a new process starts without).
+    series: Shown,
+}
+
+/// Equal content; whether the series are shown is this process's matter.
+impl PartialEq for Tracked {
+    fn eq(&self, o: &Tracked) -> bool {
+        self.key == o.key && self.totals == o.totals && self.ended_at_ms == o.ended_at_ms
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Shown {
+    /// Not yet asked for.
+    #[default]
+    No,
+    Yes,
+    /// Refused, the cap being reached (counted once); asked again at each sight.
+    Refused,
+}
+
+impl Tracked {
+    fn new(key: RoomKey) -> Tracked {
+        Tracked { key, totals: RoomTotals::default(), ended_at_ms: None, series: Shown::No }
+    }
+
+    /// Gives the room its series (its counters at their totals) if the instance has
+    /// room for them; `true` when it has them.
+    fn show(&mut self, metrics: &RoomMetrics) -> bool {
+        match self.series {
+            Shown::Yes => return true,
+            _ if metrics.admit() => {
+                self.series = Shown::Yes;
+                metrics.add(&self.key, &self.totals, true);
+                return true;
+            }
+            Shown::No => metrics.dropped(),
+            Shown::Refused => {}
+        }
+        self.series = Shown::Refused;
+        false
+    }
+
+    /// Removes its series and gives its place back.
+    fn hide(&mut self, metrics: &RoomMetrics) {
+        if self.series == Shown::Yes {
+            metrics.remove(&self.key);
+            metrics.release();
+        }
+        self.series = Shown::No;
+    }
 }
 
 /// One partition's per-room state for the series; serializable into its checkpoint.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RoomTracker {
-    rooms: BTreeMap<RoomKey, Tracked>,
-    /// Last in the encoding: a checkpoint written before signals existed ends before it
-    /// (see [`RoomTracker::from_checkpoint`]).
+    /// By `room_id`.
+    rooms: BTreeMap<String, Tracked>,
     signals: Signals,
 }
 
@@ -220,31 +135,90 @@ fn room_mut<'a>(rooms: &'a mut BTreeMap<String, RoomSignals>, room_id: &str) -> 
     rooms.get_mut(room_id).expect("inserted above")
 }
 
-/// The checkpoint form of [`RoomTracker`] before the signals existed.
+/// A room as checkpoints hold it, under its labels (the form of every version).
+#[derive(Serialize, Deserialize)]
+struct SavedRoom<T> {
+    totals: T,
+    ended_at_ms: Option<i64>,
+}
+
+/// The checkpoint form of [`RoomTracker`]. `signals` is last: a checkpoint written
+/// before signals existed ends before it (see [`RoomTracker::from_checkpoint`]).
 #[derive(Deserialize)]
-struct RoomTrackerV1 {
-    rooms: BTreeMap<RoomKey, Tracked>,
+struct Saved {
+    rooms: BTreeMap<RoomKey, SavedRoom<RoomTotals>>,
+    signals: Signals,
+}
+
+/// The checkpoint form before the signals existed.
+#[derive(Deserialize)]
+struct SavedV1 {
+    rooms: BTreeMap<RoomKey, SavedRoom<RoomTotals>>,
+}
+
+/// [`Saved`], written from a tracker without copying it.
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    rooms: RoomsRef<'a>,
+    signals: &'a Signals,
+}
+
+struct RoomsRef<'a>(&'a BTreeMap<String, Tracked>);
+
+impl Serialize for RoomsRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(
+            self.0.values().map(|t| (&t.key, SavedRoom { totals: &t.totals, ended_at_ms: t.ended_at_ms })),
+        )
+    }
 }
 
 impl RoomTracker {
     /// Decodes the tracker saved by [`RoomTracker::to_checkpoint`], or by a version
     /// without signals (they start empty then). A decoding error is permanent.
     pub fn from_checkpoint(bytes: &[u8]) -> Result<RoomTracker, postcard::Error> {
-        match postcard::from_bytes::<RoomTracker>(bytes) {
-            Ok(t) => Ok(t),
+        let (rooms, signals) = match postcard::from_bytes::<Saved>(bytes) {
+            Ok(t) => (t.rooms, t.signals),
             // The old form is a prefix of the new one: it fails only at its end.
-            Err(e) => match postcard::from_bytes::<RoomTrackerV1>(bytes) {
-                Ok(old) => Ok(RoomTracker { rooms: old.rooms, signals: Signals::default() }),
-                Err(_) => Err(e),
+            Err(e) => match postcard::from_bytes::<SavedV1>(bytes) {
+                Ok(old) => (old.rooms, Signals::default()),
+                Err(_) => return Err(e),
             },
+        };
+        let mut t = RoomTracker { rooms: BTreeMap::new(), signals };
+        for (key, saved) in rooms {
+            t.restore_room(key, saved);
         }
+        Ok(t)
+    }
+
+    /// A saved room. Versions that kept one entry per label set may have several of
+    /// one room: they become one, with the counts of all, live if any is.
+    fn restore_room(&mut self, key: RoomKey, saved: SavedRoom<RoomTotals>) {
+        let Some(t) = self.rooms.get_mut(&key.room_id) else {
+            let mut t = Tracked::new(key.clone());
+            t.totals = saved.totals;
+            t.ended_at_ms = saved.ended_at_ms;
+            self.rooms.insert(key.room_id.clone(), t);
+            return;
+        };
+        let (a, b) = (&mut t.totals, &saved.totals);
+        a.watch_entries = a.watch_entries.saturating_add(b.watch_entries);
+        a.product_clicks = a.product_clicks.saturating_add(b.product_clicks);
+        a.orders_paid = a.orders_paid.saturating_add(b.orders_paid);
+        a.gmv_cents = a.gmv_cents.saturating_add(b.gmv_cents);
+        a.refund_cents = a.refund_cents.saturating_add(b.refund_cents);
+        a.comments = a.comments.saturating_add(b.comments);
+        if saved.ended_at_ms.is_none() {
+            t.key = key;
+        }
+        t.ended_at_ms = t.ended_at_ms.zip(saved.ended_at_ms).map(|(x, y)| x.max(y));
     }
 
     /// The tracker's checkpoint bytes.
     pub fn to_checkpoint(&self) -> Result<Vec<u8>, postcard::Error> {
-        postcard::to_stdvec(self)
+        postcard::to_stdvec(&SavedRef { rooms: RoomsRef(&self.rooms), signals: &self.signals })
     }
-
     /// Sets which windows feed the signals. Rows kept for another window (a
     /// checkpoint written under another configuration) are dropped.
     pub fn set_signal_windows(&mut self, w: SignalWindows) {
@@ -287,7 +261,8 @@ impl RoomTracker {
     }
 
     /// Counts an accepted event in its room's counters; `now_ms` is the wall clock at
-    /// which the pipeline accepted it.
+    /// which the pipeline accepted it. A room seen for the first time takes the
+    /// event's labels; later, labels follow the running values ([`RoomTracker::observe`]).
     pub fn on_accepted(&mut self, metrics: &RoomMetrics, ev: &Event<'_>, now_ms: i64) {
         self.signals.room_mut(&ev.room_id).on_accepted(now_ms);
         let mut d = RoomTotals::default();
@@ -302,17 +277,17 @@ impl RoomTracker {
             EventType::Comment => d.comments = 1,
             _ => {}
         }
-        let key = RoomKey {
-            org_id: ev.org_id().to_owned(),
-            room_id: ev.room_id.to_string(),
-            platform: ev.platform().as_str().to_owned(),
-        };
-        let t = match self.rooms.get_mut(&key) {
-            Some(t) => t,
-            None => self.rooms.entry(key.clone()).or_default(),
-        };
-        // Counters are created (at 0) until the room has counted something; a room
-        // seen only through its running values has none yet either.
+        // Looked up by `&str`: the key is built once per room, not per event.
+        if !self.rooms.contains_key(&*ev.room_id) {
+            let key = RoomKey {
+                org_id: ev.org_id().to_owned(),
+                room_id: ev.room_id.to_string(),
+                platform: ev.platform().as_str().to_owned(),
+            };
+            self.rooms.insert(key.room_id.clone(), Tracked::new(key));
+        }
+        let t = self.rooms.get_mut(&*ev.room_id).expect("inserted above");
+        // Counters are created (at 0) until the room has counted something.
         let touch_all = t.totals == RoomTotals::default();
         let tt = &mut t.totals;
         tt.watch_entries += d.watch_entries;
@@ -321,7 +296,15 @@ impl RoomTracker {
         tt.gmv_cents = tt.gmv_cents.saturating_add(d.gmv_cents);
         tt.refund_cents = tt.refund_cents.saturating_add(d.refund_cents);
         tt.comments += d.comments;
-        metrics.add(&key, &d, touch_all);
+        match t.series {
+            Shown::Yes => metrics.add(&t.key, &d, touch_all),
+            // Shown with its totals, this event included.
+            _ => {
+                if t.show(metrics) {
+                    self.signals.room_mut(&ev.room_id).dirty = true;
+                }
+            }
+        }
     }
 
     /// Sets a room's gauges from its running values, and hands them to its signals.
@@ -346,12 +329,12 @@ impl RoomTracker {
         }
     }
 
-    /// Sets the signal gauges of every room whose signals changed since the last call,
-    /// and drops the rows they no longer need.
+    /// Sets the signal gauges of every room with series whose signals changed since the
+    /// last call, and drops the rows they no longer need.
     pub fn publish_signals(&mut self, metrics: &RoomMetrics) {
         let s = &mut self.signals;
-        for room in s.rooms.values_mut() {
-            if !room.dirty {
+        for (room_id, room) in s.rooms.iter_mut() {
+            if !room.dirty || self.rooms.get(room_id).is_none_or(|t| t.series != Shown::Yes) {
                 continue;
             }
             // Shown once its labels are known (its first running values).
@@ -364,7 +347,8 @@ impl RoomTracker {
     }
 
     /// Sets a room's gauges from its running state: viewers online now, whether a
-    /// session is live, and the running counts of each hop or tumble window.
+    /// session is live, and the running counts of each hop or tumble window. `key`
+    /// holds the room's labels now: when they changed, its series move to them.
     pub fn observe(
         &mut self,
         metrics: &RoomMetrics,
@@ -374,29 +358,29 @@ impl RoomTracker {
         windows: &[(&str, &Counts)],
         now_ms: i64,
     ) {
-        let t = self.rooms.entry(key.clone()).or_default();
-        t.ended_at_ms = if live { None } else { Some(t.ended_at_ms.unwrap_or(now_ms)) };
-        let l = key.labels();
-        metrics.online_viewers.with_label_values(&l).set(online.min(i64::MAX as u64) as i64);
-        metrics.live.with_label_values(&l).set(i64::from(live));
-        for (name, counts) in windows {
-            let lw = [l[0], l[1], l[2], name];
-            let r = counts.ratios();
-            metrics.window_watch_uv.with_label_values(&lw).set(counts.watch_uv.min(i64::MAX as u64) as i64);
-            metrics.window_gpm.with_label_values(&lw).set(r.gpm.unwrap_or(f64::NAN));
-            metrics
-                .window_watch_to_pay_rate
-                .with_label_values(&lw)
-                .set(r.watch_to_pay_rate.unwrap_or(f64::NAN));
-            metrics
-                .window_product_click_rate
-                .with_label_values(&lw)
-                .set(r.product_click_rate.unwrap_or(f64::NAN));
-            metrics
-                .window_avg_watch_seconds
-                .with_label_values(&lw)
-                .set(r.avg_watch_seconds.unwrap_or(f64::NAN));
+        if !self.rooms.contains_key(&key.room_id) {
+            self.rooms.insert(key.room_id.clone(), Tracked::new(key.clone()));
         }
+        let t = self.rooms.get_mut(&key.room_id).expect("inserted above");
+        if t.key != *key {
+            let shown = t.series == Shown::Yes;
+            if shown {
+                metrics.remove(&t.key);
+            }
+            t.key = key.clone();
+            if shown {
+                metrics.add(&t.key, &t.totals, true);
+            }
+        }
+        t.ended_at_ms = if live { None } else { Some(t.ended_at_ms.unwrap_or(now_ms)) };
+        let was_shown = t.series == Shown::Yes;
+        if !t.show(metrics) {
+            return;
+        }
+        if !was_shown {
+            self.signals.room_mut(&key.room_id).dirty = true;
+        }
+        metrics.set_running(key, online, live, windows);
     }
 
     /// Removes the series of rooms whose session ended `ttl_ms` ago or more.
@@ -404,13 +388,11 @@ impl RoomTracker {
     pub fn expire(&mut self, metrics: &RoomMetrics, now_ms: i64, ttl_ms: i64) -> usize {
         let before = self.rooms.len();
         let signals = &mut self.signals.rooms;
-        self.rooms.retain(|key, t| {
+        self.rooms.retain(|room_id, t| {
             let keep = t.ended_at_ms.is_none_or(|e| now_ms.saturating_sub(e) < ttl_ms);
             if !keep {
-                metrics.remove(key);
-                if signals.get(&key.room_id).is_some_and(|s| s.key.as_ref().is_none_or(|k| k == key)) {
-                    signals.remove(&key.room_id);
-                }
+                t.hide(metrics);
+                signals.remove(room_id);
             }
             keep
         });
@@ -419,8 +401,8 @@ impl RoomTracker {
 
     /// Publishes restored totals and signals (after a restart or a new assignment).
     pub fn publish(&mut self, metrics: &RoomMetrics) {
-        for (key, t) in &self.rooms {
-            metrics.add(key, &t.totals, true);
+        for t in self.rooms.values_mut() {
+            t.show(metrics);
         }
         for room in self.signals.rooms.values_mut() {
             room.dirty = true;
@@ -428,15 +410,17 @@ impl RoomTracker {
         self.publish_signals(metrics);
     }
 
-    /// Removes every series of this partition's rooms (partition revoked).
-    pub fn unpublish(&self, metrics: &RoomMetrics) {
-        for key in self.rooms.keys() {
-            metrics.remove(key);
+    /// Removes every series of this partition's rooms and gives their places back
+    /// (partition revoked).
+    pub fn unpublish(&mut self, metrics: &RoomMetrics) {
+        for t in self.rooms.values_mut() {
+            t.hide(metrics);
         }
     }
 
+    /// A room's counter totals, when `key` holds its labels now.
     pub fn totals(&self, key: &RoomKey) -> Option<&RoomTotals> {
-        self.rooms.get(key).map(|t| &t.totals)
+        self.rooms.get(&key.room_id).filter(|t| t.key == *key).map(|t| &t.totals)
     }
 
     /// A room's signal state, by `room_id`.
@@ -450,7 +434,7 @@ impl RoomTracker {
 
     /// Rooms by GMV, largest first (for the demo's summary line).
     pub fn top_by_gmv(&self, n: usize) -> Vec<(RoomKey, u64)> {
-        let mut v: Vec<_> = self.rooms.iter().map(|(k, t)| (k.clone(), t.totals.gmv_cents)).collect();
+        let mut v: Vec<_> = self.rooms.values().map(|t| (t.key.clone(), t.totals.gmv_cents)).collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         v.truncate(n);
         v

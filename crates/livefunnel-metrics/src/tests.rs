@@ -268,3 +268,107 @@ fn a_changed_signal_window_forgets_the_old_rows() {
     });
     assert_eq!(t.signals("r").unwrap().rows_kept(), (0, 0));
 }
+
+fn room_event(kind: EventType, room: &str, org: &'static str, amount: Option<i64>) -> Event<'static> {
+    let mut e = ev(kind, room, amount);
+    e.org_id = Some(Cow::Borrowed(org));
+    e.platform = Some(livefunnel_core::Platform::Douyin);
+    e
+}
+
+fn room_key(org: &str, room: &str) -> RoomKey {
+    RoomKey { org_id: org.into(), room_id: room.into(), platform: "douyin".into() }
+}
+
+/// The series of one room, by label set.
+fn series_of(text: &str, room: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.contains(&format!("room_id=\"{room}\"")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_room_whose_labels_change_leaves_no_series_under_the_old_ones() {
+    let (reg, m, _) = metrics();
+    let mut t = RoomTracker::default();
+    let c = Counts::default();
+    t.on_accepted(&m, &room_event(EventType::OrderPaid, "r", "a", Some(100)), 0);
+    t.observe(&m, &room_key("a", "r"), 3, true, &[("5m/10s", &c)], 0);
+    assert!(render(&reg).contains(r#"org_id="a""#));
+    // The room's latest event now says org b: its series move there, its counters with them.
+    t.on_accepted(&m, &room_event(EventType::OrderPaid, "r", "b", Some(50)), 0);
+    t.observe(&m, &room_key("b", "r"), 4, true, &[("5m/10s", &c)], 0);
+    let text = render(&reg);
+    let series = series_of(&text, "r");
+    assert!(series.iter().all(|l| l.contains(r#"org_id="b""#)), "{series:#?}");
+    let gmv = r#"livefunnel_room_gmv_cents_total{org_id="b",platform="douyin",room_id="r"}"#;
+    assert_eq!(line(&text, gmv), Some(&*format!("{gmv} 150")), "{text}");
+    assert!(text.contains(r#"livefunnel_room_online_viewers{org_id="b",platform="douyin",room_id="r"} 4"#));
+    assert_eq!(t.live_rooms(), 1);
+    // A late event still carrying the old labels counts in the room, under its labels.
+    t.on_accepted(&m, &room_event(EventType::OrderPaid, "r", "a", Some(1)), 0);
+    let text = render(&reg);
+    assert!(series_of(&text, "r").iter().all(|l| l.contains(r#"org_id="b""#)), "{text}");
+    assert_eq!(line(&text, gmv), Some(&*format!("{gmv} 151")), "{text}");
+    // It ends, and every series goes `ttl` later.
+    t.observe(&m, &room_key("b", "r"), 0, false, &[("5m/10s", &c)], 1_000);
+    assert_eq!(t.expire(&m, 1_000 + 900_000, 900_000), 1);
+    assert_eq!(series_of(&render(&reg), "r"), Vec::<String>::new());
+}
+
+#[test]
+fn rooms_beyond_the_cap_get_no_series_and_are_counted() {
+    let reg = Registry::new();
+    let m = RoomMetrics::new(&reg, vec!["5m/10s".into()]).unwrap().with_max_rooms(2);
+    let c = Counts::default();
+    // Two partitions of one instance: the cap is the instance's.
+    let (mut a, mut b) = (RoomTracker::default(), RoomTracker::default());
+    a.on_accepted(&m, &room_event(EventType::Enter, "r1", "o", None), 0);
+    b.on_accepted(&m, &room_event(EventType::Enter, "r2", "o", None), 0);
+    b.on_accepted(&m, &room_event(EventType::Enter, "r3", "o", None), 0);
+    b.observe(&m, &room_key("o", "r3"), 5, true, &[("5m/10s", &c)], 0);
+    b.on_accepted(&m, &room_event(EventType::Enter, "r3", "o", None), 0);
+    let text = render(&reg);
+    assert_eq!(series_of(&text, "r3"), Vec::<String>::new());
+    assert!(!series_of(&text, "r2").is_empty());
+    assert!(text.contains("livefunnel_room_series_dropped_total 1\n"), "{text}");
+    assert!(text.contains("livefunnel_rooms_with_series 2\n"), "{text}");
+    assert_eq!(b.live_rooms(), 2, "a room without series is still tracked");
+
+    // r1's series expire: r3 gets its series at its next event, with its whole count.
+    a.observe(&m, &room_key("o", "r1"), 0, false, &[("5m/10s", &c)], 0);
+    assert_eq!(a.expire(&m, 900_000, 900_000), 1);
+    b.on_accepted(&m, &room_event(EventType::OrderPaid, "r3", "o", Some(7)), 0);
+    let text = render(&reg);
+    let l = r#"{org_id="o",platform="douyin",room_id="r3"}"#;
+    assert!(text.contains(&format!("livefunnel_room_watch_entries_total{l} 2\n")), "{text}");
+    assert!(text.contains(&format!("livefunnel_room_gmv_cents_total{l} 7\n")), "{text}");
+    assert!(text.contains("livefunnel_room_series_dropped_total 1\n"), "{text}");
+    assert!(text.contains("livefunnel_rooms_with_series 2\n"), "{text}");
+
+    // A revoked partition gives its rooms' places back.
+    b.unpublish(&m);
+    assert!(render(&reg).contains("livefunnel_rooms_with_series 0\n"));
+}
+
+/// Checkpoints of versions that kept one entry per label set may hold a room twice:
+/// restored as one room, with the counts of both, live if either is.
+#[test]
+fn a_checkpoint_with_a_room_under_two_label_sets_restores_one_room() {
+    let totals = |gmv| RoomTotals { gmv_cents: gmv, orders_paid: 1, ..RoomTotals::default() };
+    let old = TrackerV1 {
+        rooms: [
+            (room_key("a", "r"), TrackedV1 { totals: totals(100), ended_at_ms: None }),
+            (room_key("b", "r"), TrackedV1 { totals: totals(50), ended_at_ms: Some(5) }),
+        ]
+        .into(),
+    };
+    let mut t = RoomTracker::from_checkpoint(&postcard::to_stdvec(&old).unwrap()).unwrap();
+    assert_eq!(t.live_rooms(), 1);
+    assert_eq!(t.totals(&room_key("a", "r")).map(|t| t.gmv_cents), Some(150));
+    let (reg, m, _) = metrics();
+    t.publish(&m);
+    let series = series_of(&render(&reg), "r");
+    assert!(!series.is_empty() && series.iter().all(|l| l.contains(r#"org_id="a""#)), "{series:#?}");
+}

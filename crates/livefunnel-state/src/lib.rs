@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod epoch;
+
+pub use epoch::EpochRecord;
+
 const MAGIC: &[u8; 8] = b"LFCKPT\0\x01";
 /// Version of the framing and of [`Checkpoint`]'s layout. Bump on any change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -37,6 +41,24 @@ pub enum StateError {
     /// A shared store (not a local file) failed; `location` names the record.
     #[error("checkpoint {location}: {detail}")]
     Store { location: String, detail: String, retryable: bool },
+    #[error(
+        "the wall clock ({now}) is behind the claim of version epoch {epoch} in {location} \
+         ({claimed_at}): the clock went back, or was ahead then, and rows versioned from it \
+         would lose to the rows already written. Fix the clock (NTP); if it is right now, \
+         follow docs/runbook.md#wall-clock-behind-a-version-epoch"
+    )]
+    ClockBehind { location: String, epoch: u32, now: String, claimed_at: String },
+    #[error(
+        "the wall clock ({now}) is before 2025-01-01, the base of version epochs, claiming one \
+         for {location}: set the clock (NTP)"
+    )]
+    ClockBeforeBase { location: String, now: String },
+    #[error(
+        "version epoch {epoch} for {location} does not fit in a version (epoch << 40 | counter \
+         holds epochs up to 16777215, the minutes from 2025 to 2056-11): the epoch record is \
+         corrupt or the clock is wrong; see docs/semantics.md"
+    )]
+    EpochOverflow { location: String, epoch: u64 },
 }
 
 impl StateError {
@@ -45,7 +67,11 @@ impl StateError {
         match self {
             StateError::Read { .. } | StateError::Write { .. } => true,
             StateError::Store { retryable, .. } => *retryable,
-            StateError::Corrupt { .. } | StateError::Version { .. } => false,
+            StateError::Corrupt { .. }
+            | StateError::Version { .. }
+            | StateError::ClockBehind { .. }
+            | StateError::ClockBeforeBase { .. }
+            | StateError::EpochOverflow { .. } => false,
         }
     }
 }
@@ -61,7 +87,9 @@ pub trait CheckpointStore: Send + Sync {
     fn save(&self, ck: &Checkpoint) -> Result<(), StateError>;
     /// Claims the next version epoch for a partition before any row of it is written:
     /// one more than every epoch claimed or checkpointed before (`checkpointed`), so
-    /// rows written by an owner that died before its next checkpoint are superseded.
+    /// rows written by an owner that died before its next checkpoint are superseded,
+    /// and at least the wall-clock floor, so a lost store does not send versions back
+    /// ([`epoch`]). Refused when the clock is behind the stored claim.
     fn claim_epoch(&self, topic: &str, partition: i32, checkpointed: u32) -> Result<u32, StateError>;
     /// Where the partition's checkpoint is, for messages.
     fn location(&self, topic: &str, partition: i32) -> String;
@@ -152,27 +180,46 @@ impl StateDir {
         write_atomic(&path, &encode(ck)).map_err(|source| StateError::Write { path, source })
     }
 
-    /// Claims the next version epoch for a partition before any row of it is written:
-    /// one more than every epoch claimed or checkpointed before, so rows written by a
-    /// process that died before its next checkpoint are always superseded.
+    /// Claims the next version epoch for a partition before any row of it is written
+    /// (see [`CheckpointStore::claim_epoch`]), at the wall clock now.
     pub fn claim_epoch(&self, topic: &str, partition: i32, checkpointed: u32) -> Result<u32, StateError> {
+        self.claim_epoch_at(topic, partition, checkpointed, epoch::now_ms())
+    }
+
+    /// [`StateDir::claim_epoch`] at wall clock `now_ms`. The file holds the epoch and
+    /// the wall clock of its claim (`<epoch> <epoch ms>`; a bare epoch from older versions).
+    pub fn claim_epoch_at(
+        &self,
+        topic: &str,
+        partition: i32,
+        checkpointed: u32,
+        now_ms: i64,
+    ) -> Result<u32, StateError> {
         let path = self.epoch_path(topic, partition);
-        let claimed = match fs::read_to_string(&path) {
-            Ok(s) => s.trim().parse::<u32>().map_err(|_| StateError::Corrupt {
+        let stored = match fs::read_to_string(&path) {
+            Ok(s) => parse_epoch_record(&s).ok_or_else(|| StateError::Corrupt {
                 path: path.clone(),
-                detail: format!("expected an integer, found {:?}", s.trim()),
+                detail: format!("expected an epoch and a time in milliseconds, found {:?}", s.trim()),
             })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => EpochRecord::default(),
             Err(source) => return Err(StateError::Read { path, source }),
         };
-        let next = claimed.max(checkpointed).checked_add(1).ok_or_else(|| StateError::Corrupt {
-            path: path.clone(),
-            detail: "epoch counter exhausted".into(),
-        })?;
-        write_atomic(&path, format!("{next}\n").as_bytes())
+        let next = epoch::next_epoch(&path.display().to_string(), stored, checkpointed, now_ms)?;
+        write_atomic(&path, format!("{} {}\n", next.epoch, next.claimed_at_ms).as_bytes())
             .map_err(|source| StateError::Write { path, source })?;
-        Ok(next)
+        Ok(next.epoch)
     }
+}
+
+/// `<epoch> <claimed at ms>`, or a bare `<epoch>` (claim time unknown).
+fn parse_epoch_record(s: &str) -> Option<EpochRecord> {
+    let mut it = s.split_whitespace();
+    let epoch = it.next()?.parse().ok()?;
+    let claimed_at_ms = match it.next() {
+        Some(t) => t.parse().ok()?,
+        None => 0,
+    };
+    it.next().is_none().then_some(EpochRecord { epoch, claimed_at_ms })
 }
 
 fn file_safe(topic: &str) -> String {

@@ -64,18 +64,58 @@ fn a_file_of_another_partition_is_refused() {
     assert!(msg.contains("belongs to room-events/1"), "{msg}");
 }
 
+/// 2026-12-04T16:00:00Z, and the epoch floor then.
+const NOW: i64 = 1_796_400_000_000;
+fn floor() -> u32 {
+    epoch::floor_at(NOW).unwrap()
+}
+
 #[test]
 fn epochs_always_grow() {
     let dir = tempfile::tempdir().unwrap();
     let sd = StateDir::open(dir.path()).unwrap();
-    assert_eq!(sd.claim_epoch("t", 0, 0).unwrap(), 1);
-    assert_eq!(sd.claim_epoch("t", 0, 0).unwrap(), 2);
+    let f = floor();
+    assert_eq!(sd.claim_epoch_at("t", 0, 0, NOW).unwrap(), f);
+    assert_eq!(sd.claim_epoch_at("t", 0, 0, NOW).unwrap(), f + 1);
     // A checkpoint taken under a later epoch (by another process) wins.
-    assert_eq!(sd.claim_epoch("t", 0, 7).unwrap(), 8);
-    assert_eq!(sd.claim_epoch("t", 0, 3).unwrap(), 9);
-    assert_eq!(sd.claim_epoch("t", 1, 0).unwrap(), 1);
+    assert_eq!(sd.claim_epoch_at("t", 0, f + 7, NOW).unwrap(), f + 8);
+    assert_eq!(sd.claim_epoch_at("t", 0, f + 3, NOW).unwrap(), f + 9);
+    assert_eq!(sd.claim_epoch_at("t", 1, 0, NOW).unwrap(), f);
+    // An hour later the floor is above every claim of before.
+    assert_eq!(sd.claim_epoch_at("t", 0, 0, NOW + 3_600_000).unwrap(), f + 60);
+    assert_eq!(
+        fs::read_to_string(dir.path().join("t-0.epoch")).unwrap(),
+        format!("{} {}\n", f + 60, NOW + 3_600_000)
+    );
     fs::write(dir.path().join("t-0.epoch"), "x").unwrap();
-    assert!(matches!(sd.claim_epoch("t", 0, 0), Err(StateError::Corrupt { .. })));
+    assert!(matches!(sd.claim_epoch_at("t", 0, 0, NOW), Err(StateError::Corrupt { .. })));
+}
+
+#[test]
+fn an_epoch_file_of_an_older_version_still_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let sd = StateDir::open(dir.path()).unwrap();
+    fs::write(dir.path().join("t-0.epoch"), "12\n").unwrap();
+    assert_eq!(sd.claim_epoch_at("t", 0, 0, NOW).unwrap(), floor());
+    let far = format!("{}\n", floor() + 100);
+    fs::write(dir.path().join("t-0.epoch"), far).unwrap();
+    assert_eq!(sd.claim_epoch_at("t", 0, 0, NOW).unwrap(), floor() + 101);
+}
+
+#[test]
+fn a_clock_behind_the_last_claim_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let sd = StateDir::open(dir.path()).unwrap();
+    sd.claim_epoch_at("room-events", 3, 0, NOW).unwrap();
+    let err = sd.claim_epoch_at("room-events", 3, 0, NOW - 2 * 3_600_000).unwrap_err();
+    assert!(!err.is_retryable());
+    let msg = err.to_string();
+    for part in ["room-events-3.epoch", "2026-12-04T14:00:00.000Z", "2026-12-04T16:00:00.000Z", "runbook"] {
+        assert!(msg.contains(part), "{part} missing: {msg}");
+    }
+    // Nothing was claimed: the record is unchanged.
+    let text = fs::read_to_string(dir.path().join("room-events-3.epoch")).unwrap();
+    assert_eq!(text, format!("{} {NOW}\n", floor()));
 }
 
 #[test]
@@ -99,4 +139,34 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
         let _ = decode(&bytes);
     }
+}
+
+/// The least epoch a claim may return now.
+fn minutes_now() -> u32 {
+    epoch::floor_at(epoch::now_ms()).unwrap()
+}
+
+#[test]
+fn a_deleted_state_directory_claims_at_least_the_wall_clock_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let sd = StateDir::open(dir.path()).unwrap();
+    let floor = minutes_now();
+    let first = sd.claim_epoch("t", 0, 0).unwrap();
+    let second = sd.claim_epoch("t", 0, 0).unwrap();
+    assert!(first >= floor && second > first, "{first} {second} (floor {floor})");
+    // The directory is lost: the next claim is still above every earlier one once the
+    // clock has passed them, never back at 1.
+    fs::remove_dir_all(dir.path()).unwrap();
+    let sd = StateDir::open(dir.path()).unwrap();
+    assert!(sd.claim_epoch("t", 0, 0).unwrap() >= floor);
+}
+
+#[test]
+fn an_epoch_beyond_24_bits_is_an_error_never_a_wrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let sd = StateDir::open(dir.path()).unwrap();
+    let err = sd.claim_epoch("t", 0, (1 << 24) - 1).unwrap_err();
+    assert!(!err.is_retryable());
+    let msg = err.to_string();
+    assert!(msg.contains("t-0.epoch") && msg.contains("16777216"), "{msg}");
 }

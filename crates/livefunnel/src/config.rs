@@ -414,6 +414,15 @@ impl Config {
         if self.http.series_ttl.as_ms() < 1_000 {
             return Err(("http.series_ttl".into(), "must be at least 1s, like \"15m\"".into()));
         }
+        if !(1..=10_000_000).contains(&self.http.max_room_series) {
+            return Err((
+                "http.max_room_series".into(),
+                format!(
+                    "is {}: must be from 1 to 10000000 rooms, like 20000 (each room has about 26 series)",
+                    self.http.max_room_series
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -526,6 +535,18 @@ mod tests {
             let loaded = load_in(jail, Some(EXAMPLE)).expect("example loads");
             assert_eq!(loaded.config, Config::default());
             assert_eq!(loaded.engine, EngineConfig::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn max_room_series_is_checked_and_named() {
+        Jail::expect_with(|jail| {
+            let loaded = load_in(jail, Some("[http]\nmax_room_series = 500\n")).expect("loads");
+            assert_eq!(loaded.config.http.max_room_series, 500);
+            assert_eq!(Config::default().http.max_room_series, 20_000);
+            let err = load_in(jail, Some("[http]\nmax_room_series = 0\n")).unwrap_err().to_string();
+            assert!(err.contains("http.max_room_series") && err.contains("like 20000"), "{err}");
             Ok(())
         });
     }

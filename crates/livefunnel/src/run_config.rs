@@ -307,11 +307,18 @@ pub struct HttpConfig {
     pub listen: String,
     /// A room's series are removed this long after its session ends.
     pub series_ttl: Duration,
+    /// Rooms with series on this instance, at most; more rooms are computed and
+    /// written to ClickHouse without series, counted in `livefunnel_room_series_dropped_total`.
+    pub max_room_series: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> HttpConfig {
-        HttpConfig { listen: "127.0.0.1:9464".into(), series_ttl: Duration::from_ms(900_000) }
+        HttpConfig {
+            listen: "127.0.0.1:9464".into(),
+            series_ttl: Duration::from_ms(900_000),
+            max_room_series: livefunnel_metrics::DEFAULT_MAX_ROOMS as u64,
+        }
     }
 }
 

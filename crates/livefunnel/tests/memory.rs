@@ -98,7 +98,12 @@ fn faultsuite_ten_thousand_live_rooms_stay_under_the_memory_cap() {
     // Checkpoints every 2 s.
     let config = write_run_config(
         dir.path(),
-        &RunConfig { checkpoint_interval: "2s", ..RunConfig::new(&brokers, &ch, "memory", http) },
+        &RunConfig {
+            checkpoint_interval: "2s",
+            // Every room with its series, however many MEMORY_ROOMS asks for.
+            extra: &format!("max_room_series = {}\n", rooms.max(1)),
+            ..RunConfig::new(&brokers, &ch, "memory", http)
+        },
     );
     let mut p = Run::start(&config, http, &dir.path().join("run.log"));
     let rt = runtime();

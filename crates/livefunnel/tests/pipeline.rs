@@ -53,6 +53,10 @@ fn run_writes_what_replay_computes_dead_letters_and_live_metrics() {
             checked += 1;
         }
         assert!(checked >= 4, "{totals:?}");
+        // Every room has its series: none left out by http.max_room_series.
+        let rooms = latest_accepted_ts(inputs).len() as f64;
+        assert_eq!(series_value(&text, "livefunnel_rooms_with_series", &[]), Some(rooms), "{text}");
+        assert_eq!(series_value(&text, "livefunnel_room_series_dropped_total", &[]), Some(0.0));
 
         // The alert signals: what the replay rows give for each room's latest closed windows.
         let latest_ts = latest_accepted_ts(inputs);

@@ -76,8 +76,17 @@ fn fingerprint(row: &Row) -> u128 {
 /// digest equal to it (probability 2^-128) would only cost redundant emissions.
 pub const STALE: u128 = 0;
 
-/// Bits of a version below the epoch: `version = epoch << 40 | counter`.
+/// Bits of a version below the epoch: `version = epoch << 40 | counter`, a 24-bit
+/// epoch (the live pipeline's restart count, floored at the minutes since 2025:
+/// `livefunnel_state::epoch`) above a 40-bit per-key emission counter. Neither may
+/// spill into the other: [`MAX_EPOCH`] is checked where the epoch is set, and the
+/// counter stops at [`MAX_COUNTER`].
 pub const EPOCH_SHIFT: u32 = 40;
+/// The largest epoch a version holds.
+pub const MAX_EPOCH: u32 = (1 << (64 - EPOCH_SHIFT)) - 1;
+/// The largest counter: 2^40 − 1 emissions of one key, never reached in practice;
+/// further emissions keep it (equal versions: ClickHouse keeps the last inserted).
+const MAX_COUNTER: u64 = (1 << EPOCH_SHIFT) - 1;
 
 /// Emits `row` with the next version unless it equals the last emission of its key
 /// (and `force` is off, and the slot is not stale); `slot` is the key's (counter,
@@ -87,9 +96,9 @@ fn emit_if_changed(slot: &mut (u64, u128), mut row: Row, force: bool, base: u64,
     if !force && slot.0 != 0 && slot.1 == fp && slot.1 != STALE {
         return;
     }
-    slot.0 += 1;
+    debug_assert!(slot.0 < MAX_COUNTER, "version counter overflows into the epoch");
+    slot.0 = next_counter(slot.0);
     slot.1 = fp;
-    debug_assert!(slot.0 < 1 << EPOCH_SHIFT, "version counter overflows into the epoch");
     let version = base | slot.0;
     match &mut row {
         Row::Window(r) => r.version = version,
@@ -97,6 +106,11 @@ fn emit_if_changed(slot: &mut (u64, u128), mut row: Row, force: bool, base: u64,
         Row::Session(r) => r.version = version,
     }
     out.push(row);
+}
+
+/// The counter after `c`, saturating below the epoch's bits.
+fn next_counter(c: u64) -> u64 {
+    (c + 1).min(MAX_COUNTER)
 }
 
 impl Room {
@@ -384,5 +398,20 @@ impl Room {
         for i in 0..self.sessions.len() {
             self.emit_session(i, false, p, sc, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn the_counter_never_reaches_the_epoch_bits() {
+        assert_eq!(next_counter(0), 1);
+        assert_eq!(next_counter(MAX_COUNTER - 1), MAX_COUNTER);
+        assert_eq!(next_counter(MAX_COUNTER), MAX_COUNTER);
+        let base = u64::from(MAX_EPOCH) << EPOCH_SHIFT;
+        assert_eq!(base | next_counter(MAX_COUNTER), u64::MAX);
+        assert_eq!((base | next_counter(MAX_COUNTER)) >> EPOCH_SHIFT, u64::from(MAX_EPOCH));
     }
 }

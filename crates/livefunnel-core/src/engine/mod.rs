@@ -214,11 +214,14 @@ impl Engine {
     /// it keeps durably apart from the checkpoints, so that the rows of a restored
     /// engine outrank whatever the crashed process emitted after its last checkpoint
     /// (ClickHouse keeps the highest version). Lowering the epoch would let versions go
-    /// backwards: refused.
+    /// backwards, and an epoch above `MAX_EPOCH` (2^24 − 1) would wrap: both refused.
     pub fn set_version_epoch(&mut self, epoch: u32) -> Result<(), StateError> {
         let current = self.version_epoch();
         if epoch < current {
             return Err(StateError::EpochBackwards { current, requested: epoch });
+        }
+        if epoch > emit::MAX_EPOCH {
+            return Err(StateError::EpochTooLarge { requested: epoch, max: emit::MAX_EPOCH });
         }
         self.p.version_base = u64::from(epoch) << EPOCH_SHIFT;
         Ok(())

@@ -52,6 +52,8 @@ pub enum StateError {
     ConfigMismatch { differences: Vec<String> },
     #[error("version epoch {requested} is below the engine's epoch {current}: versions would go backwards; keep the epoch counter with the state directory")]
     EpochBackwards { current: u32, requested: u32 },
+    #[error("version epoch {requested} does not fit in a version (epoch << 40 | counter holds epochs up to {max})")]
+    EpochTooLarge { requested: u32, max: u32 },
 }
 
 fn corrupt(detail: impl Into<String>) -> StateError {
@@ -416,6 +418,9 @@ impl Engine {
                 room.dirty = true;
                 dirty.push(ri);
             }
+        }
+        if body.epoch > super::emit::MAX_EPOCH {
+            return Err(corrupt(format!("version epoch {} does not fit in a version", body.epoch)));
         }
         engine.p.version_base = u64::from(body.epoch) << EPOCH_SHIFT;
         engine.stats = body.stats;

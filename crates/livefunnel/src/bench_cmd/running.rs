@@ -31,7 +31,7 @@ pub struct Running {
 impl Running {
     pub async fn start(settings: Settings, http: bool) -> anyhow::Result<Running> {
         let registry = Registry::new();
-        let metrics = Metrics::new(&registry, &settings.engine)?;
+        let metrics = Metrics::new(&registry, &settings)?;
         let listener = match http {
             true => {
                 Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?)

@@ -48,6 +48,8 @@ pub struct Settings {
     pub shared_store: Option<livefunnel_kafka::KafkaStoreSettings>,
     pub checkpoint_interval_ms: i64,
     pub series_ttl_ms: i64,
+    /// `http.max_room_series`: rooms with series on this instance, at most.
+    pub max_room_series: usize,
     /// The windows behind the alert-signal series (`[signals]`).
     pub signals: SignalWindows,
     /// `[privacy]`: the `user_id` hasher when hashing is on.
@@ -106,8 +108,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(registry: &Registry, engine: &EngineConfig) -> Result<Metrics, prometheus::Error> {
-        let windows = engine
+    pub fn new(registry: &Registry, settings: &Settings) -> Result<Metrics, prometheus::Error> {
+        let windows = settings
+            .engine
             .windows
             .iter()
             .filter(|w| !matches!(w, livefunnel_core::WindowSpec::Session))
@@ -115,7 +118,7 @@ impl Metrics {
             .collect();
         Ok(Metrics {
             pipeline: PipelineMetrics::new(registry)?,
-            rooms: RoomMetrics::new(registry, windows)?,
+            rooms: RoomMetrics::new(registry, windows)?.with_max_rooms(settings.max_room_series),
             clickhouse: ClickHouseMetrics::new(registry)?,
         })
     }
@@ -140,7 +143,7 @@ pub fn now_ms() -> i64 {
 /// Runs the pipeline until `world.shutdown` is cancelled (then drains and returns
 /// `Ok`) or a fatal error (returned).
 pub async fn run(settings: Settings, world: World, status: Arc<Status>) -> anyhow::Result<()> {
-    let metrics = Metrics::new(&world.registry, &settings.engine)?;
+    let metrics = Metrics::new(&world.registry, &settings)?;
     run_with_metrics(settings, world, status, metrics).await
 }
 
@@ -234,6 +237,7 @@ impl Settings {
             shared_store: c.checkpoint.kafka_store(&c.kafka.group_id),
             checkpoint_interval_ms: c.checkpoint.interval.as_ms(),
             series_ttl_ms: c.http.series_ttl.as_ms(),
+            max_room_series: c.http.max_room_series as usize,
             signals: c.signals.resolve(&loaded.engine.windows),
             privacy: c.privacy.hasher(),
         }

@@ -93,7 +93,10 @@ struct Task {
     annotations: Vec<Annotation>,
     /// Dead letters on their way; a failed one comes back with its attempt count.
     dlq_inflight: FuturesUnordered<futures::future::BoxFuture<'static, Result<(), (DeadLetter, u32)>>>,
+    /// When the last checkpoint was attempted: the next one is due an interval later.
     last_checkpoint: Instant,
+    /// Wall clock (ms) of the last checkpoint saved, or of the start before the first.
+    last_success_ms: i64,
     partition_label: String,
     /// The engine's counters as already added to the pipeline's.
     stats_counted: livefunnel_core::EngineStats,
@@ -117,9 +120,11 @@ pub async fn run(
         annotations: Vec::new(),
         dlq_inflight: FuturesUnordered::new(),
         last_checkpoint: Instant::now(),
+        last_success_ms: now_ms(),
         partition_label,
         stats_counted,
     };
+    t.checkpoint_succeeded();
     let mut pending: Option<Pending> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -226,7 +231,24 @@ impl Task {
             }
         }
         self.count_engine_stats();
-        self.flush_rows().await
+        self.flush_rows().await?;
+        self.progressed(now);
+        Ok(())
+    }
+
+    /// The task got through a batch or a tick at `now`: ticks stop while it is blocked.
+    fn progressed(&self, now: i64) {
+        let labels = [self.s.a.topic.as_str(), self.partition_label.as_str()];
+        let g = &self.ctx.metrics.pipeline.partition_last_progress_timestamp_seconds;
+        g.with_label_values(&labels).set(now as f64 / 1000.0);
+    }
+
+    /// A checkpoint saved (or nothing to save): the age starts again.
+    fn checkpoint_succeeded(&mut self) {
+        self.last_success_ms = now_ms();
+        let labels = [self.s.a.topic.as_str(), self.partition_label.as_str()];
+        let g = &self.ctx.metrics.pipeline.checkpoint_last_success_timestamp_seconds;
+        g.with_label_values(&labels).set(self.last_success_ms as f64 / 1000.0);
     }
 
     /// Adds what the engine counted since the last call to the pipeline's counters.
@@ -341,7 +363,8 @@ impl Task {
             .pipeline
             .checkpoint_age_seconds
             .with_label_values(&labels)
-            .set(self.last_checkpoint.elapsed().as_secs_f64());
+            .set((now - self.last_success_ms) as f64 / 1000.0);
+        self.progressed(now);
         let key = (self.s.a.topic.clone(), self.s.a.partition);
         self.ctx.status.top_rooms.lock().expect("poisoned").insert(key.clone(), self.s.tracker.top_by_gmv(5));
         self.ctx.status.live_rooms.lock().expect("poisoned").insert(key, self.s.tracker.live_rooms());
@@ -353,6 +376,7 @@ impl Task {
     async fn begin_checkpoint(&mut self) -> anyhow::Result<Option<Pending>> {
         let Some(next_offset) = self.s.next_offset else {
             self.last_checkpoint = Instant::now();
+            self.checkpoint_succeeded();
             return Ok(None);
         };
         let started = Instant::now();
@@ -401,12 +425,14 @@ impl Task {
         let (topic, off) = (ck.topic.clone(), ck.next_offset);
         match tokio::task::spawn_blocking(move || state.save(&ck)).await.context("checkpoint writer")? {
             Ok(()) => {}
-            // A shared store that is briefly unreachable: the offset stays where it was
-            // and the next interval tries again with a newer state.
+            // A shared store briefly unreachable, a full or failing disk: the offset stays
+            // where it was and the next interval tries again with a newer state, while
+            // the last success (and the alert on its age) stays where it was.
             Err(e) if e.is_retryable() => {
                 self.ctx.metrics.pipeline.checkpoints.with_label_values(&["failed"]).inc();
                 self.last_checkpoint = Instant::now();
-                warn!(topic = %topic, partition = self.s.a.partition, error = %e, "checkpoint not saved; retrying at the next interval");
+                let since_success_s = (now_ms() - self.last_success_ms) / 1000;
+                warn!(topic = %topic, partition = self.s.a.partition, error = %e, since_success_s, "checkpoint not saved; retrying at the next interval");
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
@@ -416,6 +442,7 @@ impl Task {
         m.checkpoints.with_label_values(&["ok"]).inc();
         m.checkpoint_duration_seconds.observe(p.started.elapsed().as_secs_f64());
         self.last_checkpoint = Instant::now();
+        self.checkpoint_succeeded();
         debug!(topic = %topic, partition = self.s.a.partition, offset = off, "checkpoint");
         Ok(())
     }
@@ -431,6 +458,23 @@ fn dead_letter_retry_delay(attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The claims of `livefunnel_state::epoch` and the engine agree on the layout: the
+    /// largest epoch a store claims is one the engine takes, and the next is refused.
+    #[test]
+    fn the_engine_takes_every_epoch_a_store_claims_and_no_more() {
+        use livefunnel_state::epoch::{EPOCH_SHIFT, MAX_EPOCH};
+        let cfg =
+            crate::config::load(&crate::config::Sources::file_only(None), livefunnel_core::TimeMode::Live)
+                .unwrap()
+                .engine;
+        let mut e = Engine::new(cfg);
+        e.set_version_epoch(MAX_EPOCH).unwrap();
+        assert_eq!(e.version_epoch(), MAX_EPOCH);
+        let err = e.set_version_epoch(MAX_EPOCH + 1).unwrap_err();
+        assert!(err.to_string().contains("16777215"), "{err}");
+        assert_eq!(u64::from(MAX_EPOCH) << EPOCH_SHIFT >> EPOCH_SHIFT, u64::from(MAX_EPOCH));
+    }
 
     #[test]
     fn dead_letter_retries_back_off_to_five_seconds() {

@@ -229,6 +229,7 @@ pub fn test_settings(brokers: &str, group: &str, ch: ClickHouseConfig, state: &P
         shared_store: None,
         checkpoint_interval_ms: 1_000,
         series_ttl_ms: 15 * 60_000,
+        max_room_series: livefunnel_metrics::DEFAULT_MAX_ROOMS,
         privacy: None,
     }
 }

@@ -1,0 +1,222 @@
+//! The registered per-room series of contract §4, shared by every partition of an
+//! instance, and the instance's budget of rooms with series (`http.max_room_series`).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use livefunnel_core::Counts;
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::room::{RoomKey, RoomTotals};
+use crate::signal_series::SignalGauges;
+
+const ROOM: &[&str] = &["org_id", "room_id", "platform"];
+const ROOM_WINDOW: &[&str] = &["org_id", "room_id", "platform", "window"];
+
+/// The default of `http.max_room_series`.
+pub const DEFAULT_MAX_ROOMS: usize = 20_000;
+
+#[derive(Clone)]
+pub struct RoomMetrics {
+    watch_entries: IntCounterVec,
+    product_clicks: IntCounterVec,
+    orders_paid: IntCounterVec,
+    gmv_cents: IntCounterVec,
+    refund_cents: IntCounterVec,
+    comments: IntCounterVec,
+    online_viewers: IntGaugeVec,
+    live: IntGaugeVec,
+    window_watch_uv: IntGaugeVec,
+    window_gpm: GaugeVec,
+    window_watch_to_pay_rate: GaugeVec,
+    window_product_click_rate: GaugeVec,
+    window_avg_watch_seconds: GaugeVec,
+    pub(crate) signals: SignalGauges,
+    /// The configured hop and tumble window names, for removing a room's series.
+    pub(crate) windows: Vec<String>,
+    /// Rooms with series on this instance, at most `max`.
+    budget: Arc<Budget>,
+    rooms_with_series: IntGauge,
+    series_dropped: IntCounter,
+}
+
+#[derive(Debug)]
+struct Budget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl RoomMetrics {
+    /// `windows`: the names of the configured hop and tumble windows (`5m/10s`, ...).
+    pub fn new(registry: &Registry, windows: Vec<String>) -> Result<RoomMetrics, prometheus::Error> {
+        let counter = |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), ROOM);
+        let window = |name: &str, help: &str| GaugeVec::new(Opts::new(name, help), ROOM_WINDOW);
+        let m = RoomMetrics {
+            watch_entries: counter("livefunnel_room_watch_entries_total", "accepted enter events")?,
+            product_clicks: counter("livefunnel_room_product_clicks_total", "accepted product_click events")?,
+            orders_paid: counter("livefunnel_room_orders_paid_total", "accepted order_paid events")?,
+            gmv_cents: counter(
+                "livefunnel_room_gmv_cents_total",
+                "amount_cents of accepted order_paid events",
+            )?,
+            refund_cents: counter(
+                "livefunnel_room_refund_cents_total",
+                "amount_cents of accepted refund events",
+            )?,
+            comments: counter("livefunnel_room_comments_total", "accepted comment events")?,
+            online_viewers: IntGaugeVec::new(
+                Opts::new("livefunnel_room_online_viewers", "viewers online at the room's latest event"),
+                ROOM,
+            )?,
+            live: IntGaugeVec::new(Opts::new("livefunnel_room_live", "1 while a session is live"), ROOM)?,
+            window_watch_uv: IntGaugeVec::new(
+                Opts::new("livefunnel_room_window_watch_uv", "watch_uv of the latest open window"),
+                ROOM_WINDOW,
+            )?,
+            window_gpm: window(
+                "livefunnel_room_window_gpm",
+                "gpm of the latest open window (NaN: no views)",
+            )?,
+            window_watch_to_pay_rate: window(
+                "livefunnel_room_window_watch_to_pay_rate",
+                "watch_to_pay_rate of the latest open window (NaN: no viewers)",
+            )?,
+            window_product_click_rate: window(
+                "livefunnel_room_window_product_click_rate",
+                "product_click_rate of the latest open window (NaN: no viewers)",
+            )?,
+            window_avg_watch_seconds: window(
+                "livefunnel_room_window_avg_watch_seconds",
+                "avg_watch_seconds of the latest open window (NaN: nobody present)",
+            )?,
+            signals: SignalGauges::new(registry)?,
+            windows,
+            budget: Arc::new(Budget { used: AtomicUsize::new(0), max: DEFAULT_MAX_ROOMS }),
+            rooms_with_series: IntGauge::new(
+                "livefunnel_rooms_with_series",
+                "rooms whose series this instance exports (at most http.max_room_series)",
+            )?,
+            series_dropped: IntCounter::new(
+                "livefunnel_room_series_dropped_total",
+                "rooms left without series because http.max_room_series rooms had theirs",
+            )?,
+        };
+        registry.register(Box::new(m.rooms_with_series.clone()))?;
+        registry.register(Box::new(m.series_dropped.clone()))?;
+        for c in
+            [&m.watch_entries, &m.product_clicks, &m.orders_paid, &m.gmv_cents, &m.refund_cents, &m.comments]
+        {
+            registry.register(Box::new(c.clone()))?;
+        }
+        registry.register(Box::new(m.online_viewers.clone()))?;
+        registry.register(Box::new(m.live.clone()))?;
+        registry.register(Box::new(m.window_watch_uv.clone()))?;
+        for g in [
+            &m.window_gpm,
+            &m.window_watch_to_pay_rate,
+            &m.window_product_click_rate,
+            &m.window_avg_watch_seconds,
+        ] {
+            registry.register(Box::new(g.clone()))?;
+        }
+        Ok(m)
+    }
+
+    /// At most `max` rooms with series on this instance (call before sharing).
+    pub fn with_max_rooms(mut self, max: usize) -> RoomMetrics {
+        debug_assert_eq!(self.budget.used.load(Ordering::Relaxed), 0, "set before any room is shown");
+        self.budget = Arc::new(Budget { used: AtomicUsize::new(0), max });
+        self
+    }
+
+    /// Takes a place for a room's series; `false` when every place is taken.
+    pub(crate) fn admit(&self) -> bool {
+        let b = &self.budget;
+        let taken =
+            b.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < b.max).then_some(n + 1));
+        if taken.is_ok() {
+            self.rooms_with_series.inc();
+        }
+        taken.is_ok()
+    }
+
+    /// Gives a room's place back (its series are removed).
+    pub(crate) fn release(&self) {
+        let previous = self.budget.used.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(previous > 0, "released more places than taken");
+        self.rooms_with_series.dec();
+    }
+
+    /// A room refused its series.
+    pub(crate) fn dropped(&self) {
+        self.series_dropped.inc();
+    }
+
+    /// Adds `d` to the room's counters. `touch_all` creates every counter of the room
+    /// (at 0 where `d` is 0), so `increase()` sees each series start; once they
+    /// exist, only the counters that move are looked up (six label hashes per event
+    /// otherwise).
+    pub(crate) fn add(&self, key: &RoomKey, d: &RoomTotals, touch_all: bool) {
+        let l = key.labels();
+        let pairs = [
+            (&self.watch_entries, d.watch_entries),
+            (&self.product_clicks, d.product_clicks),
+            (&self.orders_paid, d.orders_paid),
+            (&self.gmv_cents, d.gmv_cents),
+            (&self.refund_cents, d.refund_cents),
+            (&self.comments, d.comments),
+        ];
+        for (c, v) in pairs {
+            if touch_all || v > 0 {
+                c.with_label_values(&l).inc_by(v);
+            }
+        }
+    }
+
+    /// Sets a room's gauges: viewers online, live, the running counts of each window.
+    pub(crate) fn set_running(&self, key: &RoomKey, online: u64, live: bool, windows: &[(&str, &Counts)]) {
+        let l = key.labels();
+        self.online_viewers.with_label_values(&l).set(online.min(i64::MAX as u64) as i64);
+        self.live.with_label_values(&l).set(i64::from(live));
+        for (name, counts) in windows {
+            let lw = [l[0], l[1], l[2], name];
+            let r = counts.ratios();
+            self.window_watch_uv.with_label_values(&lw).set(counts.watch_uv.min(i64::MAX as u64) as i64);
+            self.window_gpm.with_label_values(&lw).set(r.gpm.unwrap_or(f64::NAN));
+            self.window_watch_to_pay_rate.with_label_values(&lw).set(r.watch_to_pay_rate.unwrap_or(f64::NAN));
+            self.window_product_click_rate
+                .with_label_values(&lw)
+                .set(r.product_click_rate.unwrap_or(f64::NAN));
+            self.window_avg_watch_seconds.with_label_values(&lw).set(r.avg_watch_seconds.unwrap_or(f64::NAN));
+        }
+    }
+
+    pub(crate) fn remove(&self, key: &RoomKey) {
+        let l = key.labels();
+        for c in [
+            &self.watch_entries,
+            &self.product_clicks,
+            &self.orders_paid,
+            &self.gmv_cents,
+            &self.refund_cents,
+            &self.comments,
+        ] {
+            let _ = c.remove_label_values(&l);
+        }
+        let _ = self.online_viewers.remove_label_values(&l);
+        let _ = self.live.remove_label_values(&l);
+        for w in &self.windows {
+            let lw = [l[0], l[1], l[2], w.as_str()];
+            let _ = self.window_watch_uv.remove_label_values(&lw);
+            for g in [
+                &self.window_gpm,
+                &self.window_watch_to_pay_rate,
+                &self.window_product_click_rate,
+                &self.window_avg_watch_seconds,
+            ] {
+                let _ = g.remove_label_values(&lw);
+            }
+        }
+        self.signals.remove(key, &self.windows);
+    }
+}
