@@ -317,7 +317,7 @@ mod tests {
         assert_eq!(
             s.to_json(),
             "{\"lines\":3,\"accepted\":1,\"duplicates\":1,\"rejected\":{\"oversize\":0,\"malformed_json\":0,\
-             \"missing_field\":0,\"unknown_event_type\":0,\"bad_field\":0,\"ts_out_of_range\":0,\"too_late\":1},\
+             \"missing_field\":0,\"unknown_event_type\":0,\"bad_field\":0,\"ts_out_of_range\":0,\"too_late\":1,\"room_limit\":0},\
              \"rows\":{\"window\":2,\"session\":0,\"source\":0,\"plan\":0,\"product\":0}}\n"
         );
         let human = s.to_string();
