@@ -138,7 +138,7 @@ async fn stop_and_wait(stopping: Vec<(Assignment, Running)>) -> Vec<(Assignment,
     }
     let mut out = Vec::new();
     for (a, j) in joins {
-        match tokio::time::timeout(REVOKE_TIMEOUT, j).await {
+        match tokio::time::timeout(super::test_hooks::revoke_timeout(REVOKE_TIMEOUT), j).await {
             Ok(Ok(Ok(Some(off)))) => out.push((a, off)),
             Ok(Ok(Ok(None))) => {}
             Ok(Ok(Err(e))) => warn!(

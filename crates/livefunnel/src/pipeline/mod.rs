@@ -20,6 +20,7 @@ mod http;
 mod jsonl;
 mod partition;
 mod sink;
+mod test_hooks;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};

@@ -197,6 +197,7 @@ impl Task {
                 debug!(offset = msg.offset, next = ?self.s.next_offset, "message seen already, skipped");
                 continue;
             }
+            super::test_hooks::panic_at(&self.s.a.topic, self.s.a.partition, msg.offset);
             self.s.next_offset = Some(msg.offset + 1);
             let payload = msg.payload.as_deref().unwrap_or(&[]);
             let ev = match decode(payload) {
