@@ -13,7 +13,7 @@ mod room;
 mod signal_series;
 pub mod signals;
 
-pub use pipeline::PipelineMetrics;
+pub use pipeline::{PipelineMetrics, DEAD_LETTER_ERROR_KINDS, OFFSET_JUMP_KINDS};
 pub use room::{RoomKey, RoomMetrics, RoomTotals, RoomTracker};
 pub use signals::{RoomSignals, SignalWindow, SignalWindows};
 
