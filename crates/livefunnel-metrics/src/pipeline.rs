@@ -180,6 +180,7 @@ impl PipelineMetrics {
         for reason in livefunnel_core::Reason::ALL {
             // Every reason shows from the start, so `rate()` sees the first rejection.
             m.events_rejected.with_label_values(&[reason.as_str()]);
+            m.dead_letters.with_label_values(&[reason.as_str()]);
             m.dead_letters_lost.with_label_values(&[reason.as_str()]);
         }
         for kind in DEAD_LETTER_ERROR_KINDS {
