@@ -25,8 +25,9 @@ pub enum ClickHouseError {
     Missing { database: String, detail: String },
     #[error(
         "clickhouse rejected the data or statement (code {code}): the table schema does not match what this \
-         livefunnel version writes; check clickhouse.database and its schema_migrations table \
-         (server said: {detail})"
+         livefunnel version writes, e.g. a column dropped or changed by hand: restore it as the migrations \
+         define it, or point clickhouse.database at a new database; check clickhouse.database and its \
+         schema_migrations table (server said: {detail})"
     )]
     Schema { code: u32, detail: String },
     #[error(

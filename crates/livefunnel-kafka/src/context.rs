@@ -2,6 +2,8 @@
 //! partition resumes (its checkpoint, not Kafka's committed offset) and must take a
 //! final checkpoint before a partition moves to another consumer.
 
+use std::time::Duration;
+
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::statistics::Statistics;
@@ -41,6 +43,9 @@ pub struct PartitionLag {
 pub trait AssignmentHandler: Send + Sync + 'static {
     /// Partitions are about to be assigned; returns where each one resumes, in order.
     fn assigned(&self, parts: &[Assignment]) -> Vec<StartAt>;
+    /// A partition was to resume at `start`, past its end offset `end`: its topic was
+    /// deleted and created again, or truncated. Returns where it starts instead.
+    fn beyond_end(&self, a: &Assignment, start: i64, end: i64) -> StartAt;
     /// Partitions are about to be taken away: stop them and take their final
     /// checkpoints; returns the next offsets to commit.
     fn revoked(&self, parts: &[Assignment]) -> Vec<(Assignment, i64)>;
@@ -89,14 +94,58 @@ impl<H: AssignmentHandler> ClientContext for GroupContext<H> {
     }
 }
 
+/// How long an assignment waits for the end offsets of its partitions.
+const END_OFFSETS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks the brokers for the end offset of every partition that resumes at an offset,
+/// in one request: an offset past the end would otherwise go to `auto.offset.reset`
+/// (the beginning, by default) while the pipeline skips every message below its
+/// checkpoint's offset as seen already, silently.
+fn check_ends<C: ConsumerContext, H: AssignmentHandler>(
+    consumer: &BaseConsumer<C>,
+    handler: &H,
+    parts: &[Assignment],
+    starts: &mut [StartAt],
+) {
+    let mut tpl = TopicPartitionList::new();
+    for (p, s) in parts.iter().zip(starts.iter()) {
+        if matches!(s, StartAt::Offset(o) if *o > 0) {
+            // The offset of timestamp -1 (`Offset::End`) is the partition's end.
+            let _ = tpl.add_partition_offset(&p.topic, p.partition, Offset::End);
+        }
+    }
+    if tpl.count() == 0 {
+        return;
+    }
+    let ends = match consumer.offsets_for_times(tpl, END_OFFSETS_TIMEOUT) {
+        Ok(ends) => ends,
+        Err(e) => {
+            warn!(error = %e, "end offsets unknown: not checking the start offsets against them");
+            return;
+        }
+    };
+    for e in ends.elements() {
+        let (Offset::Offset(end), None) = (e.offset(), e.error().err()) else { continue };
+        let Some(i) = parts.iter().position(|p| p.topic == e.topic() && p.partition == e.partition()) else {
+            continue;
+        };
+        if let StartAt::Offset(start) = starts[i] {
+            if start > end {
+                starts[i] = handler.beyond_end(&parts[i], start, end);
+            }
+        }
+    }
+}
+
 impl<H: AssignmentHandler> ConsumerContext for GroupContext<H> {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let parts = parts_of(tpl);
-                let starts = self.handler.assigned(&parts);
+                let mut starts = self.handler.assigned(&parts);
                 debug_assert_eq!(starts.len(), parts.len());
+                check_ends(consumer, &self.handler, &parts, &mut starts);
                 for (p, s) in parts.iter().zip(starts) {
                     let offset = match s {
                         StartAt::Offset(o) => Offset::Offset(o),

@@ -3,7 +3,8 @@
 //! - [`GroupContext`]: a consumer context whose rebalance callback asks the pipeline
 //!   where each newly assigned partition resumes (its checkpoint's offset) and lets
 //!   the pipeline take final checkpoints before a partition is taken away.
-//! - [`DeadLetters`]: the dead-letter producer, with the contract's headers (§1.4).
+//! - [`DeadLetters`]: the dead-letter producer, with the contract's headers (§1.4);
+//!   [`Failure`] sorts its errors into retry, truncate, give up.
 //! - [`KafkaCheckpointStore`]: partition checkpoints on a compacted topic, shared by
 //!   every instance of the group.
 //! - [`consumer_config`], [`producer_config`]: librdkafka properties with livefunnel's
@@ -17,7 +18,7 @@ use std::collections::BTreeMap;
 
 pub use checkpoint::{KafkaCheckpointStore, KafkaStoreSettings};
 pub use context::{Assignment, AssignmentHandler, GroupContext, PartitionLag, StartAt};
-pub use dlq::{DeadLetter, DeadLetters};
+pub use dlq::{DeadLetter, DeadLetters, Failure, Original};
 pub use rdkafka;
 
 use rdkafka::config::ClientConfig;

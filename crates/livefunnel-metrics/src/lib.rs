@@ -14,7 +14,7 @@ mod room_metrics;
 mod signal_series;
 pub mod signals;
 
-pub use pipeline::PipelineMetrics;
+pub use pipeline::{PipelineMetrics, DEAD_LETTER_ERROR_KINDS, OFFSET_JUMP_KINDS};
 pub use room::{RoomKey, RoomTotals, RoomTracker};
 pub use room_metrics::{RoomMetrics, DEFAULT_MAX_ROOMS};
 pub use signals::{RoomSignals, SignalWindow, SignalWindows};

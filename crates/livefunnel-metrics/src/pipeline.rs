@@ -6,6 +6,18 @@ use prometheus::{
     Registry,
 };
 
+/// `kind` of `livefunnel_dead_letter_errors_total`: `retryable` (the destination:
+/// brokers, the topic, permissions, timeouts; retried until it works), `too_large` (the
+/// message is above the producer's limit; sent again truncated), `permanent` (this
+/// message can never be produced; a few attempts, then lost).
+pub const DEAD_LETTER_ERROR_KINDS: [&str; 3] = ["retryable", "too_large", "permanent"];
+
+/// `kind` of `livefunnel_offset_jumps_total`: `gap` (the next message came after the
+/// expected offset: messages missing), `beyond_end` (a checkpoint's offset is past the
+/// partition's end: a recreated or truncated topic), `rewind` (a message below the
+/// expected offset: seen already, skipped).
+pub const OFFSET_JUMP_KINDS: [&str; 3] = ["gap", "beyond_end", "rewind"];
+
 #[derive(Clone)]
 pub struct PipelineMetrics {
     /// Messages read from Kafka, valid or not.
@@ -17,7 +29,14 @@ pub struct PipelineMetrics {
     pub events_late_accepted: IntCounter,
     pub events_after_session_final: IntCounter,
     pub dead_letters: IntCounterVec,
-    pub dead_letter_errors: IntCounter,
+    /// Failed attempts to produce a dead letter, by [`DEAD_LETTER_ERROR_KINDS`].
+    pub dead_letter_errors: IntCounterVec,
+    /// Dead letters sent as a prefix of the message: too large for the producer.
+    pub dead_letters_truncated: IntCounter,
+    /// Dead letters given up on (an error no retry can fix), by reason.
+    pub dead_letters_lost: IntCounterVec,
+    /// Offsets that did not follow on, by [`OFFSET_JUMP_KINDS`].
+    pub offset_jumps: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
     /// Wall clock minus the partition's event-time watermark, in seconds.
     pub watermark_lag_seconds: prometheus::GaugeVec,
@@ -69,9 +88,30 @@ impl PipelineMetrics {
                 Opts::new("livefunnel_dead_letters_total", "messages written to the dead-letter topic"),
                 &["reason"],
             )?,
-            dead_letter_errors: IntCounter::new(
-                "livefunnel_dead_letter_errors_total",
-                "failed attempts to write to the dead-letter topic (retried)",
+            dead_letter_errors: IntCounterVec::new(
+                Opts::new(
+                    "livefunnel_dead_letter_errors_total",
+                    "failed attempts to write to the dead-letter topic, by kind",
+                ),
+                &["kind"],
+            )?,
+            dead_letters_truncated: IntCounter::new(
+                "livefunnel_dead_letters_truncated_total",
+                "dead letters too large for the producer, sent as a prefix of the message",
+            )?,
+            dead_letters_lost: IntCounterVec::new(
+                Opts::new(
+                    "livefunnel_dead_letters_lost_total",
+                    "dead letters given up on after an error no retry can fix, by reason",
+                ),
+                &["reason"],
+            )?,
+            offset_jumps: IntCounterVec::new(
+                Opts::new(
+                    "livefunnel_offset_jumps_total",
+                    "input offsets that did not follow on from the expected one, by kind",
+                ),
+                &["kind"],
             )?,
             consumer_lag: IntGaugeVec::new(
                 Opts::new("livefunnel_kafka_consumer_lag", "messages behind the partition's high watermark"),
@@ -142,6 +182,9 @@ impl PipelineMetrics {
         registry.register(Box::new(m.events_after_session_final.clone()))?;
         registry.register(Box::new(m.dead_letters.clone()))?;
         registry.register(Box::new(m.dead_letter_errors.clone()))?;
+        registry.register(Box::new(m.dead_letters_truncated.clone()))?;
+        registry.register(Box::new(m.dead_letters_lost.clone()))?;
+        registry.register(Box::new(m.offset_jumps.clone()))?;
         registry.register(Box::new(m.consumer_lag.clone()))?;
         registry.register(Box::new(m.watermark_lag_seconds.clone()))?;
         registry.register(Box::new(m.rows_emitted.clone()))?;
@@ -160,6 +203,14 @@ impl PipelineMetrics {
         for reason in livefunnel_core::Reason::ALL {
             // Every reason shows from the start, so `rate()` sees the first rejection.
             m.events_rejected.with_label_values(&[reason.as_str()]);
+            m.dead_letters.with_label_values(&[reason.as_str()]);
+            m.dead_letters_lost.with_label_values(&[reason.as_str()]);
+        }
+        for kind in DEAD_LETTER_ERROR_KINDS {
+            m.dead_letter_errors.with_label_values(&[kind]);
+        }
+        for kind in OFFSET_JUMP_KINDS {
+            m.offset_jumps.with_label_values(&[kind]);
         }
         Ok(m)
     }

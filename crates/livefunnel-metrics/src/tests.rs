@@ -97,11 +97,24 @@ fn pipeline_series_exist_with_every_reason() {
     p.events_duplicate.inc();
     let text = render(&reg);
     for r in livefunnel_core::Reason::ALL {
-        assert!(
-            text.contains(&format!("livefunnel_events_rejected_total{{reason=\"{}\"}} 0", r.as_str())),
-            "{text}"
-        );
+        for name in [
+            "livefunnel_events_rejected_total",
+            "livefunnel_dead_letters_total",
+            "livefunnel_dead_letters_lost_total",
+        ] {
+            assert!(text.contains(&format!("{name}{{reason=\"{}\"}} 0", r.as_str())), "{name}\n{text}");
+        }
     }
+    // The alerts on these see the first increase.
+    for (name, kinds) in [
+        ("livefunnel_dead_letter_errors_total", &crate::DEAD_LETTER_ERROR_KINDS),
+        ("livefunnel_offset_jumps_total", &crate::OFFSET_JUMP_KINDS),
+    ] {
+        for k in kinds {
+            assert!(text.contains(&format!("{name}{{kind=\"{k}\"}} 0")), "{name}\n{text}");
+        }
+    }
+    assert!(text.contains("livefunnel_dead_letters_truncated_total 0"));
     assert!(text.contains("livefunnel_events_duplicate_total 1"));
 }
 

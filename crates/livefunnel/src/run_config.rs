@@ -30,6 +30,10 @@ pub struct KafkaConfig {
     pub topics: Vec<String>,
     /// Dead-letter topic; empty: `<input topic>.dlq` for each input topic.
     pub dlq_topic: String,
+    /// A dead letter too large for the producer (`message.max.bytes`, or the topic's
+    /// limit on the broker) is sent as its first this many bytes, with its size and
+    /// checksum in headers.
+    pub dlq_truncate_bytes: usize,
     /// Where a partition without a checkpoint starts: `earliest` (rebuild its state from
     /// everything Kafka retains: correct windows) or `latest` (only new messages).
     pub start_without_checkpoint: StartWithout,
@@ -45,6 +49,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("group_id", &self.group_id)
             .field("topics", &self.topics)
             .field("dlq_topic", &self.dlq_topic)
+            .field("dlq_truncate_bytes", &self.dlq_truncate_bytes)
             .field("start_without_checkpoint", &self.start_without_checkpoint)
             .field("properties", &redacted(&self.properties, ""))
             .finish()
@@ -84,6 +89,7 @@ impl Default for KafkaConfig {
             group_id: "livefunnel".into(),
             topics: vec!["room-events".into()],
             dlq_topic: String::new(),
+            dlq_truncate_bytes: 65_536,
             start_without_checkpoint: StartWithout::Earliest,
             properties: BTreeMap::new(),
         }
@@ -171,6 +177,26 @@ impl KafkaConfig {
         }
         if self.topics.iter().any(|t| self.dlq_topic_for(t) == *t) {
             return Err(("kafka.dlq_topic", "is one of the input topics: choose another name".into()));
+        }
+        // librdkafka's default `message.max.bytes`, and room for a key and the headers.
+        const DEFAULT_MAX: usize = 1_000_000;
+        const ROOM: usize = 16_384;
+        let max_key = "message.max.bytes";
+        let max = match self.librdkafka_properties().get(max_key).map(|v| v.parse::<usize>()) {
+            Some(Ok(max)) => max,
+            Some(Err(_)) => return Err(("kafka", format!("{max_key} is not a number of bytes"))),
+            None => DEFAULT_MAX,
+        };
+        if self.dlq_truncate_bytes == 0 || self.dlq_truncate_bytes.saturating_add(ROOM) > max {
+            return Err((
+                "kafka.dlq_truncate_bytes",
+                format!(
+                    "is {}: set it between 1 and {} ({max_key} {max} minus {ROOM} bytes for the key and headers), \
+                     like 65536",
+                    self.dlq_truncate_bytes,
+                    max.saturating_sub(ROOM)
+                ),
+            ));
         }
         Ok(())
     }
@@ -450,6 +476,29 @@ mod tests {
         assert_eq!(p["sasl.password"], "kafka-pw-1");
         assert_eq!(p["sasl.oauthbearer.client.secret"], "kafka-pw-2");
         assert_eq!(p["ssl.key.password"], "kafka-pw-3");
+    }
+
+    #[test]
+    fn the_dead_letter_truncation_fits_below_the_producer_limit() {
+        let k: KafkaConfig = toml::from_str("").unwrap();
+        assert_eq!(k.dlq_truncate_bytes, 65_536);
+        assert!(k.validate().is_ok());
+        for (toml, ok) in [
+            ("dlq_truncate_bytes = 0", false),
+            ("dlq_truncate_bytes = 983616", true),
+            ("dlq_truncate_bytes = 983617", false),
+            ("dlq_truncate_bytes = 2000000\n\"message.max.bytes\" = 4000000", true),
+        ] {
+            let k: KafkaConfig = toml::from_str(toml).unwrap();
+            match k.validate() {
+                Ok(()) => assert!(ok, "{toml}"),
+                Err((key, msg)) => {
+                    assert!(!ok, "{toml}: {msg}");
+                    assert_eq!(key, "kafka.dlq_truncate_bytes");
+                    assert!(msg.contains("message.max.bytes"), "{msg}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -159,8 +159,7 @@ fn a_lost_session_end_ends_the_broadcast_by_timeout() {
     let last = rows
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "session" && v["session_id"] == "a-1")
-        .last()
+        .rfind(|v| v["kind"] == "session" && v["session_id"] == "a-1")
         .expect("a session row");
     assert_eq!(last["ended_by_timeout"], true, "{last}");
     assert_eq!(last["session_end_ts"].as_i64(), Some(now + 1_000), "{last}");

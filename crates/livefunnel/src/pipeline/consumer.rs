@@ -2,6 +2,7 @@
 //! state and go with a final checkpoint.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::fence::Fence;
 use super::partition::{self, InMsg, PartitionSetup};
 use super::sink::SinkMsg;
 use super::{fail, Metrics, Settings, Status};
@@ -24,8 +26,11 @@ use super::{fail, Metrics, Settings, Status};
 const BATCH: usize = 2048;
 /// Batches queued per partition before the consumer pauses the partition.
 const PARTITION_QUEUE: usize = 4;
-/// How long a revoke waits for a partition's final checkpoint.
+/// How long a revoke (or a clean stop) waits for the partitions' final checkpoints.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stop on a fatal error waits for the healthy partitions' final
+/// checkpoints: it is best effort, the process must end within seconds.
+const FATAL_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct ConsumerSettings {
     pub settings: Settings,
@@ -41,6 +46,8 @@ struct Running {
     tx: mpsc::Sender<Vec<InMsg>>,
     stop: oneshot::Sender<()>,
     join: tokio::task::JoinHandle<anyhow::Result<Option<i64>>>,
+    fence: Fence,
+    offset_reset: Arc<AtomicBool>,
 }
 
 /// The pipeline's half of the rebalance protocol.
@@ -67,9 +74,11 @@ impl Handler {
         info!(topic = %a.topic, partition = a.partition, epoch, start = ?start, "partition starting");
         let (tx, rx) = mpsc::channel(PARTITION_QUEUE);
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (fence, offset_reset) = (Fence::default(), Arc::new(AtomicBool::new(false)));
         let ctx = partition::Ctx {
             dlq: self.dlq.clone(),
             dlq_topic: s.kafka.dlq_topic_for(&a.topic),
+            dlq_truncate_bytes: s.kafka.dlq_truncate_bytes,
             sink: self.cs.sink.clone(),
             commits: self.commits.clone(),
             metrics: self.cs.metrics.clone(),
@@ -77,16 +86,29 @@ impl Handler {
             checkpoint_interval_ms: s.checkpoint_interval_ms,
             series_ttl_ms: s.series_ttl_ms,
             abort: self.cs.abort.clone(),
+            shutdown: self.cs.shutdown.clone(),
+            fence: fence.clone(),
+            offset_reset: offset_reset.clone(),
         };
-        let join = self.runtime.spawn(partition::run(setup, ctx, rx, stop_rx));
-        self.tasks.lock().expect("poisoned").insert(a.clone(), Running { tx, stop: stop_tx, join });
+        let join = self.runtime.spawn(partition::supervise(setup, ctx, rx, stop_rx));
+        let running = Running { tx, stop: stop_tx, join, fence, offset_reset };
+        self.tasks.lock().expect("poisoned").insert(a.clone(), running);
         Ok(start)
+    }
+
+    /// The partitions held, on `/metrics` and `/readyz`.
+    fn count_partitions(&self) {
+        let n = self.tasks.lock().expect("poisoned").len();
+        self.cs.metrics.pipeline.partitions_assigned.set(n as i64);
+        self.cs.status.kafka_assigned.store(n > 0, Ordering::Relaxed);
     }
 }
 
 impl AssignmentHandler for Handler {
     fn assigned(&self, parts: &[Assignment]) -> Vec<StartAt> {
-        self.cs.status.kafka_assigned.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Also with no partition: a member of a group with more members than
+        // partitions is a healthy standby.
+        self.cs.status.group_joined.store(true, Ordering::Relaxed);
         let starts = parts
             .iter()
             .map(|a| match self.start(a) {
@@ -99,9 +121,22 @@ impl AssignmentHandler for Handler {
                 }
             })
             .collect();
-        let n = self.tasks.lock().expect("poisoned").len();
-        self.cs.metrics.pipeline.partitions_assigned.set(n as i64);
+        self.count_partitions();
         starts
+    }
+
+    fn beyond_end(&self, a: &Assignment, start: i64, end: i64) -> StartAt {
+        warn!(
+            topic = %a.topic, partition = a.partition, offset = start, end,
+            "the checkpoint's offset is past the end of the partition: its topic was deleted and created \
+             again, or truncated; the partition keeps its state and reads the topic as a partition without \
+             a checkpoint does (kafka.start_without_checkpoint)"
+        );
+        self.cs.metrics.pipeline.offset_jumps.with_label_values(&["beyond_end"]).inc();
+        if let Some(r) = self.tasks.lock().expect("poisoned").get(a) {
+            r.offset_reset.store(true, Ordering::Relaxed);
+        }
+        self.cs.start_without
     }
 
     fn revoked(&self, parts: &[Assignment]) -> Vec<(Assignment, i64)> {
@@ -109,9 +144,9 @@ impl AssignmentHandler for Handler {
             let mut tasks = self.tasks.lock().expect("poisoned");
             parts.iter().filter_map(|a| tasks.remove(a).map(|r| (a.clone(), r))).collect()
         };
-        let n = self.tasks.lock().expect("poisoned").len();
-        self.cs.metrics.pipeline.partitions_assigned.set(n as i64);
-        stop_all(stopping, &self.runtime)
+        self.count_partitions();
+        let timeout = super::test_hooks::revoke_timeout(REVOKE_TIMEOUT);
+        stop_all(stopping, timeout, &self.runtime)
     }
 
     fn lag(&self, lags: &[PartitionLag]) {
@@ -127,20 +162,24 @@ impl AssignmentHandler for Handler {
     }
 }
 
-/// Stops partition tasks and waits for their final checkpoints; returns the offsets
-/// to commit.
-async fn stop_and_wait(stopping: Vec<(Assignment, Running)>) -> Vec<(Assignment, i64)> {
+/// Stops partition tasks and waits, up to `timeout` for all, for their final
+/// checkpoints; returns the offsets to commit. A task still running then is given
+/// up: fenced (its queued rows are dropped, its checkpoint writes stop; a write in
+/// progress is waited for) and aborted, so a partition that moves on has one writer.
+async fn stop_and_wait(stopping: Vec<(Assignment, Running)>, timeout: Duration) -> Vec<(Assignment, i64)> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut joins = Vec::new();
     for (a, r) in stopping {
         let _ = r.stop.send(());
         drop(r.tx);
-        joins.push((a, r.join));
+        joins.push((a, r.join, r.fence));
     }
     let mut out = Vec::new();
-    for (a, j) in joins {
-        match tokio::time::timeout(REVOKE_TIMEOUT, j).await {
+    for (a, mut j, fence) in joins {
+        match tokio::time::timeout_at(deadline, &mut j).await {
             Ok(Ok(Ok(Some(off)))) => out.push((a, off)),
             Ok(Ok(Ok(None))) => {}
+            // An error of its own is the pipeline's fatal error, reported by the task.
             Ok(Ok(Err(e))) => warn!(
                 topic = %a.topic, partition = a.partition, error = %format!("{e:#}"),
                 "partition stopped without a final checkpoint"
@@ -148,7 +187,15 @@ async fn stop_and_wait(stopping: Vec<(Assignment, Running)>) -> Vec<(Assignment,
             Ok(Err(e)) => {
                 warn!(topic = %a.topic, partition = a.partition, error = %e, "partition task failed")
             }
-            Err(_) => warn!(topic = %a.topic, partition = a.partition, "final checkpoint timed out"),
+            Err(_) => {
+                let _ = tokio::task::spawn_blocking(move || fence.close()).await;
+                j.abort();
+                warn!(
+                    topic = %a.topic, partition = a.partition, timeout_ms = timeout.as_millis() as u64,
+                    "final checkpoint timed out: the partition's task is stopped without it, and what it \
+                     had not written is dropped; the partition's next owner resumes from its last checkpoint"
+                );
+            }
         }
     }
     out
@@ -157,19 +204,23 @@ async fn stop_and_wait(stopping: Vec<(Assignment, Running)>) -> Vec<(Assignment,
 /// [`stop_and_wait`] from librdkafka's rebalance callback, which runs inside the
 /// consumer loop's task on a runtime worker: the worker hands its other tasks to the
 /// runtime while it blocks, so the partition tasks can finish.
-fn stop_all(stopping: Vec<(Assignment, Running)>, rt: &tokio::runtime::Handle) -> Vec<(Assignment, i64)> {
+fn stop_all(
+    stopping: Vec<(Assignment, Running)>,
+    timeout: Duration,
+    rt: &tokio::runtime::Handle,
+) -> Vec<(Assignment, i64)> {
     if stopping.is_empty() {
         return Vec::new();
     }
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| rt.block_on(stop_and_wait(stopping)))
+            tokio::task::block_in_place(|| rt.block_on(stop_and_wait(stopping, timeout)))
         }
         Ok(_) => {
             warn!("rebalance on a single-threaded runtime: not waiting for final checkpoints");
             Vec::new()
         }
-        Err(_) => rt.block_on(stop_and_wait(stopping)),
+        Err(_) => rt.block_on(stop_and_wait(stopping, timeout)),
     }
 }
 
@@ -246,7 +297,7 @@ pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
                         None => break,
                     }
                 }
-                cs.status.events_consumed.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                cs.status.events_consumed.fetch_add(n as u64, Ordering::Relaxed);
                 for (tp, batch) in batches.drain() {
                     let p = tp.1.to_string();
                     cs.metrics.pipeline.events_consumed.with_label_values(&[tp.0.as_str(), p.as_str()]).inc_by(batch.len() as u64);
@@ -280,7 +331,9 @@ pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
     info!("stopping: final checkpoints");
     drop(senders);
     let stopping: Vec<(Assignment, Running)> = tasks.lock().expect("poisoned").drain().collect();
-    let finals = stop_and_wait(stopping).await;
+    let fatal = cs.status.fatal.lock().expect("poisoned").is_some();
+    let timeout = super::test_hooks::revoke_timeout(if fatal { FATAL_STOP_TIMEOUT } else { REVOKE_TIMEOUT });
+    let finals = stop_and_wait(stopping, timeout).await;
     while let Ok((a, off)) = commit_rx.try_recv() {
         commit(&consumer, &a, off, CommitMode::Async);
     }
@@ -288,6 +341,7 @@ pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
         commit(&consumer, a, *off, CommitMode::Sync);
     }
     cs.metrics.pipeline.partitions_assigned.set(0);
+    cs.status.kafka_assigned.store(false, Ordering::Relaxed);
     consumer.unsubscribe();
     drop(consumer);
     drop(dlq);

@@ -1,5 +1,5 @@
 //! `/metrics` (Prometheus text format), `/healthz` (the process is alive) and `/readyz`
-//! (Kafka partitions assigned and the sink reachable).
+//! (a healthy member of its consumer group with a working sink).
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -41,14 +41,78 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    let kafka = s.status.kafka_assigned.load(Ordering::Relaxed);
-    let sink = s.status.sink_reachable.load(Ordering::Relaxed);
-    let detail = s.status.sink_detail.lock().expect("poisoned").clone();
-    let body = format!(
-        "kafka: {}\nsink: {}\n",
-        if kafka { "partitions assigned" } else { "waiting for a partition assignment" },
-        if detail.is_empty() { "not checked yet".to_owned() } else { detail }
-    );
-    let code = if kafka && sink { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, body)
+    let (ready, body) = readiness(&s.status);
+    (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
+}
+
+/// Ready: the consumer has joined its group, the sink answers, and no part of the
+/// pipeline has failed (a failed sink or partition task is fatal: the process is
+/// stopping). A member that holds no partition is ready: in a group with more members
+/// than partitions it is a standby, which takes partitions over when a member leaves;
+/// calling it unready would stall rolling updates that wait for readiness. The body
+/// says which it is.
+fn readiness(s: &Status) -> (bool, String) {
+    let joined = s.group_joined.load(Ordering::Relaxed);
+    let kafka = match (joined, s.kafka_assigned.load(Ordering::Relaxed)) {
+        (_, true) => "partitions assigned",
+        (true, false) => "standby: a member of the consumer group with no partition assigned",
+        (false, false) => "waiting to join the consumer group",
+    };
+    let sink = s.sink_reachable.load(Ordering::Relaxed);
+    let detail = s.sink_detail.lock().expect("poisoned").clone();
+    let detail = if detail.is_empty() { "not checked yet".to_owned() } else { detail };
+    let mut body = format!("kafka: {kafka}\nsink: {detail}\n");
+    let fatal = s.fatal.lock().expect("poisoned").clone();
+    if let Some(f) = &fatal {
+        body.push_str(&format!("stopping on a fatal error: {f}\n"));
+    }
+    (joined && sink && fatal.is_none(), body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn ready(status: Status) -> (StatusCode, String) {
+        let state = AppState { registry: Registry::new(), status: Arc::new(status) };
+        let resp = readyz(State(state)).await.into_response();
+        let code = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (code, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn healthy() -> Status {
+        let s = Status::default();
+        s.group_joined.store(true, Ordering::Relaxed);
+        s.kafka_assigned.store(true, Ordering::Relaxed);
+        s.sink_reachable.store(true, Ordering::Relaxed);
+        s
+    }
+
+    #[tokio::test]
+    async fn a_member_without_partitions_is_a_ready_standby() {
+        let s = healthy();
+        s.kafka_assigned.store(false, Ordering::Relaxed);
+        let (code, body) = ready(s).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert!(body.contains("standby") && body.contains("no partition"), "{body}");
+        // Not a member yet: not ready.
+        let s = healthy();
+        s.group_joined.store(false, Ordering::Relaxed);
+        s.kafka_assigned.store(false, Ordering::Relaxed);
+        assert_eq!(ready(s).await.0, StatusCode::SERVICE_UNAVAILABLE);
+        let s = healthy();
+        s.sink_reachable.store(false, Ordering::Relaxed);
+        assert_eq!(ready(s).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn a_fatal_error_makes_the_instance_unready_naming_it() {
+        assert_eq!(ready(healthy()).await.0, StatusCode::OK);
+        let s = healthy();
+        *s.fatal.lock().unwrap() = Some("partition t/3: the task panicked".into());
+        let (code, body) = ready(s).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("partition t/3: the task panicked"), "{body}");
+    }
 }

@@ -14,12 +14,20 @@
 //! snapshotted at offset `o`; a barrier goes to the sink behind every row emitted
 //! before `o`; when ClickHouse has acknowledged them, the state is written to disk;
 //! only then is `o` committed to Kafka. A restart resumes from the checkpoint file.
+//!
+//! Nothing fails quietly: a sink that stops, or a partition task that ends with an
+//! error or panics, is a fatal error ([`Status::fatal`]): the consumer stops, the
+//! healthy partitions take their final checkpoints (for a bounded time), and `run`
+//! returns the error, so the process exits naming it.
 
 mod consumer;
+mod dead_letters;
+mod fence;
 mod http;
 mod jsonl;
 mod partition;
 mod sink;
+mod test_hooks;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -73,7 +81,10 @@ type PerPartition<T> = Mutex<std::collections::BTreeMap<(String, i32), T>>;
 /// Live counters shared by the tasks, for `/readyz` and the demo's summary line.
 #[derive(Default)]
 pub struct Status {
-    /// The consumer has joined its group and received an assignment.
+    /// The consumer has joined its group: it received an assignment, possibly an empty
+    /// one (a group with more members than partitions has members without any).
+    pub group_joined: AtomicBool,
+    /// The consumer holds at least one partition (false again once all are revoked).
     pub kafka_assigned: AtomicBool,
     /// The sink answered its last health check.
     pub sink_reachable: AtomicBool,
@@ -124,13 +135,34 @@ impl Metrics {
     }
 }
 
+/// Records the first fatal error (the one `run` returns) and stops the pipeline.
 fn fail(status: &Status, shutdown: &CancellationToken, msg: String) {
-    tracing::error!(error = %msg, "pipeline stopping on a fatal error");
     let mut f = status.fatal.lock().expect("poisoned");
     if f.is_none() {
+        tracing::error!(error = %msg, "pipeline stopping on a fatal error");
         *f = Some(msg);
+    } else {
+        tracing::debug!(error = %msg, "another error while stopping");
     }
     shutdown.cancel();
+}
+
+/// What a panic said, for the fatal error it becomes.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_owned(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic without a message".to_owned(),
+    }
+}
+
+/// The sink task's end, as a fatal error when it is one.
+fn sink_failure(ended: Result<anyhow::Result<()>, tokio::task::JoinError>) -> Option<String> {
+    match ended {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("{e:#}")),
+        Err(e) => Some(format!("the sink task failed: {e}")),
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -179,18 +211,19 @@ pub async fn run_with_metrics(
         });
     }
     let (sink_tx, sink_rx) = tokio::sync::mpsc::channel(sink::CHANNEL_BATCHES);
-    let sink_task = tokio::spawn(sink::run(
+    let mut sink_task = tokio::spawn(sink::run(
         settings.sink.clone(),
         sink_rx,
         metrics.clone(),
         status.clone(),
         world.abort.clone(),
+        shutdown.clone(),
     ));
     let start_without = match settings.kafka.start_without_checkpoint {
         StartWithout::Earliest => livefunnel_kafka::StartAt::Beginning,
         StartWithout::Latest => livefunnel_kafka::StartAt::End,
     };
-    let consumer_result = consumer::run(consumer::ConsumerSettings {
+    let consumer = consumer::run(consumer::ConsumerSettings {
         settings: settings.clone(),
         start_without,
         sink: sink_tx,
@@ -198,16 +231,26 @@ pub async fn run_with_metrics(
         status: status.clone(),
         shutdown: shutdown.clone(),
         abort: world.abort.clone(),
-    })
-    .await;
+    });
+    tokio::pin!(consumer);
+    // The sink ends before the consumer loop only when it fails: that stops everything
+    // at once, instead of a consumer that keeps reading what nobody writes.
+    let (consumer_result, sink_ended) = tokio::select! {
+        r = &mut consumer => (r, None),
+        ended = &mut sink_task => {
+            let why = sink_failure(ended).unwrap_or_else(|| "the sink stopped while the pipeline ran".into());
+            fail(&status, &shutdown, why);
+            (consumer.await, Some(()))
+        }
+    };
     if let Err(e) = &consumer_result {
         fail(&status, &shutdown, format!("{e:#}"));
     }
     // The consumer loop has stopped every partition task; the sink drains what they sent.
-    match sink_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => fail(&status, &shutdown, format!("{e:#}")),
-        Err(e) => fail(&status, &shutdown, format!("sink task failed: {e}")),
+    if sink_ended.is_none() {
+        if let Some(why) = sink_failure(sink_task.await) {
+            fail(&status, &shutdown, why);
+        }
     }
     shutdown.cancel();
     let fatal = status.fatal.lock().expect("poisoned").clone();

@@ -1,10 +1,12 @@
 //! One partition's task: decode, engine, dead letters, room series, checkpoints.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use livefunnel_clickhouse::Annotation;
 use livefunnel_core::{decode, Engine, Outcome, Reason, Row};
 use livefunnel_kafka::{Assignment, DeadLetter, DeadLetters};
@@ -14,8 +16,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::sink::SinkMsg;
-use super::{now_ms, Metrics, Settings, Status};
+use super::dead_letters::Outbox;
+use super::fence::Fence;
+use super::sink::{SinkMsg, SinkStopped};
+use super::{fail, now_ms, panic_message, Metrics, Settings, Status};
 
 /// How often running values, idle partitions and series expiry are looked at: well
 /// inside the contract's 1 s for running values to show.
@@ -70,6 +74,8 @@ impl PartitionSetup {
 pub struct Ctx {
     pub dlq: DeadLetters,
     pub dlq_topic: String,
+    /// `kafka.dlq_truncate_bytes`.
+    pub dlq_truncate_bytes: usize,
     pub sink: mpsc::Sender<SinkMsg>,
     pub commits: mpsc::UnboundedSender<(Assignment, i64)>,
     pub metrics: Metrics,
@@ -77,6 +83,13 @@ pub struct Ctx {
     pub checkpoint_interval_ms: i64,
     pub series_ttl_ms: i64,
     pub abort: CancellationToken,
+    /// Cancelled (with [`Status::fatal`] set) when this task fails.
+    pub shutdown: CancellationToken,
+    /// Closed when the task is given up: nothing it sends or saves counts after that.
+    pub fence: Fence,
+    /// Set when the restored checkpoint's offset is past the partition's end: the
+    /// first message fetched is where the partition now starts.
+    pub offset_reset: Arc<AtomicBool>,
 }
 
 /// A checkpoint whose rows are on their way to the sink.
@@ -91,8 +104,9 @@ struct Task {
     ctx: Ctx,
     rows: Vec<Row>,
     annotations: Vec<Annotation>,
-    /// Dead letters on their way; a failed one comes back with its attempt count.
-    dlq_inflight: FuturesUnordered<futures::future::BoxFuture<'static, Result<(), (DeadLetter, u32)>>>,
+    dead_letters: Outbox,
+    /// Messages below the expected offset are being skipped (reported once per run).
+    rewinding: bool,
     /// When the last checkpoint was attempted: the next one is due an interval later.
     last_checkpoint: Instant,
     /// Wall clock (ms) of the last checkpoint saved, or of the start before the first.
@@ -102,9 +116,37 @@ struct Task {
     stats_counted: livefunnel_core::EngineStats,
 }
 
+/// [`run`], whose failure stops the pipeline: an error or a panic of a partition
+/// task is reported with [`fail`], naming the partition (an error because the sink
+/// stopped is the sink's to report). A task that is not processing its partition must
+/// not leave the process looking alive.
+pub async fn supervise(
+    setup: PartitionSetup,
+    ctx: Ctx,
+    rx: mpsc::Receiver<Vec<InMsg>>,
+    stop: oneshot::Receiver<()>,
+) -> anyhow::Result<Option<i64>> {
+    let a = setup.a.clone();
+    let (status, shutdown) = (ctx.status.clone(), ctx.shutdown.clone());
+    let result = match AssertUnwindSafe(run(setup, ctx, rx, stop)).catch_unwind().await {
+        Ok(r) => r,
+        Err(panic) => Err(anyhow::anyhow!(
+            "the task panicked: {}: a bug in livefunnel, please report it with this log; a restart \
+             resumes the partition from its last checkpoint",
+            panic_message(&*panic)
+        )),
+    };
+    result.map_err(|e| {
+        if e.downcast_ref::<SinkStopped>().is_none() {
+            fail(&status, &shutdown, format!("partition {}/{}: {e:#}", a.topic, a.partition));
+        }
+        e
+    })
+}
+
 /// Runs until `stop` fires or the consumer loop drops `rx`; then takes a final
 /// checkpoint and returns its offset (`None` when nothing was ever consumed).
-pub async fn run(
+async fn run(
     mut setup: PartitionSetup,
     ctx: Ctx,
     mut rx: mpsc::Receiver<Vec<InMsg>>,
@@ -113,12 +155,14 @@ pub async fn run(
     setup.tracker.publish(&ctx.metrics.rooms);
     let partition_label = setup.a.partition.to_string();
     let stats_counted = setup.engine.stats().clone();
+    let dead_letters = Outbox::new(ctx.dlq.clone(), ctx.dlq_truncate_bytes, ctx.metrics.pipeline.clone());
     let mut t = Task {
         s: setup,
         ctx,
         rows: Vec::new(),
         annotations: Vec::new(),
-        dlq_inflight: FuturesUnordered::new(),
+        dead_letters,
+        rewinding: false,
         last_checkpoint: Instant::now(),
         last_success_ms: now_ms(),
         partition_label,
@@ -132,12 +176,7 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = &mut stop => break,
-            Some(r) = t.dlq_inflight.next() => {
-                if let Err((d, attempts)) = r {
-                    t.ctx.metrics.pipeline.dead_letter_errors.inc();
-                    t.send_dead_letter(d, attempts);
-                }
-            }
+            Some(r) = t.dead_letters.next() => r?,
             ack = async { (&mut pending.as_mut().expect("guarded").ack).await }, if pending.is_some() => {
                 let p = pending.take().expect("guarded");
                 t.complete_checkpoint(p, ack).await?;
@@ -195,13 +234,14 @@ impl Task {
     async fn process(&mut self, batch: Vec<InMsg>) -> anyhow::Result<()> {
         let now = now_ms();
         let m = self.ctx.metrics.clone();
+        if self.ctx.offset_reset.swap(false, Ordering::Relaxed) {
+            self.s.next_offset = None;
+        }
         for msg in batch {
-            // Offsets only go up within one assignment; a message fetched again (around
-            // a pause of the partition, say) was processed already.
-            if self.s.next_offset.is_some_and(|next| msg.offset < next) {
-                debug!(offset = msg.offset, next = ?self.s.next_offset, "message seen already, skipped");
+            if !self.follows_on(msg.offset) {
                 continue;
             }
+            super::test_hooks::panic_at(&self.s.a.topic, self.s.a.partition, msg.offset);
             self.s.next_offset = Some(msg.offset + 1);
             let payload = msg.payload.as_deref().unwrap_or(&[]);
             let ev = match decode(payload) {
@@ -266,6 +306,39 @@ impl Task {
         self.stats_counted = now.clone();
     }
 
+    /// Whether the message at `offset` is to be processed: not one seen already. An
+    /// offset that does not follow on from the last one is logged and counted.
+    fn follows_on(&mut self, offset: i64) -> bool {
+        let Some(expected) = self.s.next_offset else { return true };
+        let (topic, partition) = (&self.s.a.topic, self.s.a.partition);
+        let jumps = &self.ctx.metrics.pipeline.offset_jumps;
+        if offset < expected {
+            // Offsets only go up within one assignment: a message fetched again was
+            // processed already. Reported once per run of such messages.
+            if !self.rewinding {
+                self.rewinding = true;
+                jumps.with_label_values(&["rewind"]).inc();
+                warn!(
+                    topic = %topic, partition, expected, got = offset,
+                    "offsets went back: messages below the expected offset were processed already and are \
+                     skipped"
+                );
+            }
+            return false;
+        }
+        self.rewinding = false;
+        // One offset more is a transaction's commit marker, which is never delivered.
+        if offset > expected + 1 {
+            jumps.with_label_values(&["gap"]).inc();
+            warn!(
+                topic = %topic, partition, expected, got = offset, missing = offset - expected,
+                "offsets missing before this message: deleted by retention before they were read, or the \
+                 topic was recreated"
+            );
+        }
+        true
+    }
+
     fn dead_letter(&mut self, reason: Reason, msg: &InMsg) {
         self.ctx.metrics.pipeline.events_rejected.with_label_values(&[reason.as_str()]).inc();
         self.ctx.metrics.pipeline.dead_letters.with_label_values(&[reason.as_str()]).inc();
@@ -277,45 +350,9 @@ impl Task {
             source_offset: msg.offset,
             key: msg.key.clone(),
             payload: msg.payload.clone().unwrap_or_default(),
+            original: None,
         };
-        self.send_dead_letter(d, 0);
-    }
-
-    /// Sends `d`, after `attempts` failed deliveries of it: a failure librdkafka reports
-    /// at once (an unknown topic, an authorization error) would otherwise be retried
-    /// in a busy loop, so each retry waits twice as long as the one before, up to 5 s.
-    fn send_dead_letter(&mut self, d: DeadLetter, attempts: u32) {
-        let dlq = self.ctx.dlq.clone();
-        self.dlq_inflight.push(Box::pin(async move {
-            if attempts > 0 {
-                tokio::time::sleep(dead_letter_retry_delay(attempts)).await;
-            }
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                match dlq.send(&d) {
-                    Ok(fut) => {
-                        return match fut.await {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err((e, _))) => {
-                                warn!(
-                                    error = %e,
-                                    attempts = attempts + 1,
-                                    retry_in_ms = dead_letter_retry_delay(attempts + 1).as_millis() as u64,
-                                    "dead letter not delivered, sending again"
-                                );
-                                Err((d, attempts + 1))
-                            }
-                            Err(_) => Err((d, attempts + 1)),
-                        };
-                    }
-                    // A full local queue: wait for deliveries to make room.
-                    Err(_) => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                    }
-                }
-            }
-        }));
+        self.dead_letters.send(d);
     }
 
     async fn flush_rows(&mut self) -> anyhow::Result<()> {
@@ -330,8 +367,9 @@ impl Task {
         let msg = SinkMsg::Batch {
             rows: std::mem::take(&mut self.rows),
             annotations: std::mem::take(&mut self.annotations),
+            fence: self.ctx.fence.clone(),
         };
-        self.ctx.sink.send(msg).await.map_err(|_| anyhow::anyhow!("the sink stopped"))
+        self.ctx.sink.send(msg).await.map_err(|_| SinkStopped("rows not handed over".into()).into())
     }
 
     async fn on_tick(&mut self) -> anyhow::Result<()> {
@@ -382,13 +420,8 @@ impl Task {
         let started = Instant::now();
         self.flush_rows().await?;
         // Dead letters are part of "nothing lost": the offset moves past them only
-        // once Kafka has them.
-        while let Some(r) = self.dlq_inflight.next().await {
-            if let Err((d, attempts)) = r {
-                self.ctx.metrics.pipeline.dead_letter_errors.inc();
-                self.send_dead_letter(d, attempts);
-            }
-        }
+        // once Kafka has them (or they are given up, loudly).
+        self.dead_letters.flush().await?;
         let ck = Checkpoint {
             topic: self.s.a.topic.clone(),
             partition: self.s.a.partition,
@@ -399,7 +432,8 @@ impl Task {
             extra: self.s.tracker.to_checkpoint().context("encoding room counters")?,
         };
         let (tx, rx) = oneshot::channel();
-        self.ctx.sink.send(SinkMsg::Barrier(tx)).await.map_err(|_| anyhow::anyhow!("the sink stopped"))?;
+        let stopped = |_| SinkStopped("checkpoint barrier not handed over".into());
+        self.ctx.sink.send(SinkMsg::Barrier(tx)).await.map_err(stopped)?;
         Ok(Some(Pending { ck, ack: rx, started }))
     }
 
@@ -412,30 +446,32 @@ impl Task {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 self.ctx.metrics.pipeline.checkpoints.with_label_values(&["failed"]).inc();
-                anyhow::bail!(
-                    "checkpoint of {}/{} failed: the sink: {e}",
-                    self.s.a.topic,
-                    self.s.a.partition
-                );
+                return Err(SinkStopped(format!("checkpoint not acknowledged: {e}")).into());
             }
-            Err(_) => anyhow::bail!("the sink stopped before acknowledging a checkpoint"),
+            Err(_) => return Err(SinkStopped("checkpoint not acknowledged".into()).into()),
         }
-        let state = self.s.state.clone();
+        let (state, fence) = (self.s.state.clone(), self.ctx.fence.clone());
         let ck = p.ck;
         let (topic, off) = (ck.topic.clone(), ck.next_offset);
-        match tokio::task::spawn_blocking(move || state.save(&ck)).await.context("checkpoint writer")? {
-            Ok(()) => {}
+        let saved = tokio::task::spawn_blocking(move || fence.unless_closed(|| state.save(&ck)));
+        match saved.await.context("checkpoint writer")? {
+            // Given up on (its revoke timed out): the partition has another owner now.
+            None => {
+                debug!(topic = %topic, partition = self.s.a.partition, "fenced: checkpoint not saved");
+                return Ok(());
+            }
+            Some(Ok(())) => {}
             // A shared store briefly unreachable, a full or failing disk: the offset stays
             // where it was and the next interval tries again with a newer state, while
             // the last success (and the alert on its age) stays where it was.
-            Err(e) if e.is_retryable() => {
+            Some(Err(e)) if e.is_retryable() => {
                 self.ctx.metrics.pipeline.checkpoints.with_label_values(&["failed"]).inc();
                 self.last_checkpoint = Instant::now();
                 let since_success_s = (now_ms() - self.last_success_ms) / 1000;
                 warn!(topic = %topic, partition = self.s.a.partition, error = %e, since_success_s, "checkpoint not saved; retrying at the next interval");
                 return Ok(());
             }
-            Err(e) => return Err(e.into()),
+            Some(Err(e)) => return Err(e.into()),
         }
         let _ = self.ctx.commits.send((self.s.a.clone(), off));
         let m = &self.ctx.metrics.pipeline;
@@ -446,13 +482,6 @@ impl Task {
         debug!(topic = %topic, partition = self.s.a.partition, offset = off, "checkpoint");
         Ok(())
     }
-}
-
-/// The wait before the `attempts`-th resend of a dead letter: 100 ms, doubling, at most 5 s.
-fn dead_letter_retry_delay(attempts: u32) -> Duration {
-    debug_assert!(attempts > 0, "the first send does not wait");
-    Duration::from_millis(100u64.saturating_mul(1 << attempts.saturating_sub(1).min(10)))
-        .min(Duration::from_secs(5))
 }
 
 #[cfg(test)]
@@ -474,14 +503,5 @@ mod tests {
         let err = e.set_version_epoch(MAX_EPOCH + 1).unwrap_err();
         assert!(err.to_string().contains("16777215"), "{err}");
         assert_eq!(u64::from(MAX_EPOCH) << EPOCH_SHIFT >> EPOCH_SHIFT, u64::from(MAX_EPOCH));
-    }
-
-    #[test]
-    fn dead_letter_retries_back_off_to_five_seconds() {
-        let ms = |a| dead_letter_retry_delay(a).as_millis();
-        assert_eq!(
-            [ms(1), ms(2), ms(3), ms(6), ms(7), ms(40), ms(u32::MAX)],
-            [100, 200, 400, 3_200, 5_000, 5_000, 5_000]
-        );
     }
 }

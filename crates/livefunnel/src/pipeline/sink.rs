@@ -2,19 +2,22 @@
 //! ClickHouse (or JSONL files); a barrier is acknowledged once everything before it
 //! is durable.
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use livefunnel_clickhouse::{Annotation, ClickHouseConfig, ClickHouseMetrics, ClickHouseSink};
 use livefunnel_core::Row;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use super::fence::Fence;
 use super::jsonl::JsonlSink;
-use super::{Metrics, Status};
+use super::{fail, panic_message, Metrics, Status};
 
 /// Batches queued towards the sink before the partition tasks wait.
 pub const CHANNEL_BATCHES: usize = 64;
@@ -28,9 +31,20 @@ pub enum SinkKind {
 }
 
 pub enum SinkMsg {
-    Batch { rows: Vec<Row>, annotations: Vec<Annotation> },
+    /// Rows of a partition task: dropped once its `fence` is closed.
+    Batch {
+        rows: Vec<Row>,
+        annotations: Vec<Annotation>,
+        fence: Fence,
+    },
     Barrier(oneshot::Sender<Result<(), String>>),
 }
+
+/// A partition task could not hand something to the sink: the sink has stopped, and
+/// reports why itself (the pipeline's fatal error).
+#[derive(Debug, thiserror::Error)]
+#[error("the sink stopped: {0}")]
+pub struct SinkStopped(pub String);
 
 enum Out {
     ClickHouse(Box<ClickHouseSink>),
@@ -70,12 +84,38 @@ impl Out {
     }
 }
 
+/// Writes what the partition tasks send until they all stop. A failure, or a panic,
+/// is the pipeline's fatal error: reported with [`fail`] before the channel closes, so
+/// it is the error `run` returns rather than a partition's "the sink stopped".
 pub async fn run(
     kind: SinkKind,
     mut rx: mpsc::Receiver<SinkMsg>,
     metrics: Metrics,
     status: Arc<Status>,
     abort: CancellationToken,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let served = AssertUnwindSafe(serve(kind, &mut rx, metrics, &status, &abort)).catch_unwind().await;
+    let result = served.unwrap_or_else(|panic| {
+        Err(anyhow::anyhow!("it panicked: {}: a bug in livefunnel, please report it", panic_message(&*panic)))
+    });
+    if let Err(e) = &result {
+        let msg = format!(
+            "the sink stopped: {e:#}; nothing more is written: fix the cause and restart livefunnel, which \
+             resumes from its last checkpoints"
+        );
+        fail(&status, &shutdown, msg);
+    }
+    drop(rx);
+    result
+}
+
+async fn serve(
+    kind: SinkKind,
+    rx: &mut mpsc::Receiver<SinkMsg>,
+    metrics: Metrics,
+    status: &Arc<Status>,
+    abort: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut out = match &kind {
         SinkKind::ClickHouse(cfg) => {
@@ -87,7 +127,7 @@ pub async fn run(
             ));
             // Until the tables exist nothing can be written; rows wait in the
             // channel, and nothing is committed meanwhile.
-            migrate_until_done(cfg, &status, &abort).await?;
+            migrate_until_done(cfg, status, abort).await?;
             Out::ClickHouse(Box::new(ClickHouseSink::new(cfg.clone(), metrics.clickhouse.clone())?))
         }
         SinkKind::Jsonl(dir) => {
@@ -101,14 +141,20 @@ pub async fn run(
     loop {
         tokio::select! {
             m = rx.recv() => match m {
-                Some(SinkMsg::Batch { rows, annotations }) => {
+                Some(SinkMsg::Batch { rows, annotations, fence }) => {
+                    // Queued by a partition task given up since (its revoke timed out):
+                    // the partition's new owner computes these rows again.
+                    if fence.is_closed() {
+                        debug!(rows = rows.len(), "rows of a fenced partition task dropped");
+                        continue;
+                    }
                     out.push(&rows, &annotations);
                     if out.should_flush() {
-                        out.flush(&abort).await.map_err(anyhow::Error::msg)?;
+                        out.flush(abort).await.map_err(anyhow::Error::msg)?;
                     }
                 }
                 Some(SinkMsg::Barrier(ack)) => {
-                    let r = out.flush(&abort).await;
+                    let r = out.flush(abort).await;
                     let fatal = r.as_ref().err().cloned();
                     let _ = ack.send(r);
                     if let Some(e) = fatal {
@@ -119,12 +165,12 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 if out.should_flush() {
-                    out.flush(&abort).await.map_err(anyhow::Error::msg)?;
+                    out.flush(abort).await.map_err(anyhow::Error::msg)?;
                 }
             }
         }
     }
-    out.flush(&abort).await.map_err(anyhow::Error::msg)?;
+    out.flush(abort).await.map_err(anyhow::Error::msg)?;
     info!("sink drained");
     Ok(())
 }

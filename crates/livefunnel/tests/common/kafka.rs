@@ -109,6 +109,11 @@ pub struct SeenDeadLetter {
     pub source_partition: i32,
     pub source_offset: i64,
     pub payload_hash: u64,
+    pub payload_len: usize,
+    /// `livefunnel.original.size` and `livefunnel.original.xxh3`: empty unless the
+    /// dead letter is truncated.
+    pub original_size: String,
+    pub original_xxh3: String,
 }
 
 fn seen_dead_letter(m: &impl Message) -> SeenDeadLetter {
@@ -126,6 +131,9 @@ fn seen_dead_letter(m: &impl Message) -> SeenDeadLetter {
         source_partition: get("livefunnel.source.partition").parse().unwrap_or(-1),
         source_offset: get("livefunnel.source.offset").parse().unwrap_or(-1),
         payload_hash: xxhash_rust::xxh3::xxh3_64(m.payload().unwrap_or_default()),
+        payload_len: m.payload().map_or(0, <[u8]>::len),
+        original_size: get("livefunnel.original.size"),
+        original_xxh3: get("livefunnel.original.xxh3"),
     }
 }
 
