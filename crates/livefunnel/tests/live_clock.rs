@@ -63,8 +63,10 @@ fn a_far_ahead_clock_does_not_make_another_rooms_next_broadcast_too_late() {
         // Every event of A's next broadcast (and every other) is accepted, and A is live.
         assert_eq!(series_sum(&text, "livefunnel_events_rejected_total"), 0.0, "{text}");
         assert_eq!(series_sum(&text, "livefunnel_events_accepted_total"), inputs.len() as f64);
-        assert_eq!(series_value(&text, "livefunnel_room_live", &[("room_id", "A")]), Some(1.0), "{text}");
-        assert_eq!(series_value(&text, "livefunnel_room_gmv_cents_total", &[("room_id", "A")]), Some(9900.0));
+        // Room series follow at the next tick of the partition (200 ms).
+        let a = [("room_id", "A")];
+        wait_series(p.addr, "livefunnel_room_gmv_cents_total", &a, 9900.0).await;
+        wait_series(p.addr, "livefunnel_room_live", &a, 1.0).await;
         // Its end is accepted too, and emits its row.
         let end = event("b6", "session_end", now - 2 * m, "A", "a-2", "");
         produce(&brokers, std::slice::from_ref(&end)).await;
@@ -84,6 +86,19 @@ fn a_far_ahead_clock_does_not_make_another_rooms_next_broadcast_too_late() {
     assert_eq!((a2["gmv_cents"].as_i64(), a2["comments"].as_i64()), (Some(9900), Some(1)), "{a2}");
     assert_eq!(a2["session_end_ts"].as_i64(), Some(now - 2 * 60_000));
     assert!(sessions.iter().all(|v| v["ended_by_timeout"] == false), "{sessions:?}");
+}
+
+/// Waits until the series `name{labels}` has the value `want` on `/metrics`.
+async fn wait_series(addr: std::net::SocketAddr, name: &str, labels: &[(&str, &str)], want: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = scrape(addr).await;
+        if series_value(&text, name, labels) == Some(want) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{name}{labels:?} never reached {want}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits until `/metrics` counts `n` events accepted, rejected or dropped; its text.

@@ -55,7 +55,17 @@ fn a_flood_of_new_rooms_beyond_the_limit_is_dead_lettered() {
         let limited = [("reason", "room_limit")];
         assert_eq!(series_value(&text, "livefunnel_events_rejected_total", &limited), Some(FLOOD as f64));
         assert_eq!(series_value(&text, "livefunnel_dead_letters_total", &limited), Some(FLOOD as f64));
-        // Room series only for the rooms the engine holds.
+        // Room series only for the rooms the engine holds (they show at the next tick).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let text = loop {
+            let text = scrape(p.addr).await;
+            if series_value(&text, "livefunnel_room_comments_total", &[("room_id", "real-2")]) == Some(2.0) {
+                break text;
+            }
+            assert!(std::time::Instant::now() < deadline, "no series for real-2:\n{text}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(series_value(&text, "livefunnel_room_comments_total", &[("room_id", "real-1")]), Some(2.0));
         assert!(series_value(&text, "livefunnel_room_comments_total", &[("room_id", "invented-0")]).is_none());
         p.shutdown.cancel();
         p.handle.await.unwrap().unwrap();
