@@ -5,18 +5,24 @@
 //!   `platform` (plus `window` on the window gauges).
 //!   Their alert signals ([`signals`]) are computed in event time from the emitted rows.
 //! - [`PipelineMetrics`]: pipeline health, without room labels.
+//! - [`RoomInfoMetrics`]: the room directory's names and GMV targets, for Grafana.
+//! - [`RoomMetrics::read`]: the room series read back, for the wall.
 //!
 //! ClickHouse insert series live with the ClickHouse sink (`livefunnel-clickhouse`).
 
 mod pipeline;
 mod room;
+mod room_info;
 mod room_metrics;
+mod room_reading;
 mod signal_series;
 pub mod signals;
 
 pub use pipeline::{PipelineMetrics, DEAD_LETTER_ERROR_KINDS, OFFSET_JUMP_KINDS};
 pub use room::{RoomKey, RoomTotals, RoomTracker};
+pub use room_info::{RoomInfo, RoomInfoMetrics};
 pub use room_metrics::{RoomMetrics, DEFAULT_MAX_ROOMS};
+pub use room_reading::RoomReading;
 pub use signals::{RoomSignals, SignalWindow, SignalWindows};
 
 /// Renders a registry in the Prometheus text format.

@@ -1,13 +1,15 @@
 //! The registered per-room series of contract §4, shared by every partition of an
 //! instance, and the instance's budget of rooms with series (`http.max_room_series`).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use livefunnel_core::Counts;
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::room::{RoomKey, RoomTotals};
+use crate::room_reading::Running;
 use crate::signal_series::SignalGauges;
 
 const ROOM: &[&str] = &["org_id", "room_id", "platform"];
@@ -38,6 +40,9 @@ pub struct RoomMetrics {
     budget: Arc<Budget>,
     rooms_with_series: IntGauge,
     series_dropped: IntCounter,
+    /// By `room_id`: what [`RoomMetrics::set_running`] last received, for
+    /// [`RoomMetrics::read`]; removed with the room's series.
+    pub(crate) running: Arc<Mutex<HashMap<String, Running>>>,
 }
 
 #[derive(Debug)]
@@ -100,6 +105,7 @@ impl RoomMetrics {
                 "livefunnel_room_series_dropped_total",
                 "rooms left without series because http.max_room_series rooms had theirs",
             )?,
+            running: Arc::default(),
         };
         registry.register(Box::new(m.rooms_with_series.clone()))?;
         registry.register(Box::new(m.series_dropped.clone()))?;
@@ -173,8 +179,21 @@ impl RoomMetrics {
         }
     }
 
+    /// The counter vectors, in the order of [`RoomTotals`]' fields.
+    pub(crate) fn counters(&self) -> [&IntCounterVec; 6] {
+        [
+            &self.watch_entries,
+            &self.product_clicks,
+            &self.orders_paid,
+            &self.gmv_cents,
+            &self.refund_cents,
+            &self.comments,
+        ]
+    }
+
     /// Sets a room's gauges: viewers online, live, the running counts of each window.
     pub(crate) fn set_running(&self, key: &RoomKey, online: u64, live: bool, windows: &[(&str, &Counts)]) {
+        self.keep_running(key, online, live, windows);
         let l = key.labels();
         self.online_viewers.with_label_values(&l).set(online.min(i64::MAX as u64) as i64);
         self.live.with_label_values(&l).set(i64::from(live));
@@ -191,7 +210,25 @@ impl RoomMetrics {
         }
     }
 
+    /// Keeps what `set_running` received, for readers ([`RoomMetrics::read`]).
+    fn keep_running(&self, key: &RoomKey, online: u64, live: bool, windows: &[(&str, &Counts)]) {
+        let mut running = self.running.lock().expect("poisoned");
+        let windows = windows.iter().map(|(name, c)| ((*name).to_owned(), (*c).clone())).collect();
+        match running.get_mut(&key.room_id) {
+            Some(r) => *r = Running { key: key.clone(), online, live, windows },
+            None => {
+                running.insert(key.room_id.clone(), Running { key: key.clone(), online, live, windows });
+            }
+        }
+    }
+
     pub(crate) fn remove(&self, key: &RoomKey) {
+        {
+            let mut running = self.running.lock().expect("poisoned");
+            if running.get(&key.room_id).is_some_and(|r| r.key == *key) {
+                running.remove(&key.room_id);
+            }
+        }
         let l = key.labels();
         for c in [
             &self.watch_entries,

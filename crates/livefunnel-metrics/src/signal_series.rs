@@ -27,6 +27,11 @@ impl SignalGauges {
         Ok(SignalGauges { gauges })
     }
 
+    /// The gauge vectors, in the order of [`Series::ALL`] (read by `room_reading.rs`).
+    pub(crate) fn gauges(&self) -> &[GaugeVec] {
+        &self.gauges
+    }
+
     /// Sets the gauges of `room` whose value differs from what they show, and removes
     /// those that no longer have a value.
     pub(crate) fn show(
