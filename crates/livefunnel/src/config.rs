@@ -44,6 +44,8 @@ pub struct Config {
     pub signals: crate::run_config::SignalsConfig,
     /// `user_id` pseudonymised at ingest (run and replay).
     pub privacy: crate::privacy::PrivacyConfig,
+    /// Live pipeline: the wall pages and their JSON API on `http.listen`.
+    pub wall: crate::wall::WallConfig,
 }
 
 /// `[time]`: watermarks, lateness, presence and retirement. Durations are strings
@@ -414,6 +416,7 @@ impl Config {
         if self.http.series_ttl.as_ms() < 1_000 {
             return Err(("http.series_ttl".into(), "must be at least 1s, like \"15m\"".into()));
         }
+        self.wall.check()?;
         if !(1..=10_000_000).contains(&self.http.max_room_series) {
             return Err((
                 "http.max_room_series".into(),

@@ -1,7 +1,7 @@
 //! `livefunnel demo`: the whole product in one process on a machine without services:
 //! librdkafka's mock cluster (a real Kafka-protocol broker on loopback), the simulator
-//! at real-time pace (or `--speed` times faster), the pipeline, and the Prometheus
-//! endpoint.
+//! at real-time pace (or `--speed` times faster), the pipeline, the Prometheus
+//! endpoint and the wall, whose address is the first line it prints.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -47,7 +47,7 @@ pub struct DemoArgs {
     /// Checkpoints, and the JSONL output when there is no ClickHouse.
     #[arg(long, value_name = "DIR", default_value = "livefunnel-data")]
     pub data_dir: PathBuf,
-    /// Address of /metrics, /healthz and /readyz.
+    /// Address of the wall (/), /metrics, /healthz and /readyz.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
     pub http: String,
     /// Optional configuration file (windows, time, clickhouse settings).
@@ -131,6 +131,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding --http {}: is another process using it? pick another port", args.http))?;
         let addr = listener.local_addr()?;
+        // The first line: where to look.
+        if loaded.config.wall.enabled {
+            println!("wall:     http://{addr}/   <- open it in a browser: every room, live");
+        } else {
+            println!("wall:     off ([wall] enabled = false)");
+        }
         match &sink {
             SinkKind::ClickHouse(c) => println!("sink:     clickhouse {} (database {})", c.url, c.database),
             SinkKind::Jsonl(d) if args.sink == DemoSink::Jsonl => println!("sink:     jsonl files in {}", d.display()),

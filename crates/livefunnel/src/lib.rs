@@ -9,6 +9,7 @@ pub mod privacy;
 pub mod replay;
 pub mod run_config;
 pub mod sim_cmd;
+pub mod wall;
 
 pub use config::{load, Config, ConfigLoadError, Loaded, Sources};
 pub use replay::{replay, replay_with, ReplayError, RowCounts, Summary};

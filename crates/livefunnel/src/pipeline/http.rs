@@ -1,5 +1,6 @@
 //! `/metrics` (Prometheus text format), `/healthz` (the process is alive) and `/readyz`
-//! (a healthy member of its consumer group with a working sink).
+//! (a healthy member of its consumer group with a working sink), and the wall
+//! (`crate::wall`: `/`, `/rooms/{id}`, `/api/...`) when it is enabled.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -25,13 +26,19 @@ pub async fn serve(
     listener: TcpListener,
     registry: Registry,
     status: Arc<Status>,
+    wall: Option<Arc<crate::wall::Wall>>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(AppState { registry, status });
+    if let Some(wall) = wall {
+        app = app.merge(crate::wall::routes(wall));
+    }
+    // The wall tells loopback clients from others when no token is configured.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(stop).await
 }
 

@@ -62,6 +62,8 @@ pub struct Settings {
     pub signals: SignalWindows,
     /// `[privacy]`: the `user_id` hasher when hashing is on.
     pub privacy: Option<crate::privacy::UserIdHasher>,
+    /// `[wall]`: the wall served beside `/metrics` (when `enabled`).
+    pub wall: crate::wall::WallConfig,
 }
 
 /// What `run` gets from its caller: its registry, its listener, its stop signals.
@@ -198,14 +200,26 @@ pub async fn run_with_metrics(
     if let Some(listener) = world.http {
         let registry = world.registry.clone();
         let st = status.clone();
-        let stop = world.abort.clone();
-        let done = shutdown.clone();
+        let (abort, done) = (world.abort.clone(), shutdown.clone());
+        // Cancelled with the server: ends the wall's event streams, which would hold
+        // its graceful shutdown open.
+        let http_stop = CancellationToken::new();
+        let wall = match settings.wall.enabled {
+            true => Some(crate::wall::Wall::start(
+                &settings.wall,
+                metrics.rooms.clone(),
+                &registry,
+                http_stop.clone(),
+            )?),
+            false => None,
+        };
         tokio::spawn(async move {
             // Served until the pipeline is completely done, so a drain is observable.
             let stop = async move {
-                tokio::select! { _ = stop.cancelled() => {}, _ = done.cancelled() => {} }
+                tokio::select! { _ = abort.cancelled() => {}, _ = done.cancelled() => {} }
+                http_stop.cancel();
             };
-            if let Err(e) = http::serve(listener, registry, st, stop).await {
+            if let Err(e) = http::serve(listener, registry, st, wall, stop).await {
                 tracing::error!(error = %e, "http server failed");
             }
         });
@@ -283,6 +297,7 @@ impl Settings {
             max_room_series: c.http.max_room_series as usize,
             signals: c.signals.resolve(&loaded.engine.windows),
             privacy: c.privacy.hasher(),
+            wall: c.wall.clone(),
         }
     }
 }

@@ -231,6 +231,7 @@ pub fn test_settings(brokers: &str, group: &str, ch: ClickHouseConfig, state: &P
         series_ttl_ms: 15 * 60_000,
         max_room_series: livefunnel_metrics::DEFAULT_MAX_ROOMS,
         privacy: None,
+        wall: livefunnel::wall::WallConfig::default(),
     }
 }
 
