@@ -6,6 +6,13 @@
 //!
 //! Grafana's macros are expanded exactly as grafana-clickhouse-datasource v4 expands
 //! them (`$__timeFilter(c)` is `c >= toDateTime(from) AND c <= toDateTime(to)`).
+//!
+//! Every dashboard variable in SQL is escaped: written
+//! `decodeURLComponent('${var:percentencode}')`, so whatever a viewer puts in the URL
+//! (`var-room_id=x' OR 1=1 --`) reaches ClickHouse as the contents of one string
+//! literal. (`${var:sqlstring}` doubles quotes but leaves backslashes, which ClickHouse
+//! reads as escapes: `x\' OR 1=1 --` would end its literal.) Checked by rendering each
+//! query with hostile values, on its tokens and on both servers.
 
 mod common;
 
@@ -79,9 +86,44 @@ fn clickhouse_queries() -> Vec<(String, String)> {
     out
 }
 
+/// Values a viewer could put in a dashboard's URL.
+const HOSTILE: [&str; 4] =
+    ["x' OR 1=1 --", "x\\' OR 1=1 --", "x'); DROP TABLE livefunnel.room_window_stats; --", "%27 OR ''='"];
+
+/// Grafana's `percentencode` format (`encodeURIComponentStrict`): every byte but
+/// `A-Z a-z 0-9 - _ . ~` as `%XX`.
+fn percentencode(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The dashboard variables replaced as Grafana does: `${name:percentencode}` encoded,
+/// `${name}` and `$name` as they are (which only the tests below ever see).
+fn substitute(sql: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = sql.to_owned();
+    for (name, value) in vars {
+        out = out
+            .replace(&format!("${{{name}:percentencode}}"), &percentencode(value))
+            .replace(&format!("${{{name}}}"), value)
+            .replace(&format!("${name}"), value);
+    }
+    out
+}
+
 /// `sql` with the plugin's macros and the dashboard variables replaced; times in
 /// unix seconds.
 fn expand(sql: &str, from: i64, to: i64) -> String {
+    expand_with(sql, from, to, &VARIABLES)
+}
+
+fn expand_with(sql: &str, from: i64, to: i64, vars: &[(&str, &str)]) -> String {
     let mut out = String::new();
     let mut rest = sql;
     while let Some(i) = rest.find("$__timeFilter(") {
@@ -93,14 +135,114 @@ fn expand(sql: &str, from: i64, to: i64) -> String {
         rest = &args[close + 1..];
     }
     out.push_str(rest);
-    let mut out = out
+    let out = out
         .replace("$__fromTime", &format!("toDateTime({from})"))
         .replace("$__toTime", &format!("toDateTime({to})"));
-    for (name, value) in VARIABLES {
-        out = out.replace(&format!("${{{name}}}"), value).replace(&format!("${name}"), value);
-    }
-    assert!(!out.contains('$'), "a macro or variable left in:\n{out}");
+    let out = substitute(&out, vars);
+    assert!(!out.contains("$__") && !out.contains("${"), "a macro or variable left in:\n{out}");
     out
+}
+
+/// The queries with at least one dashboard variable.
+fn queries_with_variables() -> Vec<(String, String)> {
+    clickhouse_queries()
+        .into_iter()
+        .filter(|(_, sql)| VARIABLES.iter().any(|(n, _)| sql.contains(&format!("${{{n}"))))
+        .collect()
+}
+
+/// Each variable set to `value`.
+fn hostile_vars(value: &str) -> Vec<(&'static str, &str)> {
+    VARIABLES.iter().map(|(n, _)| (*n, value)).collect()
+}
+
+/// ClickHouse's tokens, as far as literals are concerned: string literals (with
+/// `\` escapes and doubled quotes), quoted identifiers, comments, and everything else
+/// one character or word at a time.
+#[derive(Debug, PartialEq)]
+enum Token {
+    Str(String),
+    Quoted(String),
+    Comment,
+    Other(String),
+}
+
+fn tokens(sql: &str) -> Vec<Token> {
+    let b: Vec<char> = sql.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c == '\'' || c == '`' {
+            let mut text = String::new();
+            i += 1;
+            while i < b.len() {
+                if b[i] == '\\' && i + 1 < b.len() {
+                    text.push(b[i + 1]);
+                    i += 2;
+                } else if b[i] == c && b.get(i + 1) == Some(&c) {
+                    text.push(c);
+                    i += 2;
+                } else if b[i] == c {
+                    break;
+                } else {
+                    text.push(b[i]);
+                    i += 1;
+                }
+            }
+            i += 1;
+            out.push(if c == '\'' { Token::Str(text) } else { Token::Quoted(text) });
+        } else if c == '-' && b.get(i + 1) == Some(&'-') {
+            while i < b.len() && b[i] != '\n' {
+                i += 1;
+            }
+            out.push(Token::Comment);
+        } else if c == '/' && b.get(i + 1) == Some(&'*') {
+            i += 2;
+            while i + 1 < b.len() && !(b[i] == '*' && b[i + 1] == '/') {
+                i += 1;
+            }
+            i += 2;
+            out.push(Token::Comment);
+        } else if c.is_alphanumeric() || c == '_' {
+            let start = i;
+            while i < b.len() && (b[i].is_alphanumeric() || b[i] == '_' || b[i] == '.') {
+                i += 1;
+            }
+            out.push(Token::Other(b[start..i].iter().collect()));
+        } else {
+            out.push(Token::Other(c.to_string()));
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `sql` rendered with `value` in every variable has the tokens of `sql` rendered with
+/// the usual values, but for string literals: the value stays inside its literal.
+fn stays_literal(sql: &str, value: &str) -> Result<(), String> {
+    let (benign, hostile) =
+        (tokens(&expand(sql, 10, 20)), tokens(&expand_with(sql, 10, 20, &hostile_vars(value))));
+    let shape = |t: &[Token]| -> Vec<String> {
+        t.iter()
+            .map(|t| match t {
+                Token::Str(_) => "'…'".to_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    };
+    if shape(&benign) != shape(&hostile) {
+        return Err(format!(
+            "{value:?} changes the query's tokens:\n{}",
+            expand_with(sql, 10, 20, &hostile_vars(value))
+        ));
+    }
+    if !hostile.iter().any(|t| *t == Token::Str(percentencode(value))) {
+        return Err(format!("{value:?} is not one literal of its own"));
+    }
+    Ok(())
 }
 
 /// Rows of the sample's time range, `(from, to)` in unix seconds.
@@ -211,6 +353,24 @@ fn every_dashboard_query_returns_rows_on_clickhouse_18_16_and_current() {
         );
         counts.push(rows.len());
     }
+    // Hostile values: the queries still run, and find nothing.
+    let hostile: Vec<(String, String)> = queries_with_variables()
+        .iter()
+        .flat_map(|(place, sql)| {
+            HOSTILE
+                .iter()
+                .map(move |v| (format!("{place} with {v:?}"), expand_with(sql, from, to, &hostile_vars(v))))
+        })
+        .collect();
+    for (place, sql) in &hostile {
+        let body = fetch(&f, &server.http_url(), sql, "JSONCompact");
+        let answer: Value = serde_json::from_slice(&body).unwrap();
+        let rows = answer["data"].as_array().unwrap();
+        assert!(
+            !rows.iter().any(|r| informative(r.as_array().unwrap())),
+            "{place}: rows on 18.16: {rows:?}\n{sql}"
+        );
+    }
 
     // Current ClickHouse: the same tables (every version of every row, so the
     // queries' own deduplication is what is tested), then the same queries.
@@ -225,8 +385,21 @@ fn every_dashboard_query_returns_rows_on_clickhouse_18_16_and_current() {
     }
     let first_query = steps.len();
     steps.extend(queries.iter().map(|(_, sql)| ChdbStep::query(expand(sql, from, to))));
+    let first_hostile = steps.len();
+    steps.extend(hostile.iter().map(|(_, sql)| ChdbStep::query(sql.clone())));
     let run = Chdb::find().run(&steps);
     run.assert_all_ok();
+    for (i, (place, _)) in hostile.iter().enumerate() {
+        let rows = run.rows(first_hostile + i);
+        // JSON objects: their values, as a row.
+        let values =
+            |r: &Value| r.as_object().map(|o| o.values().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        assert!(
+            !rows.iter().any(|r| informative(&values(r))),
+            "{place}: rows on ClickHouse {}: {rows:?}",
+            run.server_version
+        );
+    }
     for (i, ((place, _), n)) in queries.iter().zip(&counts).enumerate() {
         let rows = run.rows(first_query + i);
         assert_eq!(
@@ -240,13 +413,55 @@ fn every_dashboard_query_returns_rows_on_clickhouse_18_16_and_current() {
 }
 
 #[test]
+fn every_variable_in_sql_stays_one_string_literal() {
+    let queries = queries_with_variables();
+    assert!(queries.len() >= 12, "{} queries with variables", queries.len());
+    for (place, sql) in &queries {
+        // Written one way only: decoded from its percent-encoding inside a literal.
+        let mut rest = sql.as_str();
+        while let Some(i) = rest.find('$') {
+            let tail = &rest[i..];
+            if !tail.starts_with("$__") {
+                let name = VARIABLES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .find(|n| tail.starts_with(&format!("${{{n}:percentencode}}")));
+                let name = name.unwrap_or_else(|| {
+                    panic!("{place}: an unescaped variable at {:?}", &tail[..tail.len().min(30)])
+                });
+                assert!(
+                    rest[..i].ends_with("decodeURLComponent('")
+                        && tail[format!("${{{name}:percentencode}}").len()..].starts_with("')"),
+                    "{place}: ${{{name}:percentencode}} outside decodeURLComponent('...')"
+                );
+            }
+            rest = &rest[i + 1..];
+        }
+        for value in HOSTILE {
+            stays_literal(sql, value).unwrap_or_else(|e| panic!("{place}: {e}"));
+        }
+    }
+    // The check can fail: the way the dashboards used to write a variable.
+    let old =
+        "SELECT 1 FROM t WHERE room_id = '${room_id}' AND x = decodeURLComponent('${org_id:percentencode}')";
+    assert!(stays_literal(old, HOSTILE[0]).is_err());
+    let sqlstring =
+        "SELECT 1 FROM t WHERE room_id = '${room_id}'".replace("'${room_id}'", "'x\\'' OR 1=1 --'");
+    assert!(
+        tokens(&sqlstring).contains(&Token::Comment),
+        "sqlstring's escaping leaves a backslash's quote open"
+    );
+}
+
+#[test]
 fn macros_are_expanded_like_the_plugin_does() {
-    let sql = "SELECT 1 FROM t WHERE room_id = '${room_id}' AND $__timeFilter(ts) AND x < $__toTime";
+    let sql = "SELECT 1 FROM t WHERE room_id = decodeURLComponent('${room_id:percentencode}') AND $__timeFilter(ts) AND x < $__toTime";
     assert_eq!(
         expand(sql, 10, 20),
-        "SELECT 1 FROM t WHERE room_id = 'room-0001' AND ts >= toDateTime(10) AND ts <= toDateTime(20) \
+        "SELECT 1 FROM t WHERE room_id = decodeURLComponent('room-0001') AND ts >= toDateTime(10) AND ts <= toDateTime(20) \
          AND x < toDateTime(20)"
     );
+    assert_eq!(percentencode("x' OR 1=1 -- 店\\"), "x%27%20OR%201%3D1%20--%20%E5%BA%97%5C");
     let all = clickhouse_queries();
     for part in ["panel Top products", "panel Paid plans", "annotation Room events", "variable session_id"] {
         assert!(all.iter().any(|(place, _)| place.contains(part)), "no query at {part}: {all:?}");

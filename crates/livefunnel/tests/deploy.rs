@@ -93,7 +93,8 @@ fn compose() -> Yaml {
     yaml("docker-compose.yml")
 }
 
-/// `(host port, container port)` of a service's `ports`, resolved with `.env`.
+/// `(host port, container port)` of a service's `ports`, resolved with `.env`. Every
+/// port is published on 127.0.0.1 only.
 fn published(service: &Yaml, env: &BTreeMap<String, String>) -> Vec<(u16, u16)> {
     seq(&service["ports"])
         .iter()
@@ -101,8 +102,9 @@ fn published(service: &Yaml, env: &BTreeMap<String, String>) -> Vec<(u16, u16)> 
             let resolved = interpolate(s(p), env);
             let parts: Vec<&str> = resolved.split(':').collect();
             let port = |x: &str| x.parse::<u16>().unwrap_or_else(|_| panic!("bad port in {resolved:?}"));
-            assert_eq!(parts.len(), 2, "ports entries are HOST:CONTAINER, got {resolved:?}");
-            (port(parts[0]), port(parts[1]))
+            assert_eq!(parts.len(), 3, "ports entries are 127.0.0.1:HOST:CONTAINER, got {resolved:?}");
+            assert_eq!(parts[0], "127.0.0.1", "{resolved:?} is published beyond loopback");
+            (port(parts[1]), port(parts[2]))
         })
         .collect()
 }
@@ -253,7 +255,7 @@ fn host_ports_come_from_env_and_do_not_collide() {
     for name in keys(&c["services"]) {
         let svc = &c["services"][name.as_str()];
         for p in seq(&svc["ports"]) {
-            let var = s(p).strip_prefix("${").and_then(|r| r.split([':', '}']).next());
+            let var = s(p).strip_prefix("127.0.0.1:${").and_then(|r| r.split([':', '}']).next());
             let var = var.unwrap_or_else(|| panic!("{name}: host port of {p:?} is not an .env variable"));
             assert!(env.contains_key(var), "{name}: {var} is not set in .env");
         }
@@ -373,11 +375,23 @@ fn grafana_provisions_every_datasource_and_dashboard_it_uses() {
         }
         let mut found = Vec::new();
         refs(&d, &mut found);
+        // Datasources are chosen through variables, whose defaults are provisioned.
+        let vars: BTreeMap<String, &Json> = d["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["type"] == "datasource")
+            .map(|v| (format!("${{{}}}", v["name"].as_str().unwrap()), v))
+            .collect();
         for r in found {
-            let (uid, ty) = (r["uid"].as_str().unwrap(), r["type"].as_str().unwrap());
+            let (mut uid, ty) = (r["uid"].as_str().unwrap(), r["type"].as_str().unwrap());
             if ty == "grafana" {
                 continue;
             }
+            assert!(uid.starts_with("${"), "{name}: datasource {uid} is not chosen through a variable");
+            let var = vars.get(uid).unwrap_or_else(|| panic!("{name}: no datasource variable {uid}"));
+            assert_eq!(var["query"], ty, "{name}: variable {uid} lists {} datasources", var["query"]);
+            uid = var["current"]["value"].as_str().unwrap();
             assert_eq!(
                 uids.get(uid).map(String::as_str),
                 Some(ty),
@@ -782,4 +796,69 @@ fn every_metric_name_used_exists_in_a_live_scrape() {
     server.start();
     assert!(missing.is_empty(), "no {errors} while ClickHouse was down:\n{}", log());
     drop(demo);
+}
+
+/// The stack is closed by default: ports on loopback (checked by `published`),
+/// Grafana without anonymous viewers and reading ClickHouse as a read-only user, the
+/// simulator opt-in, the wall behind a token.
+#[test]
+fn the_stack_is_closed_by_default() {
+    let (c, env) = (compose(), env_file());
+    for name in keys(&c["services"]) {
+        published(&c["services"][name.as_str()], &env);
+    }
+    let grafana = &c["services"]["grafana"]["environment"];
+    assert_eq!(
+        interpolate(s(&grafana["GF_AUTH_ANONYMOUS_ENABLED"]), &env),
+        "false",
+        "anonymous Grafana is opt-in"
+    );
+    assert_eq!(
+        interpolate(s(&grafana["GF_AUTH_ANONYMOUS_ENABLED"]), &BTreeMap::new()),
+        "false",
+        "also without .env"
+    );
+    assert_eq!(seq(&c["services"]["sim"]["profiles"]).iter().map(s).collect::<Vec<_>>(), ["sim"]);
+
+    // Grafana reads as `grafana`, a readonly = 1 user of the livefunnel database only,
+    // whose password both containers take from the same .env variable.
+    let ds = yaml("deploy/grafana/provisioning/datasources/livefunnel.yml");
+    let ch =
+        seq(&ds["datasources"]).iter().find(|d| s(&d["type"]) == "grafana-clickhouse-datasource").unwrap();
+    assert_eq!(s(&ch["jsonData"]["username"]), "grafana");
+    let password_var = s(&ch["secureJsonData"]["password"]).trim_start_matches('$');
+    let users = read("deploy/clickhouse/users.d/grafana.xml");
+    let user =
+        users.split("<grafana>").nth(1).and_then(|u| u.split("</grafana>").next()).expect("a user grafana");
+    assert!(user.contains(&format!("<password from_env=\"{password_var}\"/>")), "{user}");
+    assert!(user.contains("<profile>grafana_readonly</profile>"), "{user}");
+    assert!(user.contains("<database>livefunnel</database>"), "{user}");
+    let profile =
+        users.split("<grafana_readonly>").nth(1).unwrap().split("</grafana_readonly>").next().unwrap();
+    assert!(profile.contains("<readonly>1</readonly>"), "{profile}");
+    let clickhouse = &c["services"]["clickhouse"];
+    let mounts: Vec<&str> = seq(&clickhouse["volumes"]).iter().map(s).collect();
+    assert!(
+        mounts.contains(
+            &"./deploy/clickhouse/users.d/grafana.xml:/etc/clickhouse-server/users.d/grafana.xml:ro"
+        ),
+        "{mounts:?}"
+    );
+    for service in [clickhouse, &c["services"]["grafana"]] {
+        let v = s(&service["environment"][password_var]);
+        assert!(v.starts_with(&format!("${{{password_var}")), "{password_var}: {v}");
+    }
+    assert!(env.contains_key(password_var), "{password_var} in .env");
+    assert!(grafana["CLICKHOUSE_PASSWORD"].is_null(), "Grafana never gets the writer's password");
+    let lf = read("deploy/livefunnel/livefunnel.toml");
+    assert!(!lf.contains("user = \"grafana\""), "livefunnel writes as its own user");
+
+    // The wall answers Docker's network only with a token.
+    let token = s(&c["services"]["livefunnel"]["environment"]["LIVEFUNNEL_WALL__ADMIN_TOKEN"]);
+    assert!(interpolate(token, &env).len() >= 16, "WALL_ADMIN_TOKEN in .env: {token}");
+
+    // Walls show China's time; dashboards pick their datasources through variables.
+    for name in ["agency-wall", "room-detail"] {
+        assert_eq!(dashboard(name)["timezone"], "Asia/Shanghai", "{name}");
+    }
 }

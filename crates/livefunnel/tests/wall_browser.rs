@@ -304,6 +304,12 @@ fn the_wall_at_1000_rooms() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let (_, full) = demo.get("/api/rooms", None);
+    let builds: Vec<f64> = (0..10)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(1_000));
+            demo.api("/api/rooms?page=1", None)["build_ms"].as_f64().unwrap()
+        })
+        .collect();
     let (_, page) = demo.get("/api/rooms?page=1", None);
     let (events, bytes) = sse_bytes(demo.addr, "/api/stream?page=1&per_page=24", None, 30);
     let (room_events, room_bytes) = sse_bytes(demo.addr, "/api/stream?room=room-0001", None, 30);
@@ -323,6 +329,11 @@ fn the_wall_at_1000_rooms() {
             println!("1000 rooms: {path}: first render {ms:.0} ms after navigation");
         }
     });
+    println!(
+        "1000 rooms: the snapshot (every room read from the series) built in {:.1}–{:.1} ms",
+        builds.iter().copied().fold(f64::INFINITY, f64::min),
+        builds.iter().copied().fold(0.0, f64::max)
+    );
     println!(
         "1000 rooms: /api/rooms (all rooms) {} bytes, one page of 24 {} bytes; /api/stream?page=1: {events} events, \
          {} bytes/s over 30 s; /api/stream?room=: {room_events} events, {} bytes/s",

@@ -231,6 +231,7 @@ struct Summary {
 struct PageJson<'a> {
     seq: u64,
     at_ms: i64,
+    build_ms: f64,
     summary: Summary,
     page: usize,
     pages: usize,
@@ -258,8 +259,17 @@ fn page_json(s: &Snapshot, viewer: &Viewer, page: Option<usize>, per_page: usize
         Viewer::All => s.directory_error.as_deref(),
         Viewer::Org(_) => None,
     };
-    let json =
-        PageJson { seq: s.seq, at_ms: s.at_ms, summary, page, pages, per_page, directory_error, rooms };
+    let json = PageJson {
+        seq: s.seq,
+        at_ms: s.at_ms,
+        build_ms: s.build_ms,
+        summary,
+        page,
+        pages,
+        per_page,
+        directory_error,
+        rooms,
+    };
     serde_json::to_string(&json).expect("the page serializes")
 }
 

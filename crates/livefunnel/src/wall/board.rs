@@ -142,6 +142,8 @@ pub struct Snapshot {
     pub details: HashMap<String, (RoomDetail, Vec<Sample>)>,
     /// The room directory's latest reading error, if any.
     pub directory_error: Option<String>,
+    /// How long reading the series and building this took, milliseconds.
+    pub build_ms: f64,
 }
 
 impl Snapshot {
@@ -199,7 +201,7 @@ impl Builder {
                 .then_with(|| a.room_id.cmp(&b.room_id))
         });
         self.seq += 1;
-        Snapshot { seq: self.seq, at_ms: now_ms, rooms: views, details, directory_error }
+        Snapshot { seq: self.seq, at_ms: now_ms, rooms: views, details, directory_error, build_ms: 0.0 }
     }
 }
 
@@ -298,7 +300,13 @@ fn window_size_ms(name: &str) -> i64 {
 /// Rebuilds the snapshot every second (longer when a rebuild is slow) until `stop`;
 /// dropping the sender then ends every event stream.
 pub fn run(mut builder: Builder, stop: CancellationToken) -> watch::Receiver<Arc<Snapshot>> {
-    let (tx, rx) = watch::channel(Arc::new(builder.build(crate::pipeline::now_ms())));
+    let timed = |b: &mut Builder| {
+        let started = Instant::now();
+        let mut snap = b.build(crate::pipeline::now_ms());
+        snap.build_ms = started.elapsed().as_secs_f64() * 1000.0;
+        snap
+    };
+    let (tx, rx) = watch::channel(Arc::new(timed(&mut builder)));
     tokio::spawn(async move {
         let mut every = Duration::from_secs(1);
         loop {
@@ -306,9 +314,8 @@ pub fn run(mut builder: Builder, stop: CancellationToken) -> watch::Receiver<Arc
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.cancelled() => return,
             }
-            let started = Instant::now();
-            let snap = builder.build(crate::pipeline::now_ms());
-            let took = started.elapsed();
+            let snap = timed(&mut builder);
+            let took = Duration::from_secs_f64(snap.build_ms / 1000.0);
             every = if took > SLOW_BUILD { took * 10 } else { Duration::from_secs(1) };
             if took > SLOW_BUILD {
                 tracing::debug!(
