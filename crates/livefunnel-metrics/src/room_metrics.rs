@@ -230,14 +230,7 @@ impl RoomMetrics {
             }
         }
         let l = key.labels();
-        for c in [
-            &self.watch_entries,
-            &self.product_clicks,
-            &self.orders_paid,
-            &self.gmv_cents,
-            &self.refund_cents,
-            &self.comments,
-        ] {
+        for c in self.counters() {
             let _ = c.remove_label_values(&l);
         }
         let _ = self.online_viewers.remove_label_values(&l);

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -296,22 +297,28 @@ fn room_json(s: &Snapshot, viewer: &Viewer, room_id: &str) -> Option<String> {
     Some(serde_json::to_string(&json).expect("the room serializes"))
 }
 
+/// The viewer of an API call or stream; refused as JSON (401, or 403 off loopback
+/// without tokens).
+struct ApiViewer(Viewer);
+
+impl FromRequestParts<Arc<Wall>> for ApiViewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, wall: &Arc<Wall>) -> Result<ApiViewer, Response> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        // Served without connect info (never by `serve`): treated as a remote client.
+        let peer = peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        viewer(wall, peer, &parts.headers).map(ApiViewer).map_err(Refused::api)
+    }
+}
+
 fn page_param(wall: &Wall, q: &HashMap<String, String>) -> (Option<usize>, usize) {
     let page = q.get("page").and_then(|p| p.parse().ok());
     let per_page = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(wall.config.page_size as usize);
     (page, per_page.clamp(1, 1_000))
 }
 
-async fn api_rooms(
-    State(wall): State<Arc<Wall>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Q,
-) -> Response {
-    let viewer = match viewer(&wall, peer, &headers) {
-        Ok(v) => v,
-        Err(r) => return r.api(),
-    };
+async fn api_rooms(State(wall): State<Arc<Wall>>, ApiViewer(viewer): ApiViewer, Query(q): Q) -> Response {
     let (page, per_page) = page_param(&wall, &q);
     let snap = wall.snapshots.borrow().clone();
     with_headers(StatusCode::OK, "application/json", page_json(&snap, &viewer, page, per_page), false)
@@ -319,14 +326,9 @@ async fn api_rooms(
 
 async fn api_room(
     State(wall): State<Arc<Wall>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiViewer(viewer): ApiViewer,
     Path(room_id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let viewer = match viewer(&wall, peer, &headers) {
-        Ok(v) => v,
-        Err(r) => return r.api(),
-    };
     let snap = wall.snapshots.borrow().clone();
     match room_json(&snap, &viewer, &room_id) {
         Some(body) => with_headers(StatusCode::OK, "application/json", body, false),
@@ -340,16 +342,7 @@ async fn api_room(
 
 /// `?page=N`: that wall page at each new snapshot (event `page`); `?room=ID`: that
 /// room (event `room`, or `gone` once it has no series). At most one event a second.
-async fn api_stream(
-    State(wall): State<Arc<Wall>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Q,
-) -> Response {
-    let viewer = match viewer(&wall, peer, &headers) {
-        Ok(v) => v,
-        Err(r) => return r.api(),
-    };
+async fn api_stream(State(wall): State<Arc<Wall>>, ApiViewer(viewer): ApiViewer, Query(q): Q) -> Response {
     let (page, per_page) = page_param(&wall, &q);
     let room = q.get("room").cloned();
     let mut rx = wall.snapshots.clone();
@@ -401,7 +394,14 @@ mod tests {
     }
 
     async fn rooms(w: &Arc<Wall>, from: &str, headers: HeaderMap) -> StatusCode {
-        api_rooms(State(w.clone()), peer(from), headers, Query(HashMap::new())).await.status()
+        let mut req = axum::http::Request::builder().uri("/api/rooms").body(()).unwrap();
+        *req.headers_mut() = headers;
+        req.extensions_mut().insert(peer(from));
+        let (mut parts, ()) = req.into_parts();
+        match ApiViewer::from_request_parts(&mut parts, w).await {
+            Ok(v) => api_rooms(State(w.clone()), v, Query(HashMap::new())).await.status(),
+            Err(r) => r.status(),
+        }
     }
 
     #[tokio::test]
@@ -427,8 +427,10 @@ mod tests {
         assert_eq!(rooms(&w, "10.1.2.3", bearer("admin-0123456789abcdef")).await, StatusCode::OK);
         assert_eq!(rooms(&w, "10.1.2.3", bearer("orga-0123456789abcdef")).await, StatusCode::OK);
         assert_eq!(rooms(&w, "10.1.2.3", bearer("orga-0123456789abcdeF")).await, StatusCode::UNAUTHORIZED);
-        let r = api_rooms(State(w.clone()), peer("10.1.2.3"), HeaderMap::new(), Query(HashMap::new())).await;
-        assert!(r.headers().contains_key(header::WWW_AUTHENTICATE));
+        let mut parts = axum::http::Request::builder().body(()).unwrap().into_parts().0;
+        parts.extensions.insert(peer("10.1.2.3"));
+        let refused = ApiViewer::from_request_parts(&mut parts, &w).await.err().expect("refused");
+        assert!(refused.headers().contains_key(header::WWW_AUTHENTICATE));
 
         // `?token=` on a page: kept in an HttpOnly cookie, dropped from the address.
         let q = HashMap::from([
@@ -493,14 +495,7 @@ mod tests {
         assert_eq!(v["rooms"][0]["room_id"], "r3");
         assert_eq!(v["directory_error"], "rooms.csv: line 3: oops");
         let mut s = s;
-        let totals = super::super::board::Totals {
-            watch_entries: 0,
-            product_clicks: 0,
-            orders_paid: 0,
-            gmv_cents: 20,
-            refund_cents: 0,
-            comments: 0,
-        };
+        let totals = livefunnel_metrics::RoomTotals { gmv_cents: 20, ..Default::default() };
         let detail = super::super::board::RoomDetail {
             funnel: None,
             sources: None,

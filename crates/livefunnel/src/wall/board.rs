@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use livefunnel_core::Counts;
 use livefunnel_metrics::signals::Series;
-use livefunnel_metrics::{RoomInfo, RoomInfoMetrics, RoomMetrics, RoomReading};
+use livefunnel_metrics::{RoomInfo, RoomInfoMetrics, RoomMetrics, RoomReading, RoomTotals};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -87,7 +87,8 @@ pub struct RoomView {
 pub struct RoomDetail {
     pub funnel: Option<Funnel>,
     pub sources: Option<Sources>,
-    pub totals: Totals,
+    /// The room's counters (`livefunnel_room_*_total`).
+    pub totals: RoomTotals,
     /// Wall clock of the room's latest accepted event, unix seconds.
     pub last_event_received_s: Option<f64>,
 }
@@ -117,17 +118,6 @@ pub struct Sources {
     pub gmv_cents_paid: i64,
     /// 公域撬动比: (public + paid) / private viewers.
     pub public_private_ratio: Option<f64>,
-}
-
-/// The room's counters.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Totals {
-    pub watch_entries: u64,
-    pub product_clicks: u64,
-    pub orders_paid: u64,
-    pub gmv_cents: u64,
-    pub refund_cents: u64,
-    pub comments: u64,
 }
 
 /// Every room at one instant, in wall order: rooms in alert first, then by GMV.
@@ -255,7 +245,6 @@ fn view(r: &RoomReading, info: &RoomInfo, kept: &mut Kept, now_ms: i64) -> (Room
     };
     // The funnel's window: the longest configured one (10m/1m by default).
     let longest = r.windows.iter().max_by_key(|(n, _)| window_size_ms(n)).map(|(n, c)| (n.clone(), c));
-    let t = &r.totals;
     let detail = RoomDetail {
         funnel: longest.as_ref().map(|(n, c)| Funnel {
             window: n.clone(),
@@ -277,14 +266,7 @@ fn view(r: &RoomReading, info: &RoomInfo, kept: &mut Kept, now_ms: i64) -> (Room
             gmv_cents_paid: c.gmv_cents_paid,
             public_private_ratio: c.ratios().public_private_ratio,
         }),
-        totals: Totals {
-            watch_entries: t.watch_entries,
-            product_clicks: t.product_clicks,
-            orders_paid: t.orders_paid,
-            gmv_cents: t.gmv_cents,
-            refund_cents: t.refund_cents,
-            comments: t.comments,
-        },
+        totals: r.totals.clone(),
         last_event_received_s: s[Series::LastReceived],
     };
     (view, detail)
