@@ -415,6 +415,11 @@ fn heading_slugs(md: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// How an annotation starts an absolute link: the public URL of livefunnel's HTTP
+/// server, an external label of Prometheus (`deploy/prometheus/prometheus.yml`).
+const PUBLIC_URL: &str = "{{ $externalLabels.public_url }}";
+const ROOM_URL: &str = "{{ $externalLabels.public_url }}/rooms/{{ $labels.room_id | urlquery }}";
+
 /// `(file, rule)` for every alerting rule.
 fn alerts() -> Vec<(&'static str, Yaml)> {
     let mut out = Vec::new();
@@ -460,10 +465,15 @@ fn every_alert_is_labelled_tested_and_has_a_runbook_section() {
         for a in ["summary", "description", "runbook_url"] {
             assert!(r["annotations"][a].is_string(), "{name}: annotation {a}");
         }
+        // Absolute links from the configured public URL: the runbook section as
+        // livefunnel serves docs/runbook.md, and a room alert's room page.
+        let anchor = s(&r["annotations"]["runbook_url"]).strip_prefix(&format!("{PUBLIC_URL}/runbook#"));
         let anchor =
-            s(&r["annotations"]["runbook_url"]).split_once("docs/runbook.md#").map(|x| x.1.to_owned());
-        let anchor = anchor.unwrap_or_else(|| panic!("{name}: runbook_url must point into docs/runbook.md"));
-        assert!(slugs.contains(&anchor), "{name}: docs/runbook.md has no section #{anchor}");
+            anchor.unwrap_or_else(|| panic!("{name}: runbook_url must be {PUBLIC_URL}/runbook#SECTION"));
+        assert!(slugs.contains(anchor), "{name}: docs/runbook.md has no section #{anchor}");
+        if s(&r["labels"]["scope"]) == "room" {
+            assert_eq!(s(&r["annotations"]["room_url"]), ROOM_URL, "{name}: a link to the room's page");
+        }
         assert!(r["for"].is_string(), "{name}: every alert waits a `for:` duration");
         assert!(
             firing.contains(name) && quiet.contains(name),
@@ -856,6 +866,30 @@ fn the_stack_is_closed_by_default() {
     // The wall answers Docker's network only with a token.
     let token = s(&c["services"]["livefunnel"]["environment"]["LIVEFUNNEL_WALL__ADMIN_TOKEN"]);
     assert!(interpolate(token, &env).len() >= 16, "WALL_ADMIN_TOKEN in .env: {token}");
+
+    // Alert links are absolute, from the public URL set in .env: Prometheus expands it
+    // into the external label the annotations use, and drops the label from the alerts.
+    let prometheus = &c["services"]["prometheus"];
+    assert!(
+        seq(&prometheus["command"]).iter().any(|a| s(a) == "--enable-feature=expand-external-labels"),
+        "prometheus expands ${{LIVEFUNNEL_PUBLIC_URL}}"
+    );
+    let url = interpolate(s(&prometheus["environment"]["LIVEFUNNEL_PUBLIC_URL"]), &env);
+    let port = &env["LIVEFUNNEL_HTTP_PORT"];
+    assert_eq!(url, format!("http://127.0.0.1:{port}"), "the wall's address by default");
+    let p = yaml("deploy/prometheus/prometheus.yml");
+    assert_eq!(s(&p["global"]["external_labels"]["public_url"]), "${LIVEFUNNEL_PUBLIC_URL}");
+    let dropped = seq(&p["alerting"]["alert_relabel_configs"])
+        .iter()
+        .any(|r| s(&r["action"]) == "labeldrop" && s(&r["regex"]) == "public_url");
+    assert!(dropped, "public_url is for links, not a label of every alert");
+    for test in ["room-alerts", "pipeline-alerts"] {
+        let t = yaml(&format!("deploy/prometheus/tests/{test}.test.yml"));
+        for g in seq(&t["tests"]) {
+            let label = s(&g["external_labels"]["public_url"]);
+            assert!(label.starts_with("https://"), "{test}: every group renders absolute links");
+        }
+    }
 
     // Walls show China's time; dashboards pick their datasources through variables.
     for name in ["agency-wall", "room-detail"] {

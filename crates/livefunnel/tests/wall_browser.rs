@@ -5,7 +5,8 @@
 //! directory, an admin token and a token for one org (both from the environment). The
 //! simulation is the one of `tests/alerts.rs`: rooms 1–4 have ten times the audience,
 //! room 2 goes into `viewer_cliff` 35 minutes into its session. Checked: the first line
-//! the demo prints is the wall's address; without a token, and with a wrong one, 401;
+//! the demo prints is the wall's address; without a token, and with a wrong one, 401
+//! (`/metrics` and `/runbook` stay open);
 //! the wall lists every simulated room under its directory name; the cliff room turns
 //! red and moves to the top (within 420 s of wall clock, at a session age after the
 //! onset and at most 10 event minutes after it) and no other room ever turns red; the
@@ -176,6 +177,10 @@ fn the_wall_in_a_browser() {
     assert_eq!(demo.get("/api/rooms/room-0001", Some("wrong-0123456789abcdef")).0, 401);
     assert_eq!(demo.get("/?token=wrong-0123456789abcdef", None).0, 401);
     assert_eq!(demo.get("/metrics", None).0, 200, "/metrics stays open, as documented");
+    // The runbook the alerts link to (`{public_url}/runbook#onlineviewerscliff`): no data, no token.
+    let (code, runbook) = demo.get("/runbook", None);
+    assert_eq!(code, 200, "/runbook stays open, as documented");
+    assert!(runbook.contains("<h2 id=\"onlineviewerscliff\">OnlineViewersCliff</h2>"), "{runbook}");
 
     runtime().block_on(async {
         let b = Browser::start(dir.path()).await;

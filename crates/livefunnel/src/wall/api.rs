@@ -41,6 +41,7 @@ pub fn routes(wall: Arc<Wall>) -> Router {
         .route("/", get(wall_page))
         .route("/rooms/{room_id}", get(room_page))
         .route("/assets/{file}", get(asset))
+        .route("/runbook", get(super::runbook::page))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/api/rooms", get(api_rooms))
         .route("/api/rooms/{room_id}", get(api_room))
@@ -88,7 +89,12 @@ impl Refused {
     }
 }
 
-fn with_headers(code: StatusCode, content_type: &'static str, body: String, challenge: bool) -> Response {
+pub(super) fn with_headers(
+    code: StatusCode,
+    content_type: &'static str,
+    body: String,
+    challenge: bool,
+) -> Response {
     let mut r = (code, body).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

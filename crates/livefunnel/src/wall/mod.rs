@@ -5,6 +5,7 @@
 //! - `GET /rooms/{room_id}`: one room: funnel, traffic by source class, its session so far.
 //! - `GET /api/rooms`, `GET /api/rooms/{room_id}`: the same data as JSON (docs in the
 //!   README), `GET /api/stream`: Server-Sent Events pushing it at most once a second.
+//! - `GET /runbook`: docs/runbook.md, which alert annotations link to.
 //!
 //! Everything comes from one [`board::Snapshot`], rebuilt once a second from the room
 //! series as `/metrics` shows them (no second computation) and the room directory.
@@ -21,6 +22,7 @@ pub mod board;
 pub mod config;
 pub mod directory;
 mod history;
+mod runbook;
 
 use std::sync::Arc;
 
