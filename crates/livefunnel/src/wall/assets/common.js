@@ -76,7 +76,8 @@ const LF = (() => {
   }
 
   function num(x, digits) {
-    return x == null ? "–" : x.toFixed(digits == null ? 0 : digits);
+    const d = digits == null ? 0 : digits;
+    return x == null ? "–" : x.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d });
   }
 
   function clock(ms) {
