@@ -41,6 +41,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use http::serve as serve_http;
+
+/// How long a stop (SIGTERM) waits for the partitions' final checkpoints, at most; the
+/// sink then writes what it holds. Orchestrators must give a stopping process longer.
+pub const DRAIN_LIMIT: std::time::Duration = consumer::REVOKE_TIMEOUT;
 pub use sink::SinkKind;
 
 use crate::run_config::{KafkaConfig, StartWithout};
