@@ -44,6 +44,8 @@ pub struct Config {
     pub signals: crate::run_config::SignalsConfig,
     /// `user_id` pseudonymised at ingest (run and replay).
     pub privacy: crate::privacy::PrivacyConfig,
+    /// How the process logs.
+    pub log: crate::logging::LogConfig,
 }
 
 /// `[time]`: watermarks, lateness, presence and retirement. Durations are strings

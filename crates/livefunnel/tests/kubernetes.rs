@@ -182,6 +182,16 @@ fn the_probes_are_what_livefunnel_run_serves() {
         let (code, body) = http_get(addr, &paths[2].1).await.unwrap();
         assert_eq!(code, 503, "not ready without ClickHouse: {body}");
         assert_eq!(http_get(addr, "/no-such-path").await.unwrap().0, 404, "a wrong path would show");
+        // What a ServiceMonitor scrapes: the build and the process series too.
+        let text = scrape(addr).await;
+        let info = format!(
+            "livefunnel_build_info{{git_sha=\"{}\",version=\"{}\"}} 1",
+            livefunnel::pipeline::GIT_SHA,
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&info), "no {info} in the scrape");
+        assert!(livefunnel::pipeline::GIT_SHA.len() == 12 || livefunnel::pipeline::GIT_SHA == "unknown");
+        assert!(series_sum(&text, "process_resident_memory_bytes") > 0.0);
     });
     drop(run);
 }
