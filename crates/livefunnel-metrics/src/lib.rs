@@ -8,6 +8,7 @@
 //!
 //! ClickHouse insert series live with the ClickHouse sink (`livefunnel-clickhouse`).
 
+mod clickhouse;
 mod pipeline;
 mod process;
 mod room;
@@ -15,6 +16,7 @@ mod room_metrics;
 mod signal_series;
 pub mod signals;
 
+pub use clickhouse::ClickHouseMetrics;
 pub use pipeline::{PipelineMetrics, DEAD_LETTER_ERROR_KINDS, OFFSET_JUMP_KINDS};
 pub use process::register_process_series;
 pub use room::{RoomKey, RoomTotals, RoomTracker};
