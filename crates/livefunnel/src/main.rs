@@ -37,6 +37,9 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Create or upgrade the ClickHouse tables, then exit.
     Migrate(run_cmd::RunArgs),
+    /// Drop the ClickHouse month partitions older than clickhouse.retention, then exit
+    /// (`run` does it once a day).
+    Prune(run_cmd::RunArgs),
     /// Everything in one process, no services needed: a Kafka mock cluster, the
     /// simulator at real-time pace, the pipeline, and the Prometheus endpoint.
     Demo(demo_cmd::DemoArgs),
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(args),
         Command::Run(args) => run_cmd::run(args),
         Command::Migrate(args) => run_cmd::migrate(args),
+        Command::Prune(args) => run_cmd::prune(args),
         Command::Demo(args) => demo_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
     };
@@ -102,7 +106,7 @@ fn log_format(cli: &Cli) -> LogFormat {
     let file = match &cli.command {
         Command::Replay(a) => a.config.as_deref(),
         Command::CheckConfig(a) => a.config.as_deref(),
-        Command::Run(a) | Command::Migrate(a) => a.config.as_deref(),
+        Command::Run(a) | Command::Migrate(a) | Command::Prune(a) => a.config.as_deref(),
         Command::Demo(a) => a.config.as_deref(),
         Command::Bench(a) => a.config.as_deref(),
         Command::Sim(_) => None,
