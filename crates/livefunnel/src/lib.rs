@@ -2,6 +2,7 @@
 //! `replay` command, usable in-process by tests. The binary (`main.rs`) is a thin
 //! command-line layer over it.
 
+pub mod alert_relay;
 pub mod config;
 pub mod logging;
 pub mod pacing;

@@ -40,6 +40,8 @@ enum Command {
     /// Drop the ClickHouse month partitions older than clickhouse.retention, then exit
     /// (`run` does it once a day).
     Prune(run_cmd::RunArgs),
+    /// Relay Alertmanager's webhook notifications to WeCom group robots (`[alert_relay]`).
+    AlertRelay(run_cmd::RunArgs),
     /// Everything in one process, no services needed: a Kafka mock cluster, the
     /// simulator at real-time pace, the pipeline, and the Prometheus endpoint.
     Demo(demo_cmd::DemoArgs),
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(args),
         Command::Migrate(args) => run_cmd::migrate(args),
         Command::Prune(args) => run_cmd::prune(args),
+        Command::AlertRelay(args) => run_cmd::alert_relay(args),
         Command::Demo(args) => demo_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
     };
@@ -106,7 +109,9 @@ fn log_format(cli: &Cli) -> LogFormat {
     let file = match &cli.command {
         Command::Replay(a) => a.config.as_deref(),
         Command::CheckConfig(a) => a.config.as_deref(),
-        Command::Run(a) | Command::Migrate(a) | Command::Prune(a) => a.config.as_deref(),
+        Command::Run(a) | Command::Migrate(a) | Command::Prune(a) | Command::AlertRelay(a) => {
+            a.config.as_deref()
+        }
         Command::Demo(a) => a.config.as_deref(),
         Command::Bench(a) => a.config.as_deref(),
         Command::Sim(_) => None,

@@ -98,3 +98,28 @@ pub fn prune(args: &RunArgs) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// `livefunnel alert-relay`: Alertmanager's webhook in, WeCom group robots out, until
+/// SIGINT or SIGTERM.
+pub fn alert_relay(args: &RunArgs) -> anyhow::Result<()> {
+    let loaded = config::load(&Sources::cli(args.config.as_deref()), TimeMode::Live)?;
+    let cfg = loaded.config.alert_relay;
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| {
+            format!("binding alert_relay.listen {}: is another process using it?", cfg.listen)
+        })?;
+        let addr = listener.local_addr()?;
+        let robots: Vec<&String> = cfg.robots.keys().collect();
+        tracing::info!(
+            webhook = %format!("http://{addr}/wecom/<robot>"),
+            robots = ?robots,
+            "alert relay starting"
+        );
+        let (shutdown, abort) = (CancellationToken::new(), CancellationToken::new());
+        pipeline::stop_on_signals(shutdown.clone(), abort);
+        let registry = prometheus::Registry::new();
+        livefunnel_metrics::register_process_series(&registry, env!("CARGO_PKG_VERSION"), pipeline::GIT_SHA)?;
+        livefunnel::alert_relay::serve(cfg, listener, registry, async move { shutdown.cancelled().await })
+            .await
+    })
+}
