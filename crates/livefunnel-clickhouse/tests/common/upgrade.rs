@@ -227,6 +227,11 @@ impl ChdbTarget {
         decode_rows(table, &bytes).unwrap()
     }
 
+    /// Runs a statement that answers nothing; panics on an error.
+    pub fn execute_sql(&self, sql: &str) {
+        self.session().sql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     /// A query's `TabSeparated` answer, trimmed.
     pub fn text(&self, sql: &str) -> String {
         let bytes = self.session().query_format(sql, "TabSeparated").unwrap_or_else(|e| panic!("{sql}: {e}"));
