@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::upgrade::{encode_previous, fill_18, unchanged, CrashAfter, Fill, HttpTarget, LoseRace, Previous};
+use common::upgrade::{
+    encode_previous, fill_18, unchanged, CrashAfter, Fill, HttpTarget, LoseRace, Previous,
+};
 use common::{config_for, query_text, reorg, row_json};
 use livefunnel_clickhouse::{
     latest_rows, migrate, migrate_on, ClickHouseConfig, ClickHouseError, ClickHouseMetrics, ClickHouseSink,
@@ -240,7 +242,8 @@ async fn a_staging_table_dropped_by_a_concurrent_run_is_not_an_error() {
     let plan_db = "lf_lost_drop_plan";
     fill_18(&server, &previous.fill(plan_db));
     let plan = migrate(&config_for(&server, plan_db)).await.unwrap().statements;
-    let swap = plan.iter().position(|s| s.starts_with(&format!("RENAME TABLE `{plan_db}`.`annotations`"))).unwrap();
+    let swap =
+        plan.iter().position(|s| s.starts_with(&format!("RENAME TABLE `{plan_db}`.`annotations`"))).unwrap();
 
     let db = "lf_lost_drop";
     fill_18(&server, &previous.fill(db));
@@ -268,7 +271,8 @@ async fn a_stage_racing_a_swap_goes_on_from_what_the_server_holds() {
     let db = "lf_lost_stage";
     fill_18(&server, &previous.fill(db));
     let target = HttpTarget::new(&server, db);
-    let racing = LoseRace::new(&target, &format!("CREATE TABLE IF NOT EXISTS `{db}`.`room_window_stats__v8_new`"));
+    let racing =
+        LoseRace::new(&target, &format!("CREATE TABLE IF NOT EXISTS `{db}`.`room_window_stats__v8_new`"));
     let report = migrate_on(&racing, db).await.unwrap();
     assert!(racing.lost());
     assert!(report.applied.contains(&13), "{:?}", report.applied);

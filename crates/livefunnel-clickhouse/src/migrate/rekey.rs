@@ -188,7 +188,9 @@ pub(super) async fn rekey<T: MigrationTarget>(
                 if staging {
                     match send(target, &names, db, MoveStep::Cleanup, report).await {
                         // 18.16 answers a drop racing another run's drop with "doesn't exist".
-                        Err(e) if lost_race(&e) => tracing::debug!(error = %e, "staging table dropped concurrently"),
+                        Err(e) if lost_race(&e) => {
+                            tracing::debug!(error = %e, "staging table dropped concurrently")
+                        }
                         other => other?,
                     }
                 }
