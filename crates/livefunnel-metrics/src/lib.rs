@@ -10,7 +10,10 @@
 //!
 //! ClickHouse insert series live with the ClickHouse sink (`livefunnel-clickhouse`).
 
+mod clickhouse;
 mod pipeline;
+mod process;
+mod relay;
 mod room;
 mod room_info;
 mod room_metrics;
@@ -18,7 +21,10 @@ mod room_reading;
 mod signal_series;
 pub mod signals;
 
+pub use clickhouse::ClickHouseMetrics;
 pub use pipeline::{PipelineMetrics, DEAD_LETTER_ERROR_KINDS, OFFSET_JUMP_KINDS};
+pub use process::register_process_series;
+pub use relay::{RelayMetrics, RELAY_RESULTS};
 pub use room::{RoomKey, RoomTotals, RoomTracker};
 pub use room_info::{RoomInfo, RoomInfoMetrics};
 pub use room_metrics::{RoomMetrics, DEFAULT_MAX_ROOMS};

@@ -2,7 +2,9 @@
 //! `replay` command, usable in-process by tests. The binary (`main.rs`) is a thin
 //! command-line layer over it.
 
+pub mod alert_relay;
 pub mod config;
+pub mod logging;
 pub mod pacing;
 pub mod pipeline;
 pub mod privacy;
