@@ -60,6 +60,10 @@ pub fn content(n: &Notification, max_alerts: usize) -> String {
         if !get("description").is_empty() {
             out.push_str(&format!("> {}\n", get("description")));
         }
+        // Room alerts link to the room's page on the wall (deploy/README.md).
+        if !get("room_url").is_empty() {
+            out.push_str(&format!("> [直播间大屏 room page]({})\n", get("room_url")));
+        }
         if !get("runbook_url").is_empty() {
             out.push_str(&format!("> [处理手册 runbook]({})\n", get("runbook_url")));
         }
@@ -103,7 +107,7 @@ mod tests {
                 serde_json::json!({
                     "status": status,
                     "labels": {"alertname": "GPMDrop", "org_id": "org-a", "room_id": format!("room-{i}"), "severity": "warning"},
-                    "annotations": {"summary": "GPM down 60 %", "description": "room \"x\" line\nbreak", "runbook_url": "https://wall/runbook#gpmdrop"},
+                    "annotations": {"summary": "GPM down 60 %", "description": "room \"x\" line\nbreak", "runbook_url": "https://wall/runbook#gpmdrop", "room_url": format!("https://wall/rooms/room-{i}")},
                     "startsAt": "2026-12-05T01:02:03Z",
                 })
             })
@@ -127,6 +131,7 @@ mod tests {
         assert!(c.contains("> **org-a / room-1**：GPM down 60 %\n"), "{c}");
         assert!(c.contains("room \"x\" line\nbreak"), "quotes and newlines survive as JSON: {c}");
         assert!(c.contains("[处理手册 runbook](https://wall/runbook#gpmdrop)"), "{c}");
+        assert!(c.contains("[直播间大屏 room page](https://wall/rooms/room-1)"), "{c}");
         let resolved = content(&payload(1, "resolved"), 20);
         assert!(
             resolved.starts_with("**<font color=\"info\">恢复 RESOLVED</font> GPMDrop**")
