@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -127,7 +128,19 @@ pub fn sse_bytes(addr: SocketAddr, path: &str, token: Option<&str>, secs: u64) -
 /// chromedriver and one headless Chromium session.
 pub struct Browser {
     pub client: Client,
-    _driver: Killed,
+    _driver: KilledGroup,
+}
+
+/// chromedriver in a process group of its own, killed with the group when the test
+/// ends: Chromium is chromedriver's child in the same group, and killing chromedriver
+/// alone would leave Chromium running.
+struct KilledGroup(Child);
+
+impl Drop for KilledGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]).status();
+        let _ = self.0.wait();
+    }
 }
 
 /// `POST /session/{id}/se/log`: the performance log (DevTools events) since the last call.
@@ -162,9 +175,10 @@ impl Browser {
         let chromium = binary("TESTKIT_CHROMIUM", "/usr/bin/chromium", "chromium");
         let chromedriver = binary("TESTKIT_CHROMEDRIVER", "/usr/bin/chromedriver", "chromium-driver");
         let port = free_port();
-        let driver = Killed(
+        let driver = KilledGroup(
             Command::new(chromedriver)
                 .arg(format!("--port={port}"))
+                .process_group(0)
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(dir.join("chromedriver.log")).unwrap())
                 .stderr(Stdio::null())
@@ -272,5 +286,34 @@ impl Browser {
         let png = self.client.screenshot().await.expect("a screenshot");
         std::fs::write(path, png).unwrap();
         println!("screenshot: {}", path.display());
+    }
+}
+
+/// Panics if a process still runs with the browser profile under `dir` on its command
+/// line (Chromium, or one of its helpers), after a bounded wait for them to exit.
+pub fn assert_no_browser_left(dir: &Path) {
+    let profile = dir.join("chromium-profile");
+    let profile = profile.to_string_lossy();
+    let start = Instant::now();
+    loop {
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok().map(|c| (e.file_name(), c)))
+            .filter(|(_, c)| String::from_utf8_lossy(c).contains(profile.as_ref()))
+            .map(|(pid, c)| {
+                format!("{}: {}", pid.to_string_lossy(), String::from_utf8_lossy(&c).replace('\0', " "))
+            })
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "browser processes left running:\n{}",
+            left.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
