@@ -8,12 +8,16 @@
 //!
 //! ClickHouse insert series live with the ClickHouse sink (`livefunnel-clickhouse`).
 
+mod detection;
 mod pipeline;
 mod room;
 mod room_metrics;
+mod series;
 mod signal_series;
 pub mod signals;
 
+pub use detection::CheckpointError;
+pub use livefunnel_detectors::{DetectorConfig, DetectorValues, RoomDetectors};
 pub use pipeline::{PipelineMetrics, DEAD_LETTER_ERROR_KINDS, OFFSET_JUMP_KINDS};
 pub use room::{RoomKey, RoomTotals, RoomTracker};
 pub use room_metrics::{RoomMetrics, DEFAULT_MAX_ROOMS};

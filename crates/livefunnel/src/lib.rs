@@ -3,6 +3,7 @@
 //! command-line layer over it.
 
 pub mod config;
+pub mod detectors_config;
 pub mod pacing;
 pub mod pipeline;
 pub mod privacy;
