@@ -1,6 +1,10 @@
 //! The online cliff: viewers online at the end of the latest closed row against 60 s
-//! earlier, in Poisson units. Normal one-minute changes (arrivals minus departures) have
-//! a standard deviation of about 0.55·√N; a cliff of 40 % moves by 0.4·N.
+//! earlier. Two conditions: the fall in Poisson units, `z = (N₋₆₀ − N₀)/√N₋₆₀` (normal
+//! one-minute changes, arrivals minus departures, have a standard deviation of about
+//! 0.55·√N), and the share of viewers gone (in a room of thousands a paid plan's
+//! viewers leaving moves `z` past 3 with a fall of a few per cent). The evidence is
+//! the smaller of `z` and the fall scaled so that `cliff_min_fall` is the threshold:
+//! it reaches the threshold exactly when both conditions hold.
 
 use std::collections::VecDeque;
 
@@ -34,21 +38,17 @@ pub struct CliffValues {
     pub online_end_60s_ago: Option<u64>,
     /// `(N₋₆₀ − N₀) / √N₋₆₀` once armed: at least `cliff_min_online` viewers 60 s ago
     /// in a session at least `cliff_min_session_minutes` old.
+    pub z: Option<f64>,
+    /// `min(z, cliff_threshold · fall / cliff_min_fall)` with `fall = 1 − N₀/N₋₆₀`, once armed.
     pub evidence: Option<f64>,
     /// End of the latest closed row.
     pub at_ms: Option<i64>,
 }
 
 impl CliffValues {
-    /// Whether OnlineViewersCliff holds: evidence at the threshold and a fall of at
-    /// least `cliff_min_fall`.
+    /// Whether OnlineViewersCliff holds: the evidence at its threshold.
     pub fn firing(&self, c: &DetectorConfig) -> bool {
-        match (self.evidence, self.online_end, self.online_end_60s_ago) {
-            (Some(z), Some(n0), Some(n60)) => {
-                z >= c.cliff_threshold && n0 as f64 <= (1.0 - c.cliff_min_fall) * n60 as f64
-            }
-            _ => false,
-        }
+        self.evidence.is_some_and(|e| e >= c.cliff_threshold)
     }
 }
 
@@ -76,10 +76,19 @@ impl CliffDetector {
         let before = self.points.iter().rev().find(|p| p.end == now.end - LOOKBACK_MS);
         let n60 = before.map(|p| p.online);
         let old_enough = now.end - session_start >= i64::from(c.cliff_min_session_minutes) * 60_000;
-        let evidence = n60.filter(|&n| old_enough && n >= c.cliff_min_online && n > 0).map(|n| {
-            let n = n as f64;
-            (n - now.online as f64) / n.sqrt()
+        let armed = n60.filter(|&n| old_enough && n >= c.cliff_min_online && n > 0).map(|n| n as f64);
+        let z = armed.map(|n| (n - now.online as f64) / n.sqrt());
+        let evidence = armed.map(|n| {
+            let fall = 1.0 - now.online as f64 / n;
+            let z = (n - now.online as f64) / n.sqrt();
+            z.min(c.cliff_threshold * fall / c.cliff_min_fall)
         });
-        CliffValues { online_end: Some(now.online), online_end_60s_ago: n60, evidence, at_ms: Some(now.end) }
+        CliffValues {
+            online_end: Some(now.online),
+            online_end_60s_ago: n60,
+            z,
+            evidence,
+            at_ms: Some(now.end),
+        }
     }
 }

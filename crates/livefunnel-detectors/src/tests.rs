@@ -258,15 +258,18 @@ fn the_cliff_compares_online_with_60_seconds_earlier() {
     d.settle(&c);
     let v = d.values(&c).cliff;
     assert_eq!((v.online_end, v.online_end_60s_ago), (Some(310), Some(400)));
-    // (400 − 310) / √400 = 4.5, but 310 > 0.75 · 400: not yet a cliff.
-    assert_eq!(v.evidence, Some(4.5));
+    // z = (400 − 310) / √400 = 4.5, but 310 > 0.75 · 400: the fall of 22.5 % scales to
+    // 3 · 0.225 / 0.25 = 2.7, below the threshold.
+    assert_eq!(v.z, Some(4.5));
+    assert!((v.evidence.unwrap() - 2.7).abs() < 1e-9, "{v:?}");
     assert!(!d.values(&c).firing(&c).online_cliff);
     d.on_online("s1", at(70), 1, 300);
     d.on_online("s1", at(70), 2, 280);
     d.settle(&c);
-    // A later version: 280 ≤ 0.75 · 400 and (400 − 280) / √400 = 6.
+    // A later version: z = (400 − 280) / √400 = 6, a fall of 30 %: 3 · 0.3 / 0.25 = 3.6.
     let v = d.values(&c);
-    assert_eq!((v.cliff.online_end_60s_ago, v.cliff.evidence), (Some(400), Some(6.0)));
+    assert_eq!((v.cliff.online_end_60s_ago, v.cliff.z), (Some(400), Some(6.0)));
+    assert!((v.cliff.evidence.unwrap() - 3.6).abs() < 1e-9, "{v:?}");
     assert!(v.firing(&c).online_cliff, "{v:?}");
     // Not in the first ten minutes, nor below 30 viewers.
     let mut young = RoomDetectors::default();
@@ -274,6 +277,13 @@ fn the_cliff_compares_online_with_60_seconds_earlier() {
     young.on_online("s1", START + 5 * MIN, 1, 400);
     young.on_online("s1", START + 6 * MIN, 1, 100);
     assert_eq!(young.values(&c).cliff.evidence, None);
+    // A big room losing 6 % in a minute: z past the threshold, the fall far below.
+    let mut big = RoomDetectors::default();
+    big.on_session("s1", START, false);
+    big.on_online("s1", START + 100 * MIN, 1, 4940);
+    big.on_online("s1", START + 101 * MIN, 1, 4646);
+    let v = big.values(&c).cliff;
+    assert!(v.z.unwrap() > 4.0 && v.evidence.unwrap() < 0.8, "{v:?}");
     let mut small = RoomDetectors::default();
     small.on_session("s1", START, false);
     small.on_online("s1", START + 20 * MIN, 1, 29);

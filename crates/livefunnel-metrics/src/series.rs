@@ -225,9 +225,9 @@ const SERIES_INFO: [(&str, &str, SeriesLabels); SERIES_COUNT] = {
         ),
         (
             "livefunnel_room_signal_online_cliff_evidence",
-            "(online 60 s ago - online now) / sqrt(online 60 s ago); fires at \
-             livefunnel_detector_threshold{detector=\"online_cliff\"} with a fall of at least \
-             livefunnel_detector_threshold{detector=\"online_cliff_fall\"} (NaN: not armed)",
+            "the smaller of (online 60 s ago - online now) / sqrt(online 60 s ago) and the share of viewers \
+             gone in 60 s scaled so that livefunnel_detector_threshold{detector=\"online_cliff_fall\"} is the \
+             threshold; fires at livefunnel_detector_threshold{detector=\"online_cliff\"} (NaN: not armed)",
             Room,
         ),
         (
