@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod detectors_config;
+pub mod eval_alerts;
 pub mod pacing;
 pub mod pipeline;
 pub mod privacy;

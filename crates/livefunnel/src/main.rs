@@ -42,6 +42,9 @@ enum Command {
     /// Measure the pipeline end to end through a Kafka mock cluster into ClickHouse:
     /// sustained events/s, then freshness (produce to /metrics) at a steady rate.
     Bench(bench_cmd::BenchArgs),
+    /// Measure the room alerts (rooms fired, delay from a known onset) on simulated rooms
+    /// or a JSONL file of events, at CPU speed, without Kafka, ClickHouse or Prometheus.
+    EvalAlerts(livefunnel::eval_alerts::EvalArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => run_cmd::migrate(args),
         Command::Demo(args) => demo_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::EvalAlerts(args) => livefunnel::eval_alerts::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
