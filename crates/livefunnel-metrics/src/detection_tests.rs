@@ -4,20 +4,12 @@
 use livefunnel_core::{BreakdownCounts, BreakdownKind, BreakdownRow, Counts, Row, SessionRow};
 use prometheus::Registry;
 
+use crate::tests::identity;
 use crate::*;
 
 const MIN: i64 = 60_000;
 const START: i64 = 1_767_225_600_000;
 const ROOM: &str = r#"{org_id="o",platform="douyin",room_id="r"}"#;
-
-fn identity() -> livefunnel_core::Identity {
-    livefunnel_core::Identity {
-        session_id: "s1".into(),
-        org_id: "o".into(),
-        account_id: None,
-        platform: livefunnel_core::Platform::Douyin,
-    }
-}
 
 /// Minute `m` of the session: its `1m` row (100 viewers present, 12 enters, `orders`
 /// paid orders of 100 yuan) and its `paid_boost` row (2 enters, `paid` of the orders).
