@@ -11,6 +11,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+# .git is not in the build context: pass the commit for livefunnel_build_info and
+# --version (`docker build --build-arg GIT_SHA=$(git rev-parse --short=12 HEAD) .`).
+ARG GIT_SHA=unknown
+ENV GIT_SHA=${GIT_SHA}
 # The lock file pins every crate; caches keep rebuilds fast.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

@@ -32,6 +32,8 @@ pub struct ClickHouseConfig {
     pub compression: bool,
     /// Backoff between attempts of a failed insert.
     pub retry: RetryConfig,
+    /// How long rows are kept (`crate::retention`).
+    pub retention: crate::retention::RetentionConfig,
 }
 
 impl Default for ClickHouseConfig {
@@ -47,6 +49,7 @@ impl Default for ClickHouseConfig {
             migration_timeout_ms: 3_600_000,
             compression: true,
             retry: RetryConfig::default(),
+            retention: crate::retention::RetentionConfig::default(),
         }
     }
 }

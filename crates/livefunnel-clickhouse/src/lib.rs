@@ -43,6 +43,7 @@ mod config;
 mod error;
 mod metrics;
 mod migrate;
+pub mod retention;
 pub mod rowbinary;
 mod schema;
 mod secret;
@@ -57,6 +58,7 @@ pub use migrate::{
     applied_versions, migrate, migrate_on, migration_statements, Migration, MigrationReport,
     MigrationStatement, MigrationTarget, MoveStep, MovedTable, StatementRole, MIGRATIONS,
 };
+pub use retention::{prune, DroppedPartition, RetentionConfig};
 pub use schema::{Column, ColumnType, Table};
 pub use secret::{redact_url, Secret, REDACTED};
 pub use sink::{ClickHouseSink, FlushStats};

@@ -1,65 +1,21 @@
 //! The sink's Prometheus series (contract §4, pipeline health), registered in a
 //! registry the caller owns.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::Registry;
 
 use crate::schema::Table;
 
-/// Insert counters and timings, labelled by `table`, and the server's reachability.
+/// Insert counters and timings, labelled by `table`, and the server's reachability:
+/// the series of `livefunnel-metrics` (where every series is declared), with this
+/// crate's table type.
 #[derive(Debug, Clone)]
-pub struct ClickHouseMetrics {
-    insert_rows: IntCounterVec,
-    insert_errors: IntCounterVec,
-    insert_duration: HistogramVec,
-    batches: IntCounterVec,
-    up: IntGauge,
-}
+pub struct ClickHouseMetrics(livefunnel_metrics::ClickHouseMetrics);
 
 impl ClickHouseMetrics {
     /// Creates the series and registers them in `registry`.
     pub fn new(registry: &Registry) -> Result<ClickHouseMetrics, prometheus::Error> {
-        let insert_rows = IntCounterVec::new(
-            Opts::new("livefunnel_clickhouse_insert_rows_total", "Rows inserted into ClickHouse."),
-            &["table"],
-        )?;
-        let insert_errors = IntCounterVec::new(
-            Opts::new(
-                "livefunnel_clickhouse_insert_errors_total",
-                "Failed insert attempts; retryable=\"true\" ones are retried.",
-            ),
-            &["table", "retryable"],
-        )?;
-        let insert_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "livefunnel_clickhouse_insert_duration_seconds",
-                "Duration of one insert statement, successful or not.",
-            )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
-            &["table"],
-        )?;
-        let batches = IntCounterVec::new(
-            Opts::new("livefunnel_clickhouse_batches_total", "Insert statements that succeeded."),
-            &["table"],
-        )?;
-        registry.register(Box::new(insert_rows.clone()))?;
-        registry.register(Box::new(insert_errors.clone()))?;
-        registry.register(Box::new(insert_duration.clone()))?;
-        // A gauge, not only the error counter: an outage shows while no insert is
-        // attempted (the sink is idle or waiting in a retry backoff), and alerts can
-        // use `min_over_time(livefunnel_clickhouse_up[5m]) == 0`.
-        let up = IntGauge::new(
-            "livefunnel_clickhouse_up",
-            "1 when the last health check (every 2 s) reached ClickHouse, else 0.",
-        )?;
-        registry.register(Box::new(batches.clone()))?;
-        registry.register(Box::new(up.clone()))?;
-        let metrics = ClickHouseMetrics { insert_rows, insert_errors, insert_duration, batches, up };
-        // Every table shows 0 from the start instead of appearing on its first insert.
-        for table in Table::ALL {
-            metrics.insert_rows.with_label_values(&[table.name()]);
-            metrics.batches.with_label_values(&[table.name()]);
-        }
-        Ok(metrics)
+        let tables = Table::ALL.map(Table::name);
+        livefunnel_metrics::ClickHouseMetrics::new(registry, &tables).map(ClickHouseMetrics)
     }
 
     /// Series registered in a private registry nobody scrapes, for tools and tests.
@@ -68,35 +24,31 @@ impl ClickHouseMetrics {
     }
 
     pub(crate) fn inserted(&self, table: Table, rows: u64, seconds: f64) {
-        self.insert_rows.with_label_values(&[table.name()]).inc_by(rows);
-        self.batches.with_label_values(&[table.name()]).inc();
-        self.insert_duration.with_label_values(&[table.name()]).observe(seconds);
+        self.0.inserted(table.name(), rows, seconds);
     }
 
     pub(crate) fn failed(&self, table: Table, retryable: bool, seconds: f64) {
-        let retryable = if retryable { "true" } else { "false" };
-        self.insert_errors.with_label_values(&[table.name(), retryable]).inc();
-        self.insert_duration.with_label_values(&[table.name()]).observe(seconds);
+        self.0.failed(table.name(), retryable, seconds);
     }
 
     /// Failed insert attempts of `table` so far (both labels), for tests and logs.
     pub fn insert_errors(&self, table: Table) -> u64 {
-        ["true", "false"].iter().map(|r| self.insert_errors.with_label_values(&[table.name(), r]).get()).sum()
+        self.0.insert_errors(table.name())
     }
 
     /// Records the outcome of a health check: whether ClickHouse answered.
     pub fn set_up(&self, up: bool) {
-        self.up.set(i64::from(up));
+        self.0.set_up(up);
     }
 
     /// Whether the last health check reached ClickHouse (0 before the first one).
     pub fn up(&self) -> bool {
-        self.up.get() == 1
+        self.0.up()
     }
 
     /// Rows inserted into `table` so far.
     pub fn insert_rows(&self, table: Table) -> u64 {
-        self.insert_rows.with_label_values(&[table.name()]).get()
+        self.0.insert_rows(table.name())
     }
 }
 

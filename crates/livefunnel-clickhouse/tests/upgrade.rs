@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::upgrade::{encode_previous, fill_18, unchanged, CrashAfter, Fill, HttpTarget, Previous};
+use common::upgrade::{
+    encode_previous, fill_18, unchanged, CrashAfter, Fill, HttpTarget, LoseRace, Previous,
+};
 use common::{config_for, query_text, reorg, row_json};
 use livefunnel_clickhouse::{
     latest_rows, migrate, migrate_on, ClickHouseConfig, ClickHouseError, ClickHouseMetrics, ClickHouseSink,
@@ -227,6 +229,53 @@ async fn concurrent_upgrades_move_each_table_once() {
     let mut want = moved_everything();
     want.sort_by(|x, y| x.table.cmp(&y.table));
     assert_eq!(moved, want, "each table moved by exactly one of the runs");
+    assert_upgraded(&server, db, &previous).await;
+}
+
+/// Two runs that both find a staging table beside a moved table both drop it; on
+/// 18.16 the later `DROP TABLE IF EXISTS` can answer "doesn't exist". That run lost a
+/// race, it did not fail (seen in `concurrent_upgrades_move_each_table_once`).
+#[tokio::test]
+async fn a_staging_table_dropped_by_a_concurrent_run_is_not_an_error() {
+    let server = ClickHouseServer::spawn();
+    let previous = Previous::from_sample();
+    let plan_db = "lf_lost_drop_plan";
+    fill_18(&server, &previous.fill(plan_db));
+    let plan = migrate(&config_for(&server, plan_db)).await.unwrap().statements;
+    let swap =
+        plan.iter().position(|s| s.starts_with(&format!("RENAME TABLE `{plan_db}`.`annotations`"))).unwrap();
+
+    let db = "lf_lost_drop";
+    fill_18(&server, &previous.fill(db));
+    // Right after the swap, another run's staging table appears (it staged after our
+    // swap read the state), so the next round cleans it up.
+    let restage = [Fill::Sql(format!(
+        "CREATE TABLE `{db}`.`annotations__v13_new` AS `{db}`.`annotations` {}",
+        Table::Annotations.engine_sql()
+    ))];
+    let target = HttpTarget::new(&server, db);
+    let meddled = CrashAfter::meddle(&target, swap + 1, || fill_18(&server, &restage));
+    let racing = LoseRace::new(&meddled, &format!("DROP TABLE IF EXISTS `{db}`.`annotations__v13_new`"));
+    let report = migrate_on(&racing, db).await.unwrap();
+    assert!(racing.lost(), "the cleanup was sent: {:#?}", report.statements);
+    assert_eq!(lines(&server, &format!("EXISTS TABLE `{db}`.`annotations__v13_new`")).await, ["0"]);
+    assert_upgraded(&server, db, &previous).await;
+}
+
+/// A run that stages a table while another run is between the two renames of its
+/// swap finds the table missing; it goes on from what the server holds.
+#[tokio::test]
+async fn a_stage_racing_a_swap_goes_on_from_what_the_server_holds() {
+    let server = ClickHouseServer::spawn();
+    let previous = Previous::from_sample();
+    let db = "lf_lost_stage";
+    fill_18(&server, &previous.fill(db));
+    let target = HttpTarget::new(&server, db);
+    let racing =
+        LoseRace::new(&target, &format!("CREATE TABLE IF NOT EXISTS `{db}`.`room_window_stats__v8_new`"));
+    let report = migrate_on(&racing, db).await.unwrap();
+    assert!(racing.lost());
+    assert!(report.applied.contains(&13), "{:?}", report.applied);
     assert_upgraded(&server, db, &previous).await;
 }
 

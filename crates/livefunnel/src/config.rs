@@ -46,6 +46,10 @@ pub struct Config {
     pub detectors: crate::detectors_config::DetectorsConfig,
     /// `user_id` pseudonymised at ingest (run and replay).
     pub privacy: crate::privacy::PrivacyConfig,
+    /// How the process logs.
+    pub log: crate::logging::LogConfig,
+    /// `livefunnel alert-relay`: Alertmanager to WeCom group robots.
+    pub alert_relay: crate::alert_relay::AlertRelayConfig,
 }
 
 /// `[time]`: watermarks, lateness, presence and retirement. Durations are strings
@@ -318,6 +322,10 @@ pub fn load(sources: &Sources, mode: TimeMode) -> Result<Loaded, ConfigLoadError
     }
     let mut config: Config = figment.extract().map_err(|e| from_figment(&e))?;
     config.privacy.check().map_err(|(key, message)| {
+        let origin = figment.find_metadata(&key).and_then(|md| origin(md, &key));
+        keyed(&key, origin, &message)
+    })?;
+    config.alert_relay.check().map_err(|(key, message)| {
         let origin = figment.find_metadata(&key).and_then(|md| origin(md, &key));
         keyed(&key, origin, &message)
     })?;

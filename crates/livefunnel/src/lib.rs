@@ -2,9 +2,11 @@
 //! `replay` command, usable in-process by tests. The binary (`main.rs`) is a thin
 //! command-line layer over it.
 
+pub mod alert_relay;
 pub mod config;
 pub mod detectors_config;
 pub mod eval_alerts;
+pub mod logging;
 pub mod pacing;
 pub mod pipeline;
 pub mod privacy;

@@ -5,20 +5,21 @@ mod demo_cmd;
 mod run_cmd;
 
 use std::fs::File;
-use std::io::{self, BufReader, IsTerminal, Write};
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use livefunnel::config::{self, Sources};
+use livefunnel::logging::LogFormat;
 use livefunnel::replay::{replay_with, ReplayError};
 use livefunnel::sim_cmd;
 use livefunnel_core::TimeMode;
 
 /// Real-time analytics for live-commerce rooms.
 #[derive(Parser, Debug)]
-#[command(name = "livefunnel", version, about)]
+#[command(name = "livefunnel", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BUILD_GIT_SHA"), ")"), about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,6 +37,11 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Create or upgrade the ClickHouse tables, then exit.
     Migrate(run_cmd::RunArgs),
+    /// Drop the ClickHouse month partitions older than clickhouse.retention, then exit
+    /// (`run` does it once a day).
+    Prune(run_cmd::RunArgs),
+    /// Relay Alertmanager's webhook notifications to WeCom group robots (`[alert_relay]`).
+    AlertRelay(run_cmd::RunArgs),
     /// Everything in one process, no services needed: a Kafka mock cluster, the
     /// simulator at real-time pace, the pipeline, and the Prometheus endpoint.
     Demo(demo_cmd::DemoArgs),
@@ -75,13 +81,15 @@ struct CheckConfigArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    livefunnel::logging::init(log_format(&cli));
     let result = match &cli.command {
         Command::Replay(args) => run_replay(args),
         Command::Sim(args) => sim_cmd::run(args),
         Command::CheckConfig(args) => check_config(args),
         Command::Run(args) => run_cmd::run(args),
         Command::Migrate(args) => run_cmd::migrate(args),
+        Command::Prune(args) => run_cmd::prune(args),
+        Command::AlertRelay(args) => run_cmd::alert_relay(args),
         Command::Demo(args) => demo_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::EvalAlerts(args) => livefunnel::eval_alerts::run(args),
@@ -89,21 +97,31 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            match livefunnel::logging::format() {
+                LogFormat::Text => eprintln!("error: {err:#}"),
+                // A log collector reads only JSON lines.
+                LogFormat::Json => tracing::error!(error = %format!("{err:#}"), "stopped"),
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+/// `log.format` of the configuration the command will load. A configuration that does
+/// not load logs as text: the command then reports the error itself.
+fn log_format(cli: &Cli) -> LogFormat {
+    let file = match &cli.command {
+        Command::Replay(a) => a.config.as_deref(),
+        Command::CheckConfig(a) => a.config.as_deref(),
+        Command::Run(a) | Command::Migrate(a) | Command::Prune(a) | Command::AlertRelay(a) => {
+            a.config.as_deref()
+        }
+        Command::Demo(a) => a.config.as_deref(),
+        Command::Bench(a) => a.config.as_deref(),
+        Command::EvalAlerts(a) => a.config.as_deref(),
+        Command::Sim(_) => None,
+    };
+    config::load(&Sources::cli(file), TimeMode::Live).map(|l| l.config.log.format).unwrap_or_default()
 }
 
 fn is_stdio(path: &Path) -> bool {
@@ -170,6 +188,22 @@ fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
         std::fs::write(path, summary.to_json())
             .with_context(|| format!("writing summary file {}", path.display()))?;
     }
-    eprintln!("{summary}");
+    match livefunnel::logging::format() {
+        LogFormat::Text => eprintln!("{summary}"),
+        LogFormat::Json => {
+            let s = &summary;
+            tracing::info!(
+                lines = s.lines,
+                blank_lines = s.blank_lines,
+                accepted = s.accepted,
+                late_accepted = s.late_accepted,
+                duplicates = s.duplicates,
+                rejected = s.rejected_total(),
+                rows = s.rows.total(),
+                elapsed_s = s.elapsed.as_secs_f64(),
+                "replay summary"
+            );
+        }
+    }
     Ok(())
 }

@@ -60,12 +60,66 @@ pub fn migrate(args: &RunArgs) -> anyhow::Result<()> {
             "clickhouse {} at {url}, database {}: migrations applied now {:?}, already applied {:?}",
             report.server_version, ch.database, report.applied, report.already_applied
         );
+        for sql in &report.retention {
+            println!("retention: {sql}");
+        }
         for moved in &report.moved {
             println!(
-                "moved {} to its new sort key; the table as it was is kept as {}: drop it once checked                  (docs/runbook.md)",
+                "moved {} to its new sort key; the table as it was is kept as {}: drop it once checked (docs/runbook.md)",
                 moved.table, moved.backup
             );
         }
         Ok(())
+    })
+}
+
+/// `livefunnel prune`: drops the month partitions older than `clickhouse.retention`
+/// (what `run` does once a day), then exits.
+pub fn prune(args: &RunArgs) -> anyhow::Result<()> {
+    let loaded = config::load(&Sources::cli(args.config.as_deref()), TimeMode::Live)?;
+    let ch = loaded.config.clickhouse;
+    let url = livefunnel_clickhouse::redact_url(&ch.url);
+    runtime()?.block_on(async {
+        let dropped = livefunnel_clickhouse::prune(&ch, pipeline::now_ms())
+            .await
+            .with_context(|| format!("pruning {url}"))?;
+        for d in &dropped {
+            println!("dropped {}.{} partition {}", ch.database, d.table.name(), d.month);
+        }
+        let r = &ch.retention;
+        println!(
+            "clickhouse at {url}, database {}: {} partitions dropped (retention: windows {} days, breakdowns {} days, annotations {} days; 0 keeps forever; sessions are kept forever)",
+            ch.database,
+            dropped.len(),
+            r.windows_days,
+            r.breakdowns_days,
+            r.annotations_days
+        );
+        Ok(())
+    })
+}
+
+/// `livefunnel alert-relay`: Alertmanager's webhook in, WeCom group robots out, until
+/// SIGINT or SIGTERM.
+pub fn alert_relay(args: &RunArgs) -> anyhow::Result<()> {
+    let loaded = config::load(&Sources::cli(args.config.as_deref()), TimeMode::Live)?;
+    let cfg = loaded.config.alert_relay;
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| {
+            format!("binding alert_relay.listen {}: is another process using it?", cfg.listen)
+        })?;
+        let addr = listener.local_addr()?;
+        let robots: Vec<&String> = cfg.robots.keys().collect();
+        tracing::info!(
+            webhook = %format!("http://{addr}/wecom/<robot>"),
+            robots = ?robots,
+            "alert relay starting"
+        );
+        let (shutdown, abort) = (CancellationToken::new(), CancellationToken::new());
+        pipeline::stop_on_signals(shutdown.clone(), abort);
+        let registry = prometheus::Registry::new();
+        livefunnel_metrics::register_process_series(&registry, env!("CARGO_PKG_VERSION"), pipeline::GIT_SHA)?;
+        livefunnel::alert_relay::serve(cfg, listener, registry, async move { shutdown.cancelled().await })
+            .await
     })
 }

@@ -164,3 +164,36 @@ fn check_config_prints_the_effective_config() {
     assert!(stdout.contains("\"session\""), "{stdout}");
     assert!(!stdout.contains("5m/10s"), "{stdout}");
 }
+
+#[test]
+fn log_format_json_writes_one_object_per_line_with_the_fields_as_keys() {
+    let input = format!("{EVENTS}{{\"event_id\": oops}}\n");
+    let run = |format: &str| {
+        let mut cmd = livefunnel();
+        cmd.args(["replay", "--input", "-"]).env("RUST_LOG", "debug").env("LIVEFUNNEL_LOG__FORMAT", format);
+        let out = run_with_stdin(cmd, input.as_bytes());
+        assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let json = run("json");
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object: {l:?}: {e}")))
+        .collect();
+    assert!(lines.len() >= 2, "{json}");
+    for l in &lines {
+        assert!(l["timestamp"].is_string() && l["level"].is_string() && l["message"].is_string(), "{l}");
+    }
+    // The rejected line's debug event: its fields are keys of the object.
+    let rejected = lines.iter().find(|l| l["reason"] == "malformed_json").unwrap_or_else(|| panic!("{json}"));
+    assert!(rejected["line"].is_number(), "{rejected}");
+    let summary = lines.iter().find(|l| l["message"] == "replay summary").unwrap_or_else(|| panic!("{json}"));
+    assert_eq!((summary["accepted"].as_u64(), summary["rejected"].as_u64()), (Some(3), Some(1)), "{summary}");
+    // The default stays text, and a wrong value names the key.
+    assert!(run("text").lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_err()));
+    let mut cmd = livefunnel();
+    cmd.args(["check-config"]).env("LIVEFUNNEL_LOG__FORMAT", "xml");
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("log.format"), "{}", text(&out.stderr));
+}

@@ -36,7 +36,7 @@ fn a_far_ahead_clock_does_not_make_another_rooms_next_broadcast_too_late() {
         event("a1", "session_start", now - 10 * m, "A", "a-1", ""),
         event("a2", "enter", now - 9 * m, "A", "a-1", viewer),
         event("a3", "session_end", now - 5 * m, "A", "a-1", ""),
-        event("c1", "like", now + 45 * m, "C", "c-1", r#","user_id":"u9""#),
+        event("c1", "like", now + 50 * m, "C", "c-1", r#","user_id":"u9""#),
     ];
     let next = [
         event("b1", "session_start", now - 4 * m, "A", "a-2", ""),

@@ -44,6 +44,11 @@ enum Step {
 }
 
 impl Migration {
+    /// Whether it creates its table (the others change one that exists).
+    pub fn creates_table(&self) -> bool {
+        matches!(self.step, Step::Create(_))
+    }
+
     /// The table the migration changes.
     pub fn table(&self) -> Table {
         match self.step {
@@ -89,6 +94,9 @@ pub struct MigrationReport {
     pub moved: Vec<MovedTable>,
     /// Every statement this run sent after `SELECT version()`, in order.
     pub statements: Vec<String>,
+    /// `ALTER TABLE ... MODIFY TTL` / `REMOVE TTL` sent to match
+    /// `clickhouse.retention` (servers with TTL only; also in `statements`).
+    pub retention: Vec<String>,
 }
 
 impl MigrationReport {
@@ -232,10 +240,16 @@ impl MigrationTarget for Conn {
     }
 }
 
-/// Creates the database and tables of contract §5, or brings them up to date.
+/// Creates the database and tables of contract §5, or brings them up to date, then
+/// sets each table's TTL to `clickhouse.retention` where the server has TTL.
 pub async fn migrate(cfg: &ClickHouseConfig) -> Result<MigrationReport, ClickHouseError> {
     let conn = Conn::new(cfg)?;
-    migrate_on(&conn, &cfg.database).await
+    let mut report = migrate_on(&conn, &cfg.database).await?;
+    let sent =
+        crate::retention::apply_ttl_on(&conn, &cfg.database, &report.server_version, &cfg.retention).await?;
+    report.statements.extend(sent.iter().cloned());
+    report.retention = sent;
+    Ok(report)
 }
 
 /// [`migrate`] through any [`MigrationTarget`]; `database` must be a plain identifier.

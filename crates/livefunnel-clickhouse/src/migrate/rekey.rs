@@ -30,7 +30,7 @@
 //! program is irreversible. The backup is named in the log and in
 //! [`MigrationReport::moved`]; docs/runbook.md says how to check it and drop it.
 
-use super::{already_exists, idempotent, MigrationReport, MigrationTarget};
+use super::{already_exists, MigrationReport, MigrationTarget};
 use crate::error::ClickHouseError;
 use crate::schema::Table;
 
@@ -186,7 +186,13 @@ pub(super) async fn rekey<T: MigrationTarget>(
         let step = match (&state.table, state.staging, state.backup) {
             (Some(key), staging, _) if is_todays_key(table, key) => {
                 if staging {
-                    send(target, &names, db, MoveStep::Cleanup, report).await?;
+                    match send(target, &names, db, MoveStep::Cleanup, report).await {
+                        // 18.16 answers a drop racing another run's drop with "doesn't exist".
+                        Err(e) if lost_race(&e) => {
+                            tracing::debug!(error = %e, "staging table dropped concurrently")
+                        }
+                        other => other?,
+                    }
                 }
                 return Ok(());
             }
@@ -206,8 +212,16 @@ pub(super) async fn rekey<T: MigrationTarget>(
                         staging = %names.staging,
                         "moving a clickhouse table to its new sort key"
                     );
-                    idempotent(target, &names.sql(db, MoveStep::Stage)).await?;
+                    let staged = target.execute(&names.sql(db, MoveStep::Stage)).await;
                     report.statements.push(names.sql(db, MoveStep::Stage));
+                    if let Err(e) = staged {
+                        if !lost_race(&e) {
+                            return Err(e);
+                        }
+                        // Another run is swapping (or swapped) the table: read again.
+                        tracing::debug!(error = %e, "tables changed by a concurrent migration");
+                        continue;
+                    }
                     blocks_before_copy = Some(read(target, &names, db, MoveStep::Inserts, report).await?);
                     MoveStep::Copy
                 }

@@ -227,6 +227,11 @@ impl ChdbTarget {
         decode_rows(table, &bytes).unwrap()
     }
 
+    /// Runs a statement that answers nothing; panics on an error.
+    pub fn execute_sql(&self, sql: &str) {
+        self.session().sql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     /// A query's `TabSeparated` answer, trimmed.
     pub fn text(&self, sql: &str) -> String {
         let bytes = self.session().query_format(sql, "TabSeparated").unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -350,5 +355,54 @@ impl<T: MigrationTarget> MigrationTarget for CrashAfter<'_, T> {
         let (i, sql) = self.before(sql)?;
         let lines = self.inner.fetch_lines(&sql).await?;
         self.after(i).map(|()| lines)
+    }
+}
+
+/// A target on which the first statement starting with `prefix` reaches the server
+/// and then fails as it does when a concurrent run changed the tables in between:
+/// ClickHouse 18.16 answers a `DROP TABLE IF EXISTS` racing another drop with
+/// "doesn't exist", and a statement naming a table another run renamed the same way.
+pub struct LoseRace<'a, T> {
+    inner: &'a T,
+    prefix: String,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl<'a, T: MigrationTarget> LoseRace<'a, T> {
+    pub fn new(inner: &'a T, prefix: &str) -> LoseRace<'a, T> {
+        LoseRace { inner, prefix: prefix.to_string(), lost: Default::default() }
+    }
+
+    /// Whether the race was lost once.
+    pub fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn verdict(&self, sql: &str) -> Result<(), ClickHouseError> {
+        if sql.starts_with(&self.prefix) && !self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(ClickHouseError::from_server_message(
+                "Code: 60, e.displayText() = DB::Exception: Table lost.race doesn't exist., e.what() = DB::Exception",
+                "default",
+                "lost",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<T: MigrationTarget> MigrationTarget for LoseRace<'_, T> {
+    async fn execute(&self, sql: &str) -> Result<(), ClickHouseError> {
+        self.inner.execute(sql).await?;
+        self.verdict(sql)
+    }
+
+    async fn execute_long(&self, sql: &str) -> Result<(), ClickHouseError> {
+        self.inner.execute_long(sql).await?;
+        self.verdict(sql)
+    }
+
+    async fn fetch_lines(&self, sql: &str) -> Result<Vec<String>, ClickHouseError> {
+        let lines = self.inner.fetch_lines(sql).await?;
+        self.verdict(sql).map(|()| lines)
     }
 }

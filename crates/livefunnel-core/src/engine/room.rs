@@ -457,18 +457,18 @@ impl Room {
 
     /// Frees the room after its sessions ended and its partition moved on (§2).
     pub fn retire(&mut self, p: &Params) {
-        // A window past the last event was emitted on presence alone (then zeroed when
-        // the presence was cut short); a later event may fill it: its version goes on.
-        let last = self.max_ts;
-        self.emitted.retain(|&(_, end), _| end > last);
-        self.bd_emitted.retain(|&(_, end, _, _), _| end > last);
         self.max_ts = self.max_ts.saturating_add(p.session_idle_timeout);
         self.emitted_through = self.watermark(p);
+        let h = self.horizon(p);
+        // A window ending at or after the new horizon (after the room's last event, so
+        // emitted on presence alone) may still be filled by a later event or cut by a
+        // later presence change: its version goes on. The others are final.
+        self.emitted.retain(|&(_, end), _| end >= h);
+        self.bd_emitted.retain(|&(_, end, _, _), _| end >= h);
         // A session that ended by timeout changed no presence: its viewers stay online
         // up to `presence_timeout` after their last event, which may reach windows the
         // room's next events fall in. So presence is freed as `collect` frees it, below
         // the new horizon only; everything else goes.
-        let h = self.horizon(p);
         let before = h.saturating_sub(p.max_size);
         let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
         self.viewers.retain(|_, v| {

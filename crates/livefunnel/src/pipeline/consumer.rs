@@ -27,7 +27,7 @@ const BATCH: usize = 2048;
 /// Batches queued per partition before the consumer pauses the partition.
 const PARTITION_QUEUE: usize = 4;
 /// How long a revoke (or a clean stop) waits for the partitions' final checkpoints.
-const REVOKE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const REVOKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stop on a fatal error waits for the healthy partitions' final
 /// checkpoints: it is best effort, the process must end within seconds.
 const FATAL_STOP_TIMEOUT: Duration = Duration::from_secs(10);

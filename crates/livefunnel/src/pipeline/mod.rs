@@ -41,6 +41,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use http::serve as serve_http;
+
+/// The git commit this binary was built from (`unknown` when built outside a checkout
+/// without `GIT_SHA`), as in `livefunnel_build_info`.
+pub const GIT_SHA: &str = env!("BUILD_GIT_SHA");
+
+/// How long a stop (SIGTERM) waits for the partitions' final checkpoints, at most; the
+/// sink then writes what it holds. Orchestrators must give a stopping process longer.
+pub const DRAIN_LIMIT: std::time::Duration = consumer::REVOKE_TIMEOUT;
 pub use sink::SinkKind;
 
 use crate::run_config::{KafkaConfig, StartWithout};
@@ -129,6 +137,7 @@ impl Metrics {
             .filter(|w| !matches!(w, livefunnel_core::WindowSpec::Session))
             .map(|w| w.name())
             .collect();
+        livefunnel_metrics::register_process_series(registry, env!("CARGO_PKG_VERSION"), GIT_SHA)?;
         let rooms = RoomMetrics::new(registry, windows)?.with_max_rooms(settings.max_room_series);
         if let Some(d) = &settings.detectors {
             rooms.export_detector_config(d);

@@ -128,6 +128,7 @@ async fn serve(
             // Until the tables exist nothing can be written; rows wait in the
             // channel, and nothing is committed meanwhile.
             migrate_until_done(cfg, status, abort).await?;
+            tokio::spawn(prune_daily(cfg.clone(), abort.clone()));
             Out::ClickHouse(Box::new(ClickHouseSink::new(cfg.clone(), metrics.clickhouse.clone())?))
         }
         SinkKind::Jsonl(dir) => {
@@ -198,6 +199,25 @@ async fn migrate_until_done(
             _ = abort.cancelled() => anyhow::bail!("stopped before clickhouse was reachable"),
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// `clickhouse.retention` on every server, 18.16 included: drops the expired month
+/// partitions an hour after the start (not at once: a restart loop would hammer
+/// ClickHouse), then every day. A failure is logged and tried again the next day;
+/// rows are never lost by it, only kept longer.
+async fn prune_daily(cfg: ClickHouseConfig, abort: CancellationToken) {
+    let mut wait = Duration::from_secs(3_600);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = abort.cancelled() => return,
+        }
+        match livefunnel_clickhouse::prune(&cfg, super::now_ms()).await {
+            Ok(dropped) => info!(partitions = dropped.len(), "clickhouse retention applied"),
+            Err(e) => warn!(error = %e, "clickhouse retention not applied; trying again tomorrow"),
+        }
+        wait = Duration::from_secs(86_400);
     }
 }
 
