@@ -11,6 +11,7 @@
 //! ClickHouse insert series live with the ClickHouse sink (`livefunnel-clickhouse`).
 
 mod clickhouse;
+mod detection;
 mod pipeline;
 mod process;
 mod relay;
@@ -18,10 +19,13 @@ mod room;
 mod room_info;
 mod room_metrics;
 mod room_reading;
+mod series;
 mod signal_series;
 pub mod signals;
 
 pub use clickhouse::ClickHouseMetrics;
+pub use detection::CheckpointError;
+pub use livefunnel_detectors::{DetectorConfig, DetectorValues, RoomDetectors};
 pub use pipeline::{PipelineMetrics, DEAD_LETTER_ERROR_KINDS, OFFSET_JUMP_KINDS};
 pub use process::register_process_series;
 pub use relay::{RelayMetrics, RELAY_RESULTS};

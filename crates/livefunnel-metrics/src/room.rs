@@ -14,8 +14,10 @@ use std::collections::BTreeMap;
 use livefunnel_core::{Counts, Event, EventType, Row, RunningRoom};
 use serde::{Deserialize, Serialize};
 
+use crate::detection::{self, CheckpointError, MINUTE_WINDOW};
 use crate::room_metrics::RoomMetrics;
 use crate::signals::{RoomSignals, SignalWindows};
+use livefunnel_detectors::{DetectorConfig, RoomDetectors};
 
 /// A room's label values.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -119,6 +121,9 @@ struct Signals {
     windows: SignalWindows,
     /// By `room_id`: rows find their room without building a [`RoomKey`].
     rooms: BTreeMap<String, RoomSignals>,
+    /// The alert detectors' parameters; `None`: detectors off (configuration, not state).
+    #[serde(skip)]
+    detectors: Option<DetectorConfig>,
 }
 
 impl Signals {
@@ -127,7 +132,10 @@ impl Signals {
     }
 }
 
-fn room_mut<'a>(rooms: &'a mut BTreeMap<String, RoomSignals>, room_id: &str) -> &'a mut RoomSignals {
+pub(crate) fn room_mut<'a>(
+    rooms: &'a mut BTreeMap<String, RoomSignals>,
+    room_id: &str,
+) -> &'a mut RoomSignals {
     // Looked up by `&str` first: the key is allocated once per room, not per row.
     if !rooms.contains_key(room_id) {
         rooms.insert(room_id.to_owned(), RoomSignals::default());
@@ -142,8 +150,9 @@ struct SavedRoom<T> {
     ended_at_ms: Option<i64>,
 }
 
-/// The checkpoint form of [`RoomTracker`]. `signals` is last: a checkpoint written
-/// before signals existed ends before it (see [`RoomTracker::from_checkpoint`]).
+/// The checkpoint form of [`RoomTracker`] before the detectors, which follow it in a
+/// section of their own (`detection::SavedDetectors`). `signals` is last: a checkpoint
+/// written before signals existed ends before it (see [`RoomTracker::from_checkpoint`]).
 #[derive(Deserialize)]
 struct Saved {
     rooms: BTreeMap<RoomKey, SavedRoom<RoomTotals>>,
@@ -161,6 +170,7 @@ struct SavedV1 {
 struct SavedRef<'a> {
     rooms: RoomsRef<'a>,
     signals: &'a Signals,
+    detectors: detection::SavedDetectors<'a>,
 }
 
 struct RoomsRef<'a>(&'a BTreeMap<String, Tracked>);
@@ -175,16 +185,18 @@ impl Serialize for RoomsRef<'_> {
 
 impl RoomTracker {
     /// Decodes the tracker saved by [`RoomTracker::to_checkpoint`], or by a version
-    /// without signals (they start empty then). A decoding error is permanent.
-    pub fn from_checkpoint(bytes: &[u8]) -> Result<RoomTracker, postcard::Error> {
-        let (rooms, signals) = match postcard::from_bytes::<Saved>(bytes) {
-            Ok(t) => (t.rooms, t.signals),
+    /// without detectors or without signals (they start empty then). A decoding error
+    /// is permanent; so is detector state of a format this version does not read.
+    pub fn from_checkpoint(bytes: &[u8]) -> Result<RoomTracker, CheckpointError> {
+        let (rooms, mut signals, rest) = match postcard::take_from_bytes::<Saved>(bytes) {
+            Ok((t, rest)) => (t.rooms, t.signals, rest),
             // The old form is a prefix of the new one: it fails only at its end.
             Err(e) => match postcard::from_bytes::<SavedV1>(bytes) {
-                Ok(old) => (old.rooms, Signals::default()),
-                Err(_) => return Err(e),
+                Ok(old) => (old.rooms, Signals::default(), &[][..]),
+                Err(_) => return Err(e.into()),
             },
         };
+        detection::restore(rest, &mut signals.rooms)?;
         let mut t = RoomTracker { rooms: BTreeMap::new(), signals };
         for (key, saved) in rooms {
             t.restore_room(key, saved);
@@ -217,7 +229,22 @@ impl RoomTracker {
 
     /// The tracker's checkpoint bytes.
     pub fn to_checkpoint(&self) -> Result<Vec<u8>, postcard::Error> {
-        postcard::to_stdvec(&SavedRef { rooms: RoomsRef(&self.rooms), signals: &self.signals })
+        postcard::to_stdvec(&SavedRef {
+            rooms: RoomsRef(&self.rooms),
+            signals: &self.signals,
+            detectors: detection::SavedDetectors(&self.signals.rooms),
+        })
+    }
+
+    /// Turns the alert detectors on with these parameters, or off (`None`). They read
+    /// the `1m` window rows with their source breakdowns, and the online window's rows.
+    pub fn set_detectors(&mut self, c: Option<DetectorConfig>) {
+        self.signals.detectors = c;
+    }
+
+    /// A room's detectors, by `room_id`.
+    pub fn detectors(&self, room_id: &str) -> Option<&RoomDetectors> {
+        self.signals.rooms.get(room_id).map(|r| &r.detect)
     }
     /// Sets which windows feed the signals. Rows kept for another window (a
     /// checkpoint written under another configuration) are dropped.
@@ -233,17 +260,22 @@ impl RoomTracker {
     }
 
     /// Feeds the signals with emitted rows: the window rows of the two signal windows
-    /// and the session rows; every other row is skipped after a name comparison.
+    /// and the session rows, and with the detectors on, the `1m` window rows and their
+    /// paid sources' breakdown rows; every other row is skipped after a name comparison.
+    /// Call it with whole batches: a window row and its breakdown rows together.
     pub fn on_rows(&mut self, rows: &[Row]) {
-        let Signals { windows, rooms } = &mut self.signals;
+        let Signals { windows, rooms, detectors } = &mut self.signals;
         let compare = windows.compare.as_ref().map(|w| w.name.as_str());
         let online = windows.online.as_ref().map(|w| w.name.as_str());
+        let detect = detectors.is_some();
+        let mut touched = Vec::new();
         for row in rows {
             match row {
                 Row::Window(w) => {
                     let is_compare = compare == Some(&*w.window);
                     let is_online = online == Some(&*w.window);
-                    if !is_compare && !is_online {
+                    let is_minute = detect && &*w.window == MINUTE_WINDOW;
+                    if !is_compare && !is_online && !is_minute {
                         continue;
                     }
                     let room = room_mut(rooms, &w.room_id);
@@ -253,10 +285,23 @@ impl RoomTracker {
                     if is_online {
                         room.on_online_row(w);
                     }
+                    if detect {
+                        detection::on_window(room, w, is_minute, is_online, &mut touched);
+                    }
                 }
-                Row::Session(r) => room_mut(rooms, &r.room_id).on_session_row(r),
+                Row::Session(r) => {
+                    let room = room_mut(rooms, &r.room_id);
+                    room.on_session_row(r);
+                    if detect {
+                        detection::on_session(room, r, &mut touched);
+                    }
+                }
+                Row::Breakdown(b) if detect => detection::on_breakdown(rooms, b, &mut touched),
                 Row::Breakdown(_) => {}
             }
+        }
+        if let Some(c) = detectors {
+            detection::settle(rooms, &touched, c);
         }
     }
 
@@ -340,7 +385,10 @@ impl RoomTracker {
             // Shown once its labels are known (its first running values).
             let Some(key) = room.key.clone() else { continue };
             room.prune(&s.windows);
-            let values = room.values(&s.windows);
+            let mut values = room.values(&s.windows);
+            if let Some(c) = &s.detectors {
+                detection::fill(&mut values, &room.detect, c);
+            }
             metrics.signals.show(&key, &s.windows, room, &values);
             room.dirty = false;
         }

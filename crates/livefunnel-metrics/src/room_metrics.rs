@@ -128,6 +128,12 @@ impl RoomMetrics {
         Ok(m)
     }
 
+    /// Exports the detectors' thresholds and design ratio, which the shipped rules
+    /// compare the evidence series with (call once, when the detectors are on).
+    pub fn export_detector_config(&self, c: &livefunnel_detectors::DetectorConfig) {
+        self.signals.export_config(c);
+    }
+
     /// At most `max` rooms with series on this instance (call before sharing).
     pub fn with_max_rooms(mut self, max: usize) -> RoomMetrics {
         debug_assert_eq!(self.budget.used.load(Ordering::Relaxed), 0, "set before any room is shown");

@@ -92,11 +92,12 @@ impl RoomMetrics {
         }
         let mut signals = Vec::new();
         // One series per room and signal: only the configured window's are ever set.
-        for (s, vec) in self.signals.gauges().iter().enumerate() {
+        for (s, (vec, counter)) in self.signals.vectors().enumerate() {
             for mf in vec.collect() {
                 for m in mf.get_metric() {
                     if let Some(i) = find(m) {
-                        signals.push((i, s, m.get_gauge().get_value()));
+                        let v = if counter { m.get_counter().get_value() } else { m.get_gauge().get_value() };
+                        signals.push((i, s, v));
                     }
                 }
             }

@@ -11,6 +11,7 @@ use livefunnel_core::{Counts, SessionRow, WindowRow, WindowSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::room::RoomKey;
+pub use crate::series::{Series, SeriesLabels, SignalValues, SERIES_COUNT};
 
 /// A window feeding signals: its canonical name (the `window` label) and its size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,170 +38,6 @@ pub struct SignalWindows {
     pub compare: Option<SignalWindow>,
     /// `signals.online_window`: `livefunnel_room_signal_online_avg`. `None`: not exported.
     pub online: Option<SignalWindow>,
-}
-
-/// Which label set a series carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SeriesLabels {
-    /// `org_id`, `room_id`, `platform`, `window` = the compare window.
-    Compare,
-    /// `org_id`, `room_id`, `platform`, `window` = the online window.
-    Online,
-    /// `org_id`, `room_id`, `platform`.
-    Room,
-}
-
-/// Every signal series, in the order of [`SignalValues`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Series {
-    Gpm,
-    GpmPrevious,
-    WatchPv,
-    WatchPvPrevious,
-    WatchUv,
-    WatchUvPrevious,
-    WatchToPayRate,
-    WatchToPayRatePrevious,
-    ProductClickUv,
-    ProductClickUvPrevious,
-    ClickToPayRate,
-    ClickToPayRatePrevious,
-    OrdersPaid,
-    OrdersPaidPrevious,
-    WindowEnd,
-    OnlineAvg,
-    SessionGpm,
-    SessionAge,
-    LastReceived,
-}
-
-pub const SERIES_COUNT: usize = 19;
-
-impl Series {
-    pub const ALL: [Series; SERIES_COUNT] = [
-        Series::Gpm,
-        Series::GpmPrevious,
-        Series::WatchPv,
-        Series::WatchPvPrevious,
-        Series::WatchUv,
-        Series::WatchUvPrevious,
-        Series::WatchToPayRate,
-        Series::WatchToPayRatePrevious,
-        Series::ProductClickUv,
-        Series::ProductClickUvPrevious,
-        Series::ClickToPayRate,
-        Series::ClickToPayRatePrevious,
-        Series::OrdersPaid,
-        Series::OrdersPaidPrevious,
-        Series::WindowEnd,
-        Series::OnlineAvg,
-        Series::SessionGpm,
-        Series::SessionAge,
-        Series::LastReceived,
-    ];
-
-    /// Name, help text and labels of the series.
-    pub fn describe(self) -> (&'static str, &'static str, SeriesLabels) {
-        SERIES_INFO[self as usize]
-    }
-}
-
-/// Name, help and labels of each [`Series`], in its order.
-const SERIES_INFO: [(&str, &str, SeriesLabels); SERIES_COUNT] = {
-    use SeriesLabels::{Compare, Online, Room};
-    [
-        ("livefunnel_room_signal_gpm", "gpm of the current closed compare window (NaN: no views)", Compare),
-        (
-            "livefunnel_room_signal_gpm_previous",
-            "gpm of the compare window one size before the current one (NaN: no views or no such window)",
-            Compare,
-        ),
-        ("livefunnel_room_signal_watch_pv", "watch_pv of the current closed compare window", Compare),
-        (
-            "livefunnel_room_signal_watch_pv_previous",
-            "watch_pv of the previous compare window (NaN: no such window)",
-            Compare,
-        ),
-        ("livefunnel_room_signal_watch_uv", "watch_uv of the current closed compare window", Compare),
-        (
-            "livefunnel_room_signal_watch_uv_previous",
-            "watch_uv of the previous compare window (NaN: no such window)",
-            Compare,
-        ),
-        (
-            "livefunnel_room_signal_watch_to_pay_rate",
-            "buyer_uv / watch_uv of the current closed compare window (NaN: no viewers)",
-            Compare,
-        ),
-        (
-            "livefunnel_room_signal_watch_to_pay_rate_previous",
-            "watch_to_pay_rate of the previous compare window (NaN: no viewers or no such window)",
-            Compare,
-        ),
-        (
-            "livefunnel_room_signal_product_click_uv",
-            "product_click_uv of the current closed compare window",
-            Compare,
-        ),
-        (
-            "livefunnel_room_signal_product_click_uv_previous",
-            "product_click_uv of the previous compare window (NaN: no such window)",
-            Compare,
-        ),
-        (
-            "livefunnel_room_signal_click_to_pay_rate",
-            "buyer_uv / product_click_uv of the current closed compare window (NaN: no clickers)",
-            Compare,
-        ),
-        (
-            "livefunnel_room_signal_click_to_pay_rate_previous",
-            "click_to_pay_rate of the previous compare window (NaN: no clickers or no such window)",
-            Compare,
-        ),
-        ("livefunnel_room_signal_orders_paid", "orders_paid of the current closed compare window", Compare),
-        (
-            "livefunnel_room_signal_orders_paid_previous",
-            "orders_paid of the previous compare window (NaN: no such window)",
-            Compare,
-        ),
-        (
-            "livefunnel_room_signal_window_end_timestamp_seconds",
-            "event-time end of the current closed compare window, unix seconds",
-            Compare,
-        ),
-        (
-            "livefunnel_room_signal_online_avg",
-            "average viewers online over the current closed online window: watch_seconds / size in seconds",
-            Online,
-        ),
-        (
-            "livefunnel_room_session_gpm",
-            "gpm of the live session so far, from its latest session row (NaN: no views or no live session)",
-            Room,
-        ),
-        (
-            "livefunnel_room_session_age_seconds",
-            "event-time seconds from the live session's start to the room's latest ts (NaN: no live session)",
-            Room,
-        ),
-        (
-            "livefunnel_room_last_event_received_timestamp_seconds",
-            "wall-clock unix seconds at which the pipeline last accepted an event of the room",
-            Room,
-        ),
-    ]
-};
-
-/// The value of every series for one room, indexed by [`Series`]; `None`: the series
-/// does not exist (yet) for the room.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SignalValues(pub [Option<f64>; SERIES_COUNT]);
-
-impl std::ops::Index<Series> for SignalValues {
-    type Output = Option<f64>;
-    fn index(&self, s: Series) -> &Option<f64> {
-        &self.0[s as usize]
-    }
 }
 
 /// The measures of one compare-window row that the signals need.
@@ -305,6 +142,10 @@ pub struct RoomSignals {
     /// `watch_ms` per online-window row.
     online: Vec<Slot<i128>>,
     session: Option<SessionSnap>,
+    /// The room's alert detectors ([`crate::detection`]); saved in a checkpoint
+    /// section of their own, so checkpoints from before them still load.
+    #[serde(skip)]
+    pub(crate) detect: livefunnel_detectors::RoomDetectors,
     /// Changed since its gauges were last set.
     #[serde(skip)]
     pub(crate) dirty: bool,
@@ -323,6 +164,7 @@ impl PartialEq for RoomSignals {
             && self.compare == o.compare
             && self.online == o.online
             && self.session == o.session
+            && self.detect == o.detect
     }
 }
 

@@ -168,7 +168,7 @@ fn signal_windows() -> SignalWindows {
     }
 }
 
-fn identity() -> livefunnel_core::Identity {
+pub(crate) fn identity() -> livefunnel_core::Identity {
     livefunnel_core::Identity {
         session_id: "s1".into(),
         org_id: "o".into(),

@@ -48,6 +48,7 @@
 
 mod json;
 mod model;
+mod profile;
 mod rng;
 pub mod scenario;
 mod viewer;
@@ -57,6 +58,7 @@ use std::collections::BinaryHeap;
 
 use json::Break;
 use model::{Arrival, Ev, Room, Sink, K_SESSION_END, K_SESSION_START};
+pub use profile::RoomProfile;
 use rng::mix64;
 pub use scenario::{parse_duration_ms, RoomScenario, RoomSet, Scenario, ScenarioSpecError, AUDIENCE_SCALES};
 
@@ -342,6 +344,11 @@ impl Simulator {
     /// The id of room index `room` (`room-0001` for 0): the message key.
     pub fn room_id(&self, room: u32) -> &str {
         &self.rooms[room as usize].id
+    }
+
+    /// Room index `room`'s profile and steady-state volumes (`room-0001` is 0).
+    pub fn room_profile(&self, room: u32) -> RoomProfile {
+        self.rooms[room as usize].profile()
     }
 
     /// Number of rooms.

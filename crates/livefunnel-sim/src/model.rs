@@ -422,6 +422,16 @@ impl Room {
         }
     }
 
+    /// Public enters per private enter once the room has ramped up.
+    pub(crate) fn pub_ratio_end(&self) -> f64 {
+        self.pub_ratio_end
+    }
+
+    /// Whether paid ads (千川) bring viewers in all along.
+    pub(crate) fn has_ads(&self) -> bool {
+        self.ads
+    }
+
     /// A pseudonymous 48-bit user id for viewer number `user` of this room.
     pub(crate) fn user_hash(&self, user: u32) -> u64 {
         mix64(self.salt ^ u64::from(user)) & 0xFFFF_FFFF_FFFF

@@ -23,7 +23,7 @@ pub const ENV_PREFIX: &str = "LIVEFUNNEL_";
 pub const ENV_SPLIT: &str = "__";
 
 /// The whole configuration file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Event-time parameters (contract §1.5, §2).
@@ -42,6 +42,8 @@ pub struct Config {
     pub http: crate::run_config::HttpConfig,
     /// Live pipeline: the windows behind the alert-signal series.
     pub signals: crate::run_config::SignalsConfig,
+    /// Live pipeline and `eval-alerts`: the room alert detectors.
+    pub detectors: crate::detectors_config::DetectorsConfig,
     /// `user_id` pseudonymised at ingest (run and replay).
     pub privacy: crate::privacy::PrivacyConfig,
     /// Live pipeline: the wall pages and their JSON API on `http.listen`.
@@ -340,6 +342,17 @@ pub fn load(sources: &Sources, mode: TimeMode) -> Result<Loaded, ConfigLoadError
     // Only a value someone set must name a configured window: the defaults turn off.
     let set_by_user = |key: &str| figment.find_metadata(key).and_then(|md| origin(md, key)).is_some();
     config.signals.check(&engine.windows, set_by_user).map_err(|(key, message)| {
+        let origin = figment.find_metadata(&key).and_then(|md| origin(md, &key));
+        keyed(&key, origin, &message)
+    })?;
+    let online_slide = match config.signals.resolve(&engine.windows).online {
+        Some(w) => match WindowSpec::parse(&w.name) {
+            Ok(WindowSpec::Hop { slide_ms, .. }) => Some(slide_ms),
+            _ => None,
+        },
+        None => None,
+    };
+    config.detectors.check(&engine, online_slide, set_by_user).map_err(|(key, message)| {
         let origin = figment.find_metadata(&key).and_then(|md| origin(md, &key));
         keyed(&key, origin, &message)
     })?;

@@ -4,6 +4,8 @@
 
 pub mod alert_relay;
 pub mod config;
+pub mod detectors_config;
+pub mod eval_alerts;
 pub mod logging;
 pub mod pacing;
 pub mod pipeline;

@@ -48,6 +48,9 @@ enum Command {
     /// Measure the pipeline end to end through a Kafka mock cluster into ClickHouse:
     /// sustained events/s, then freshness (produce to /metrics) at a steady rate.
     Bench(bench_cmd::BenchArgs),
+    /// Measure the room alerts (rooms fired, delay from a known onset) on simulated rooms
+    /// or a JSONL file of events, at CPU speed, without Kafka, ClickHouse or Prometheus.
+    EvalAlerts(livefunnel::eval_alerts::EvalArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::AlertRelay(args) => run_cmd::alert_relay(args),
         Command::Demo(args) => demo_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::EvalAlerts(args) => livefunnel::eval_alerts::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,6 +118,7 @@ fn log_format(cli: &Cli) -> LogFormat {
         }
         Command::Demo(a) => a.config.as_deref(),
         Command::Bench(a) => a.config.as_deref(),
+        Command::EvalAlerts(a) => a.config.as_deref(),
         Command::Sim(_) => None,
     };
     config::load(&Sources::cli(file), TimeMode::Live).map(|l| l.config.log.format).unwrap_or_default()

@@ -604,6 +604,14 @@ fn amtool_accepts_the_config_and_routes_alerts_as_documented() {
             "agency-wecom-app,robot-org-qianfan",
         ),
         (&["scope=room", "severity=warning", "org_id=org-unknown", "room_id=r1"][..], "robot-default"),
+        (
+            &["scope=org", "severity=critical", "org_id=org-qianfan", "alertname=OrgOrdersStall"][..],
+            "agency-wecom-app,robot-org-qianfan",
+        ),
+        (
+            &["scope=org", "severity=warning", "org_id=org-xingmang", "alertname=OrgOrdersDrop"][..],
+            "robot-org-xingmang",
+        ),
         (&["scope=pipeline", "alertname=LivefunnelInstanceDown"][..], "platform-wecom"),
     ] {
         run_ok(

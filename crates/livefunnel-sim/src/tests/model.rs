@@ -267,3 +267,50 @@ fn boost_plans_bring_bursts_of_paid_viewers_with_their_own_rates() {
     assert!(click_hi > 1.8 * click_lo, "click rates {click_lo} {click_hi}");
     assert!(comment_hi > 1.8 * comment_lo, "comment rates {comment_lo} {comment_hi}");
 }
+
+/// The steady-state estimate of `RoomProfile` against the orders the rooms place:
+/// organic (private and public) paid orders per minute from minute 45 to 95, rooms
+/// scaled to about 1.5 a minute.
+#[test]
+fn the_profile_estimates_organic_orders_per_minute() {
+    let base = params(10, 100, 17);
+    let sim = Simulator::new(base.clone());
+    let scales: Vec<f64> =
+        (0..10).map(|r| (1.5 / sim.room_profile(r).organic_orders_per_minute).clamp(0.01, 1000.0)).collect();
+    let mut p = base;
+    for (r, s) in scales.iter().enumerate() {
+        p.scenarios.push(format!("audience:rooms={}:scale={s}", r + 1).parse().unwrap());
+    }
+    let sim = Simulator::new(p.clone());
+    let profiles: Vec<RoomProfile> = (0..10).map(|r| sim.room_profile(r)).collect();
+    drop(sim);
+    let events = accepted(&all_messages(p));
+    let mut class: HashMap<(String, String), SourceClass> = HashMap::new();
+    let mut orders = [0u64; 10];
+    for ev in &events {
+        let room: usize = ev.room_id[5..].parse::<usize>().unwrap() - 1;
+        let user = || (ev.room_id.to_string(), ev.user_id.as_deref().unwrap_or_default().to_owned());
+        match ev.kind {
+            EventType::Enter => {
+                class.insert(user(), ev.source.expect("enter has a source").class());
+            }
+            EventType::OrderPaid => {
+                let minute = (ev.ts - profiles[room].start_ms) / MIN;
+                let organic = class.get(&user()).is_some_and(|c| *c != SourceClass::Paid);
+                if organic && (45..95).contains(&minute) {
+                    orders[room] += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let (mut measured, mut estimated) = (0.0, 0.0);
+    for (r, p) in profiles.iter().enumerate() {
+        let m = orders[r] as f64 / 50.0;
+        let e = p.organic_orders_per_minute;
+        assert!((0.6..1.5).contains(&(m / e)), "room {}: {m:.2}/min measured, {e:.2} estimated", r + 1);
+        measured += m;
+        estimated += e;
+    }
+    assert!((0.88..1.12).contains(&(measured / estimated)), "{measured:.1} vs {estimated:.1} per minute");
+}

@@ -68,6 +68,8 @@ pub struct Settings {
     pub max_room_series: usize,
     /// The windows behind the alert-signal series (`[signals]`).
     pub signals: SignalWindows,
+    /// The room alert detectors (`[detectors]`); `None`: off.
+    pub detectors: Option<livefunnel_metrics::DetectorConfig>,
     /// `[privacy]`: the `user_id` hasher when hashing is on.
     pub privacy: Option<crate::privacy::UserIdHasher>,
     /// `[wall]`: the wall served beside `/metrics` (when `enabled`).
@@ -138,9 +140,13 @@ impl Metrics {
             .map(|w| w.name())
             .collect();
         livefunnel_metrics::register_process_series(registry, env!("CARGO_PKG_VERSION"), GIT_SHA)?;
+        let rooms = RoomMetrics::new(registry, windows)?.with_max_rooms(settings.max_room_series);
+        if let Some(d) = &settings.detectors {
+            rooms.export_detector_config(d);
+        }
         Ok(Metrics {
             pipeline: PipelineMetrics::new(registry)?,
-            rooms: RoomMetrics::new(registry, windows)?.with_max_rooms(settings.max_room_series),
+            rooms,
             clickhouse: ClickHouseMetrics::new(registry)?,
         })
     }
@@ -305,6 +311,7 @@ impl Settings {
             series_ttl_ms: c.http.series_ttl.as_ms(),
             max_room_series: c.http.max_room_series as usize,
             signals: c.signals.resolve(&loaded.engine.windows),
+            detectors: c.detectors.resolve(),
             privacy: c.privacy.hasher(),
             wall: c.wall.clone(),
         }

@@ -66,6 +66,7 @@ impl PartitionSetup {
             None => (Engine::new(s.engine.clone()), RoomTracker::default(), None),
         };
         tracker.set_signal_windows(s.signals.clone());
+        tracker.set_detectors(s.detectors.clone());
         engine.set_version_epoch(epoch).with_context(|| format!("checkpoint {path}"))?;
         Ok(PartitionSetup { a, engine, tracker, next_offset, epoch, state, privacy: s.privacy.clone() })
     }

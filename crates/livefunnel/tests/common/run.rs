@@ -222,6 +222,7 @@ pub fn test_settings(brokers: &str, group: &str, ch: ClickHouseConfig, state: &P
     let engine = engine_config(TimeMode::Live);
     Settings {
         signals: livefunnel::run_config::SignalsConfig::default().resolve(&engine.windows),
+        detectors: livefunnel::detectors_config::DetectorsConfig::default().resolve(),
         engine,
         kafka,
         sink: SinkKind::ClickHouse(ch),
