@@ -134,6 +134,12 @@ impl RoomMetrics {
         self.signals.export_config(c);
     }
 
+    /// The detectors' configuration as exported, `None` while the detectors are off:
+    /// what the wall compares the evidence series with, as the rules do.
+    pub fn detector_config(&self) -> Option<&livefunnel_detectors::DetectorConfig> {
+        self.signals.config()
+    }
+
     /// At most `max` rooms with series on this instance (call before sharing).
     pub fn with_max_rooms(mut self, max: usize) -> RoomMetrics {
         debug_assert_eq!(self.budget.used.load(Ordering::Relaxed), 0, "set before any room is shown");

@@ -33,6 +33,8 @@ pub(crate) struct SignalGauges {
     /// `livefunnel_detector_threshold{detector}`: what the rules compare evidence with.
     thresholds: GaugeVec,
     design_ratio: Gauge,
+    /// The exported configuration, for readers of the values (the wall), shared by clones.
+    config: std::sync::Arc<std::sync::OnceLock<DetectorConfig>>,
 }
 
 impl SignalGauges {
@@ -71,7 +73,7 @@ impl SignalGauges {
         )?;
         registry.register(Box::new(thresholds.clone()))?;
         registry.register(Box::new(design_ratio.clone()))?;
-        Ok(SignalGauges { families, thresholds, design_ratio })
+        Ok(SignalGauges { families, thresholds, design_ratio, config: Default::default() })
     }
 
     /// Each series' vector, in the order of [`Series::ALL`], and whether it is a counter
@@ -95,6 +97,12 @@ impl SignalGauges {
             self.thresholds.with_label_values(&[name]).set(v);
         }
         self.design_ratio.set(c.design_ratio);
+        let _ = self.config.set(c.clone());
+    }
+
+    /// The configuration [`Self::export_config`] exported, if the detectors are on.
+    pub(crate) fn config(&self) -> Option<&DetectorConfig> {
+        self.config.get()
     }
 
     /// Sets the series of `room` whose value differs from what they show, and removes

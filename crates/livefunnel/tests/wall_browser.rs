@@ -35,7 +35,7 @@ use wall::{sse_bytes, Browser, Demo};
 const CLIFF_ROOM: &str = "room-0002";
 const ONSET_S: f64 = 35.0 * 60.0;
 /// Wall clock for the cliff room to turn red: the onset (35 event minutes, 105 s at
-/// 20×), the rule's 1-minute hold, and start-up on a loaded machine.
+/// 20×), the detector's minute of comparison, and start-up on a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(420);
 const ADMIN_TOKEN: &str = "admin-0123456789abcdef";
 const ORG: &str = "org-qianfan";
@@ -242,6 +242,16 @@ fn the_wall_in_a_browser() {
             assert_eq!(json!(digits(shown)), funnel[key], "{key}: shown {shown}, api {funnel}");
         }
         assert!(funnel["room_impressions"].as_u64().unwrap() > 0, "a live room's funnel has impressions: {funnel}");
+        // The detectors' panel: evidence against the thresholds the rules use.
+        let detectors = &v["api"]["detectors"];
+        assert!(detectors["online_cliff_threshold"].as_f64().is_some_and(|t| t > 0.0), "{detectors}");
+        b.wait_js(
+            "the detectors' evidence",
+            Duration::from_secs(30),
+            "return document.querySelectorAll('[data-field^=\"detectors.\"]').length === 4",
+            logs,
+        )
+        .await;
         b.screenshot(&screenshots().join("wall-room.png")).await;
 
         // Back on the wall: a normal room must stay quiet after the onset too.

@@ -1,34 +1,45 @@
-//! The room's alert state on the wall: the conditions of the shipped room alert rules
-//! (`deploy/prometheus/rules/livefunnel-room-alerts.yml`), evaluated on the same signal
-//! values Prometheus scrapes, so a wall without Prometheus (`livefunnel demo`, a
-//! single instance) still turns a room red. The `for:` durations count event time (the
-//! room's session age), as the signals do, so the wall agrees with the rules at any
-//! replay speed; RoomSilent is about the wall clock, as its rule is.
+//! The room's alert state on the wall: the shipped room alert rules
+//! (`deploy/prometheus/rules/livefunnel-room-alerts.yml`) evaluated on the same values
+//! Prometheus scrapes, so a wall without Prometheus (`livefunnel demo`, a single
+//! instance) turns a room red when Prometheus would fire, and only then.
 //!
-//! SalesStall needs an hour of scraped history (`avg_over_time`): Prometheus only.
-//! The detectors of the alerts work replace this module when they land.
+//! The detector rules are `evidence >= threshold` on a live room (`for: 0s`), firing on
+//! for `keep_firing_for: 5m` after the evidence falls back; the thresholds are the
+//! `[detectors]` configuration the pipeline exports. The wall counts that 5 minutes in
+//! event time (the room's session age), as the detectors count, so it agrees with the
+//! rules at any replay speed. RoomSilent is about the wall clock, as its rule is.
 
 use livefunnel_metrics::signals::{Series, SignalValues};
+use livefunnel_metrics::DetectorConfig;
 use serde::Serialize;
 
-/// A rule and the values it compares (NaN, a missing series, compares false).
+/// A room rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Rule {
     GPMDrop,
     OnlineViewersCliff,
-    ConversionDrop,
+    SalesStall,
     RoomSilent,
 }
 
+const RULES: usize = 4;
+
 impl Rule {
-    const ALL: [Rule; 4] = [Rule::GPMDrop, Rule::OnlineViewersCliff, Rule::ConversionDrop, Rule::RoomSilent];
+    const ALL: [Rule; RULES] = [Rule::GPMDrop, Rule::OnlineViewersCliff, Rule::SalesStall, Rule::RoomSilent];
 
     /// The rule's `for:`, in seconds of its clock.
     fn hold_s(self) -> f64 {
         match self {
-            Rule::GPMDrop | Rule::ConversionDrop => 120.0,
-            Rule::OnlineViewersCliff => 60.0,
             Rule::RoomSilent => 30.0,
+            _ => 0.0,
+        }
+    }
+
+    /// The rule's `keep_firing_for:`, in seconds of its clock.
+    fn keep_s(self) -> f64 {
+        match self {
+            Rule::RoomSilent => 0.0,
+            _ => 300.0,
         }
     }
 
@@ -41,10 +52,11 @@ impl Rule {
 /// What one evaluation looks at.
 pub struct Inputs<'a> {
     pub signals: &'a SignalValues,
-    pub online: f64,
     pub live: bool,
     /// Wall clock, unix seconds.
     pub now_s: f64,
+    /// The detectors' configuration; `None`: the detectors are off, their rules never fire.
+    pub detectors: Option<&'a DetectorConfig>,
 }
 
 impl Inputs<'_> {
@@ -52,38 +64,19 @@ impl Inputs<'_> {
         self.signals[s].unwrap_or(f64::NAN)
     }
 
-    /// The rule's condition now, and the value its annotation reports.
+    /// The rule's condition now, and the value its annotation reports (NaN, a missing
+    /// series, compares false, as in PromQL).
     fn check(&self, rule: Rule) -> (bool, f64) {
-        use Series::*;
-        let age = self.get(SessionAge);
+        let evidence = |series: Series, threshold: fn(&DetectorConfig) -> f64| {
+            let e = self.get(series);
+            (self.live && self.detectors.is_some_and(|d| e >= threshold(d)), e)
+        };
         match rule {
-            Rule::GPMDrop => {
-                let prev = self.get(Gpm) / self.get(GpmPrevious);
-                let session = self.get(Gpm) / self.get(SessionGpm);
-                let on = prev < 0.6
-                    && session < 0.6
-                    && self.get(WatchPv) >= 50.0
-                    && self.get(WatchPvPrevious) >= 50.0
-                    && self.get(OrdersPaidPrevious) >= 20.0
-                    && age >= 1800.0;
-                (on, prev)
-            }
-            Rule::OnlineViewersCliff => {
-                let ratio = self.online / self.get(OnlineAvg);
-                (ratio < 0.7 && self.get(OnlineAvg) >= 100.0 && age >= 600.0, ratio)
-            }
-            Rule::ConversionDrop => {
-                let w2p = self.get(WatchToPayRate) / self.get(WatchToPayRatePrevious);
-                let c2p = self.get(ClickToPayRate) / self.get(ClickToPayRatePrevious);
-                let on = (w2p <= 0.5 || c2p <= 0.5)
-                    && self.get(ProductClickUv) >= 20.0
-                    && self.get(ProductClickUvPrevious) >= 20.0
-                    && self.get(OrdersPaidPrevious) >= 20.0
-                    && age >= 1800.0;
-                (on, if w2p <= 0.5 { w2p } else { c2p })
-            }
+            Rule::GPMDrop => evidence(Series::GpmDropEvidence, |d| d.gpm_drop_threshold),
+            Rule::OnlineViewersCliff => evidence(Series::OnlineCliffEvidence, |d| d.cliff_threshold),
+            Rule::SalesStall => evidence(Series::SalesStallEvidence, |d| d.sales_stall_threshold),
             Rule::RoomSilent => {
-                let silent = self.now_s - self.get(LastReceived);
+                let silent = self.now_s - self.get(Series::LastReceived);
                 (silent > 90.0 && self.live, silent)
             }
         }
@@ -94,17 +87,27 @@ impl Inputs<'_> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Firing {
     pub rule: Rule,
-    /// The rule's value: the ratio that fell, or the seconds of silence.
+    /// The rule's value when its condition last held: the evidence, or the seconds of silence.
     pub value: Option<f64>,
     /// When its condition began: session age (s), or wall clock for RoomSilent.
     pub since: f64,
 }
 
+/// One rule's state on one room.
+#[derive(Debug, Clone, Copy, Default)]
+struct Hold {
+    /// The clock value at which the condition became true.
+    since: Option<f64>,
+    /// The clock value at which it last held, and its value then.
+    last_on: f64,
+    value: f64,
+    fired: bool,
+}
+
 /// One room's rule states.
 #[derive(Debug, Clone, Default)]
 pub struct RoomAlerts {
-    /// Per rule, the clock value at which its condition became true.
-    since: [Option<f64>; 4],
+    holds: [Hold; RULES],
     last_age: Option<f64>,
 }
 
@@ -112,28 +115,35 @@ impl RoomAlerts {
     /// Evaluates every rule and returns those firing.
     pub fn update(&mut self, i: &Inputs<'_>) -> Vec<Firing> {
         let age = i.signals[Series::SessionAge].filter(|a| !a.is_nan());
-        // A new session (its age went back): event-time holds start over.
+        // A new session (its age went back): event-time states start over.
         if let (Some(a), Some(last)) = (age, self.last_age) {
             if a < last {
-                for (k, r) in Rule::ALL.iter().enumerate() {
-                    if !r.wall_clock() {
-                        self.since[k] = None;
+                for (hold, rule) in self.holds.iter_mut().zip(Rule::ALL) {
+                    if !rule.wall_clock() {
+                        *hold = Hold::default();
                     }
                 }
             }
         }
         self.last_age = age.or(self.last_age);
         let mut firing = Vec::new();
-        for (k, rule) in Rule::ALL.into_iter().enumerate() {
-            let clock = if rule.wall_clock() { Some(i.now_s) } else { age };
-            let (on, value) = i.check(rule);
-            let Some(clock) = clock.filter(|_| on) else {
-                self.since[k] = None;
+        for (hold, rule) in self.holds.iter_mut().zip(Rule::ALL) {
+            let Some(clock) = (if rule.wall_clock() { Some(i.now_s) } else { age }) else {
+                *hold = Hold::default();
                 continue;
             };
-            let since = *self.since[k].get_or_insert(clock);
+            let (on, value) = i.check(rule);
+            if on {
+                hold.since.get_or_insert(clock);
+                (hold.last_on, hold.value) = (clock, value);
+            } else if !(hold.fired && clock - hold.last_on < rule.keep_s()) {
+                *hold = Hold::default();
+                continue;
+            }
+            let since = hold.since.expect("set while the condition holds or keeps firing");
             if clock - since >= rule.hold_s() {
-                firing.push(Firing { rule, value: value.is_finite().then_some(value), since });
+                hold.fired = true;
+                firing.push(Firing { rule, value: hold.value.is_finite().then_some(hold.value), since });
             }
         }
         firing
@@ -154,85 +164,105 @@ mod tests {
         v
     }
 
-    fn cliff(age: f64, online_avg: f64) -> SignalValues {
-        signals(&[(Series::SessionAge, age), (Series::OnlineAvg, online_avg), (Series::LastReceived, 1000.0)])
+    fn rules(f: &[Firing]) -> Vec<Rule> {
+        f.iter().map(|f| f.rule).collect()
+    }
+
+    /// One evaluation at session age `age` with `series` at `evidence`.
+    fn at(a: &mut RoomAlerts, d: &DetectorConfig, series: Series, age: f64, evidence: f64) -> Vec<Firing> {
+        let s = signals(&[(Series::SessionAge, age), (series, evidence), (Series::LastReceived, 1000.0)]);
+        a.update(&Inputs { signals: &s, live: true, now_s: 1000.0, detectors: Some(d) })
     }
 
     #[test]
-    fn a_cliff_fires_after_its_hold_in_event_time_and_clears() {
-        let mut a = RoomAlerts::default();
-        let at = |a: &mut RoomAlerts, age: f64, online: f64| {
-            a.update(&Inputs { signals: &cliff(age, 400.0), online, live: true, now_s: 1000.0 })
-        };
-        assert!(at(&mut a, 1000.0, 390.0).is_empty(), "normal");
-        assert!(at(&mut a, 1010.0, 100.0).is_empty(), "the condition starts: held 0 s");
-        assert!(at(&mut a, 1069.0, 100.0).is_empty(), "held 59 s");
-        let f = at(&mut a, 1070.0, 100.0);
-        assert_eq!(f.len(), 1, "{f:?}");
-        assert_eq!((f[0].rule, f[0].value, f[0].since), (Rule::OnlineViewersCliff, Some(0.25), 1010.0));
-        assert!(at(&mut a, 1080.0, 300.0).is_empty(), "recovered");
-        assert!(at(&mut a, 1090.0, 100.0).is_empty(), "a new hold starts");
+    fn each_detector_rule_fires_at_its_threshold_and_keeps_firing_for_five_minutes() {
+        let d = DetectorConfig::default();
+        for (series, rule, threshold) in [
+            (Series::GpmDropEvidence, Rule::GPMDrop, d.gpm_drop_threshold),
+            (Series::OnlineCliffEvidence, Rule::OnlineViewersCliff, d.cliff_threshold),
+            (Series::SalesStallEvidence, Rule::SalesStall, d.sales_stall_threshold),
+        ] {
+            let mut a = RoomAlerts::default();
+            let below = threshold - 1e-9;
+            assert!(at(&mut a, &d, series, 3000.0, below).is_empty(), "{rule:?} just below");
+            let f = at(&mut a, &d, series, 3010.0, threshold);
+            assert_eq!(
+                f,
+                [Firing { rule, value: Some(threshold), since: 3010.0 }],
+                "{rule:?} at the threshold"
+            );
+            // The evidence falls back: still firing for 300 s of event time, with its value.
+            let f = at(&mut a, &d, series, 3309.0, 0.0);
+            assert_eq!(f, [Firing { rule, value: Some(threshold), since: 3010.0 }], "{rule:?} kept");
+            assert!(at(&mut a, &d, series, 3310.0, 0.0).is_empty(), "{rule:?} after keep_firing_for");
+            // A condition that never held does not keep firing.
+            assert!(at(&mut a, &d, series, 3320.0, below).is_empty());
+        }
     }
 
     #[test]
-    fn guards_keep_small_and_young_rooms_quiet() {
+    fn unarmed_detectors_detectors_off_and_ended_sessions_fire_nothing() {
+        let d = DetectorConfig::default();
+        let high = signals(&[
+            (Series::SessionAge, 4000.0),
+            (Series::GpmDropEvidence, 1e6),
+            (Series::OnlineCliffEvidence, 1e6),
+            (Series::SalesStallEvidence, 1e6),
+            (Series::LastReceived, 1000.0),
+        ]);
+        let off = RoomAlerts::default().update(&Inputs {
+            signals: &high,
+            live: true,
+            now_s: 1000.0,
+            detectors: None,
+        });
+        assert!(off.is_empty(), "detectors off: {off:?}");
+        let ended = RoomAlerts::default().update(&Inputs {
+            signals: &high,
+            live: false,
+            now_s: 1000.0,
+            detectors: Some(&d),
+        });
+        assert!(ended.is_empty(), "not live: {ended:?}");
+        let on = RoomAlerts::default().update(&Inputs {
+            signals: &high,
+            live: true,
+            now_s: 1000.0,
+            detectors: Some(&d),
+        });
+        assert_eq!(rules(&on), [Rule::GPMDrop, Rule::OnlineViewersCliff, Rule::SalesStall]);
+        // NaN: not armed (warm-up, below the floor).
         let mut a = RoomAlerts::default();
-        for age in [0.0, 100.0, 500.0] {
-            let s = cliff(age, 400.0);
-            assert!(a.update(&Inputs { signals: &s, online: 10.0, live: true, now_s: 0.0 }).is_empty());
-        }
-        let mut a = RoomAlerts::default();
-        for age in [1000.0, 2000.0] {
-            let s = cliff(age, 99.0);
-            assert!(a.update(&Inputs { signals: &s, online: 1.0, live: true, now_s: 0.0 }).is_empty());
-        }
+        assert!(at(&mut a, &d, Series::GpmDropEvidence, 4000.0, f64::NAN).is_empty());
         // No signals at all (windows off, no session): nothing fires.
         let s = signals(&[]);
         assert!(RoomAlerts::default()
-            .update(&Inputs { signals: &s, online: 0.0, live: true, now_s: 1e9 })
+            .update(&Inputs { signals: &s, live: true, now_s: 1e9, detectors: Some(&d) })
             .is_empty());
     }
 
     #[test]
-    fn gpm_drop_needs_both_baselines_and_volume() {
-        use Series::*;
-        let base = [
-            (SessionAge, 2000.0),
-            (Gpm, 500.0),
-            (GpmPrevious, 1000.0),
-            (SessionGpm, 1000.0),
-            (WatchPv, 60.0),
-            (WatchPvPrevious, 60.0),
-            (OrdersPaidPrevious, 20.0),
-        ];
-        let run = |pairs: &[(Series, f64)]| {
-            let mut a = RoomAlerts::default();
-            let mut last = Vec::new();
-            for dt in [0.0, 60.0, 120.0] {
-                let mut p = pairs.to_vec();
-                p[0].1 += dt;
-                last = a.update(&Inputs { signals: &signals(&p), online: 0.0, live: true, now_s: 0.0 });
-            }
-            last
-        };
-        assert_eq!(run(&base).iter().map(|f| f.rule).collect::<Vec<_>>(), [Rule::GPMDrop]);
-        for (i, v) in [(3, 700.0), (5, 49.0), (6, 19.0)] {
-            let mut p = base.to_vec();
-            p[i].1 = v;
-            assert!(run(&p).is_empty(), "{p:?}");
-        }
+    fn a_new_session_starts_the_event_time_states_over() {
+        let d = DetectorConfig::default();
+        let mut a = RoomAlerts::default();
+        let f = at(&mut a, &d, Series::GpmDropEvidence, 5000.0, 1e3);
+        assert_eq!(rules(&f), [Rule::GPMDrop]);
+        assert!(at(&mut a, &d, Series::GpmDropEvidence, 60.0, 0.0).is_empty(), "a new session");
     }
 
     #[test]
     fn a_silent_live_room_fires_on_the_wall_clock() {
         let s = signals(&[(Series::LastReceived, 1000.0)]);
+        let d = DetectorConfig::default();
         let mut a = RoomAlerts::default();
-        assert!(a.update(&Inputs { signals: &s, online: 0.0, live: true, now_s: 1091.0 }).is_empty());
-        let f = a.update(&Inputs { signals: &s, online: 0.0, live: true, now_s: 1121.0 });
-        assert_eq!(f.iter().map(|f| f.rule).collect::<Vec<_>>(), [Rule::RoomSilent]);
+        let eval = |a: &mut RoomAlerts, live, now_s| {
+            a.update(&Inputs { signals: &s, live, now_s, detectors: Some(&d) })
+        };
+        assert!(eval(&mut a, true, 1091.0).is_empty());
+        assert_eq!(rules(&eval(&mut a, true, 1121.0)), [Rule::RoomSilent]);
         let mut a = RoomAlerts::default();
         for now in [1091.0, 1200.0] {
-            assert!(a.update(&Inputs { signals: &s, online: 0.0, live: false, now_s: now }).is_empty());
+            assert!(eval(&mut a, false, now).is_empty());
         }
     }
 }

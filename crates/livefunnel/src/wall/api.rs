@@ -290,16 +290,12 @@ struct RoomJson<'a> {
     history: &'a [Sample],
     /// Top products need the product breakdown rows: not on the wall yet.
     top_products: Option<()>,
-    /// Reserved for the evidence of the alert detectors (and "GPM alert ≈ N min" or
-    /// "not monitored for GPM drops"), once they land.
-    detectors: Option<()>,
 }
 
 fn room_json(s: &Snapshot, viewer: &Viewer, room_id: &str) -> Option<String> {
     let room = s.room(room_id).filter(|r| viewer.sees(&r.org_id))?;
     let (detail, history) = s.details.get(room_id)?;
-    let json =
-        RoomJson { seq: s.seq, at_ms: s.at_ms, room, detail, history, top_products: None, detectors: None };
+    let json = RoomJson { seq: s.seq, at_ms: s.at_ms, room, detail, history, top_products: None };
     Some(serde_json::to_string(&json).expect("the room serializes"))
 }
 
@@ -507,9 +503,30 @@ mod tests {
             sources: None,
             totals,
             last_event_received_s: None,
+            detectors: Some(super::super::board::Detectors {
+                gpm_drop_evidence: Some(2.5),
+                gpm_drop_threshold: 13.5,
+                gpm_drop_horizon_s: None,
+                sales_stall_evidence: None,
+                sales_stall_threshold: 16.0,
+                online_cliff_evidence: Some(0.0),
+                online_cliff_threshold: 3.0,
+                gpm_baseline: None,
+                orders_expected_per_minute: Some(0.4),
+            }),
         };
         s.details.insert("r2".into(), (detail, Vec::new()));
-        assert!(room_json(&s, &Viewer::All, "r2").is_some());
+        let room: serde_json::Value =
+            serde_json::from_str(&room_json(&s, &Viewer::All, "r2").unwrap()).unwrap();
+        let d = &room["detectors"];
+        assert_eq!(
+            (d["gpm_drop_evidence"].as_f64(), d["gpm_drop_threshold"].as_f64()),
+            (Some(2.5), Some(13.5))
+        );
+        assert!(
+            d["gpm_drop_horizon_s"].is_null() && d["sales_stall_evidence"].is_null(),
+            "not monitored, not armed: {d}"
+        );
         assert!(room_json(&s, &Viewer::Org("org-b".into()), "r2").is_some());
         assert!(room_json(&s, &org, "r2").is_none(), "another org's room does not exist for it");
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use livefunnel_core::Counts;
 use livefunnel_metrics::signals::Series;
-use livefunnel_metrics::{RoomInfo, RoomInfoMetrics, RoomMetrics, RoomReading, RoomTotals};
+use livefunnel_metrics::{DetectorConfig, RoomInfo, RoomInfoMetrics, RoomMetrics, RoomReading, RoomTotals};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -91,6 +91,43 @@ pub struct RoomDetail {
     pub totals: RoomTotals,
     /// Wall clock of the room's latest accepted event, unix seconds.
     pub last_event_received_s: Option<f64>,
+    /// The alert detectors' values against their thresholds; `None`: detectors off.
+    pub detectors: Option<Detectors>,
+}
+
+/// The detectors' evidence as the rules compare it (`null`: not armed), and what
+/// the room's volume allows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Detectors {
+    pub gpm_drop_evidence: Option<f64>,
+    pub gpm_drop_threshold: f64,
+    /// Expected seconds to detect a 50 % drop at the room's volume; `null`: the room
+    /// is below the floor and not monitored for GPM drops.
+    pub gpm_drop_horizon_s: Option<f64>,
+    pub sales_stall_evidence: Option<f64>,
+    pub sales_stall_threshold: f64,
+    pub online_cliff_evidence: Option<f64>,
+    pub online_cliff_threshold: f64,
+    /// GMV per 1,000 organic views the room's baseline expects, fen.
+    pub gpm_baseline: Option<f64>,
+    pub orders_expected_per_minute: Option<f64>,
+}
+
+impl Detectors {
+    fn of(s: &livefunnel_metrics::signals::SignalValues, d: &DetectorConfig) -> Detectors {
+        let finite = |x: Series| s[x].filter(|v| v.is_finite());
+        Detectors {
+            gpm_drop_evidence: finite(Series::GpmDropEvidence),
+            gpm_drop_threshold: d.gpm_drop_threshold,
+            gpm_drop_horizon_s: finite(Series::GpmDropHorizon),
+            sales_stall_evidence: finite(Series::SalesStallEvidence),
+            sales_stall_threshold: d.sales_stall_threshold,
+            online_cliff_evidence: finite(Series::OnlineCliffEvidence),
+            online_cliff_threshold: d.cliff_threshold,
+            gpm_baseline: finite(Series::GpmBaseline),
+            orders_expected_per_minute: finite(Series::OrdersExpectedPerMinute),
+        }
+    }
 }
 
 /// Impressions → entries → clicks → orders over one running window.
@@ -175,7 +212,7 @@ impl Builder {
         for r in &readings {
             let info = entries.get(&r.key.room_id).unwrap_or(&no_info);
             let kept = self.kept.entry(r.key.room_id.clone()).or_default();
-            let (view, detail) = view(r, info, kept, now_ms);
+            let (view, detail) = view(r, info, kept, self.rooms.detector_config(), now_ms);
             details.insert(r.key.room_id.clone(), (detail, kept.history.session(240)));
             views.push(view);
         }
@@ -206,7 +243,13 @@ fn wall_window(r: &RoomReading) -> Option<(&str, &Counts)> {
         .or_else(|| r.windows.first().map(|(n, c)| (n.as_str(), c)))
 }
 
-fn view(r: &RoomReading, info: &RoomInfo, kept: &mut Kept, now_ms: i64) -> (RoomView, RoomDetail) {
+fn view(
+    r: &RoomReading,
+    info: &RoomInfo,
+    kept: &mut Kept,
+    detectors: Option<&DetectorConfig>,
+    now_ms: i64,
+) -> (RoomView, RoomDetail) {
     let s = &r.signals;
     let get = |x: Series| s[x].unwrap_or(f64::NAN);
     let ratios = wall_window(r).map(|(_, c)| c.ratios());
@@ -214,12 +257,8 @@ fn view(r: &RoomReading, info: &RoomInfo, kept: &mut Kept, now_ms: i64) -> (Room
     let watch_to_pay = ratios.and_then(|x| x.watch_to_pay_rate);
     let age = s[Series::SessionAge].filter(|a| a.is_finite());
     kept.history.record(age, r.online, gpm, watch_to_pay);
-    let alerts = kept.alerts.update(&Inputs {
-        signals: s,
-        online: r.online as f64,
-        live: r.live,
-        now_s: now_ms as f64 / 1000.0,
-    });
+    let alerts =
+        kept.alerts.update(&Inputs { signals: s, live: r.live, now_s: now_ms as f64 / 1000.0, detectors });
     let gmv = r.totals.gmv_cents;
     let view = RoomView {
         room_id: r.key.room_id.clone(),
@@ -268,6 +307,7 @@ fn view(r: &RoomReading, info: &RoomInfo, kept: &mut Kept, now_ms: i64) -> (Room
         }),
         totals: r.totals.clone(),
         last_event_received_s: s[Series::LastReceived],
+        detectors: detectors.map(|d| Detectors::of(s, d)),
     };
     (view, detail)
 }

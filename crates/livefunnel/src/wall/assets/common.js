@@ -16,12 +16,14 @@ const LF = (() => {
       sources: "流量来源", private: "私域", public: "公域", paid: "付费", leverage: "公域撬动比",
       viewers: "观看人数", charts: "本场走势", products: "热销商品", detectors: "告警与依据",
       products_pending: "热销商品需要商品明细数据，大屏暂未提供（可在 Grafana 直播间详情查看）。",
-      detectors_pending: "告警检测依据将在告警检测功能上线后显示。",
+      detectors_off: "告警检测未开启（[detectors]）。", evidence: "依据", threshold: "阈值", not_armed: "未启用",
+      gpm_horizon: (m) => "GPM 下跌 50% 约 " + m + " 分钟可报警", gpm_unmonitored: "单量过小，不单独监测 GPM 下跌（见组织级告警）",
+      expected_orders: "预期成交/分钟",
       no_alert: "无告警", gone: "该直播间已下播或不在您的权限内。", last_event: "最后事件",
       totals: "累计", refunds: "退款", comments: "评论", uv: "人", minutes: "分钟",
       window_last: (w) => "最近 " + w,
       rules: {
-        GPMDrop: "GPM 下跌", OnlineViewersCliff: "人数骤减", ConversionDrop: "转化下跌", RoomSilent: "无数据",
+        GPMDrop: "GPM 下跌", OnlineViewersCliff: "人数骤减", SalesStall: "成交停滞", RoomSilent: "无数据",
       },
     },
     en: {
@@ -33,12 +35,14 @@ const LF = (() => {
       sources: "Traffic by source", private: "Private", public: "Public", paid: "Paid", leverage: "Public:private leverage",
       viewers: "viewers", charts: "This session", products: "Top products", detectors: "Alerts and evidence",
       products_pending: "Top products need the product breakdown rows, which the wall does not have yet (see Grafana's room detail).",
-      detectors_pending: "The alert detectors' evidence will show here once they land.",
+      detectors_off: "The alert detectors are off ([detectors]).", evidence: "evidence", threshold: "threshold", not_armed: "not armed",
+      gpm_horizon: (m) => "a 50 % GPM drop alerts in about " + m + " min", gpm_unmonitored: "too few orders: not monitored for GPM drops per room (see the org alerts)",
+      expected_orders: "expected orders/min",
       no_alert: "No alert", gone: "This room is no longer live, or not yours to see.", last_event: "Last event",
       totals: "Totals", refunds: "Refunds", comments: "Comments", uv: "", minutes: "min",
       window_last: (w) => "last " + w,
       rules: {
-        GPMDrop: "GPM drop", OnlineViewersCliff: "Viewer cliff", ConversionDrop: "Conversion drop", RoomSilent: "Silent",
+        GPMDrop: "GPM drop", OnlineViewersCliff: "Viewer cliff", SalesStall: "Sales stall", RoomSilent: "Silent",
       },
     },
   };
@@ -139,8 +143,9 @@ const LF = (() => {
 
   function alertText(a) {
     const name = L.rules[a.rule] || a.rule;
-    if (a.value == null) return name;
-    return a.rule === "RoomSilent" ? name + " " + Math.round(a.value) + "s" : name + " " + pct(a.value, 0);
+    // A detector's value is its evidence, which the room page shows against its threshold.
+    if (a.value == null || a.rule !== "RoomSilent") return name;
+    return name + " " + Math.round(a.value) + "s";
   }
 
   // An EventSource that says on screen whether it is connected.

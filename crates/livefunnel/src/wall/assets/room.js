@@ -11,9 +11,7 @@
   document.getElementById("charts-title").textContent = L.charts;
   document.getElementById("products-title").textContent = L.products;
   document.getElementById("detectors-title").textContent = L.detectors;
-  // Kept for the detectors of the alerts work: their evidence goes in #detectors.
   document.getElementById("products").textContent = L.products_pending;
-  document.getElementById("detectors").textContent = L.detectors_pending;
 
   function field(name, text) {
     const s = el("span", "n", text);
@@ -106,6 +104,33 @@
     );
   }
 
+  // The detectors' evidence against the thresholds the rules use, and what the
+  // room's volume allows for GPM drops.
+  function detectors(x) {
+    const box = document.getElementById("detectors");
+    if (!x) return box.replaceChildren(el("div", "muted", L.detectors_off));
+    const row = (key, rule, e, t) => {
+      const d = el("div", "step");
+      const bar = el("div", "bar" + (e != null && e >= t ? " over" : ""));
+      bar.style.width = (e == null ? 0 : Math.max(2, Math.min(100, (e / t) * 100))).toFixed(1) + "%";
+      bar.style.visibility = e == null ? "hidden" : "";
+      const value = e == null ? L.not_armed : num(e, 1) + " / " + num(t, 1);
+      d.append(el("span", "label", L.rules[rule]), bar, field("detectors." + key, value));
+      return d;
+    };
+    const horizon = x.gpm_drop_horizon_s == null
+      ? L.gpm_unmonitored
+      : L.gpm_horizon(Math.max(1, Math.round(x.gpm_drop_horizon_s / 60)));
+    const h = el("div", "muted", horizon + " · " + L.expected_orders + " " + num(x.orders_expected_per_minute, 1));
+    h.dataset.field = "detectors.gpm_horizon";
+    box.replaceChildren(
+      row("gpm_drop", "GPMDrop", x.gpm_drop_evidence, x.gpm_drop_threshold),
+      row("sales_stall", "SalesStall", x.sales_stall_evidence, x.sales_stall_threshold),
+      row("online_cliff", "OnlineViewersCliff", x.online_cliff_evidence, x.online_cliff_threshold),
+      h,
+    );
+  }
+
   function render(d) {
     const r = d.room;
     document.title = "livefunnel · " + (r.name || r.room_id);
@@ -120,6 +145,7 @@
     funnel(d.funnel);
     sources(d.sources);
     charts(d.history);
+    detectors(d.detectors);
     const alerts = document.getElementById("alerts");
     alerts.replaceChildren(
       ...(r.alerts.length ? r.alerts.map((a) => el("div", "badge", alertText(a))) : [el("div", "muted", L.no_alert)]),
