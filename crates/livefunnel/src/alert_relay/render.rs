@@ -53,6 +53,8 @@ pub fn content(n: &Notification, max_alerts: usize) -> String {
         let who = match (a.labels.get("org_id"), a.labels.get("room_id")) {
             (Some(org), Some(room)) => format!("{org} / {room}"),
             (_, Some(room)) => room.clone(),
+            // Org alerts (the pooled small rooms) have no room: the org is who.
+            (Some(org), None) => org.clone(),
             _ => a.labels.get("instance").cloned().unwrap_or_else(|| name.to_owned()),
         };
         let get = |k: &str| a.annotations.get(k).map_or("", String::as_str);
@@ -137,6 +139,16 @@ mod tests {
             resolved.starts_with("**<font color=\"info\">恢复 RESOLVED</font> GPMDrop**")
                 && resolved.contains("已恢复")
         );
+    }
+
+    #[test]
+    fn an_org_alert_names_its_org() {
+        let mut n = payload(1, "firing");
+        n.alerts[0].labels.remove("room_id");
+        n.alerts[0].labels.insert("alertname".into(), "OrgOrdersStall".into());
+        n.alerts[0].labels.insert("instance".into(), "livefunnel:9464".into());
+        let c = content(&n, 20);
+        assert!(c.contains("> **org-a**：GPM down 60 %\n"), "{c}");
     }
 
     #[test]
