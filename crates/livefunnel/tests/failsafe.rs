@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use faults::*;
+use livefunnel_clickhouse::ClickHouseConfig;
 use livefunnel_kafka::rdkafka::mocking::MockCluster;
 use livefunnel_testkit::ClickHouseServer;
 
@@ -127,6 +128,59 @@ fn faultsuite_a_partition_task_panic_stops_the_process_after_final_checkpoints_o
         assert_eq!(committed(&brokers, group, PARTITIONS).await, vec![-1, on_1.len() as i64]);
     });
     drop(server);
+}
+
+/// A stop while ClickHouse never answers: the final checkpoints cannot complete (their
+/// rows are not written), so they time out; the sink then gets a bounded time for
+/// what it holds and the process exits naming ClickHouse, instead of retrying the
+/// connection for ever. Nothing is committed: a restart computes those rows again.
+#[test]
+fn faultsuite_a_stop_with_clickhouse_unreachable_ends_within_its_limits() {
+    let (_mock, brokers) = mock_cluster();
+    let inputs = sample_input(PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    // A port nobody listens on: every connection is refused.
+    let ch = ClickHouseConfig {
+        url: format!("http://127.0.0.1:{}", livefunnel_testkit::free_port()),
+        database: "failsafe_unreachable".to_owned(),
+        batch_interval_ms: 200,
+        ..Default::default()
+    };
+    let group = "failsafe-unreachable";
+    let addr = free_local_addr();
+    let config = write_run_config(dir.path(), &RunConfig::new(&brokers, &ch, group, addr));
+    let revoke = Duration::from_secs(2);
+    let rt = runtime();
+    rt.block_on(async {
+        produce(&brokers, &inputs).await;
+        let mut cmd = run_command(&config, &dir.path().join("run.log"));
+        cmd.env("TESTKIT_REVOKE_TIMEOUT_MS", revoke.as_millis().to_string());
+        let mut run = Run::spawn(cmd, addr, &dir.path().join("run.log"));
+        let want = inputs.len() as f64;
+        wait_for(
+            &run,
+            "every event consumed",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || async {
+                let got = series_sum(&scrape(addr).await, "livefunnel_events_consumed_total");
+                (got != want).then(|| format!("consumed {got} of {want}"))
+            },
+        )
+        .await;
+
+        run.signal(2);
+        // The bound is the checkpoints' wait plus the sink's, with a generous margin
+        // for a loaded machine; before the fix the process never exited.
+        let st = run.wait_exit(revoke + livefunnel::pipeline::SINK_STOP_LIMIT + Duration::from_secs(30));
+        assert!(!st.success(), "rows were left unwritten: the exit says so: {st:?}");
+        let line = last_line(&run);
+        assert!(line.starts_with("error: "), "the last line is the error: {line}\n{}", run.log_tail(30));
+        for part in ["clickhouse", "not committed", "restart"] {
+            assert!(line.contains(part), "the error names {part}: {line}");
+        }
+        assert_eq!(committed(&brokers, group, PARTITIONS).await, vec![-1; PARTITIONS as usize]);
+    });
 }
 
 /// A group with more members than partitions: the instance without a partition is

@@ -200,8 +200,8 @@ fn the_probes_are_what_livefunnel_run_serves() {
 fn the_grace_period_outlasts_the_drain_and_requests_follow_sizing() {
     let d = of_kind("Deployment");
     let grace = d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap();
-    let drain = livefunnel::pipeline::DRAIN_LIMIT.as_secs();
-    assert!(grace >= drain + 20, "terminationGracePeriodSeconds {grace} s, drain up to {drain} s");
+    let drain = (livefunnel::pipeline::DRAIN_LIMIT + livefunnel::pipeline::SINK_STOP_LIMIT).as_secs();
+    assert!(grace >= drain + 10, "terminationGracePeriodSeconds {grace} s, a stop takes up to {drain} s");
     let r = &container()["resources"];
     let sizing = std::fs::read_to_string(repo_root().join("docs/sizing.md")).unwrap();
     assert!(sizing.contains("Give each 2 cores"), "docs/sizing.md no longer says 2 cores per instance");

@@ -49,6 +49,12 @@ pub const GIT_SHA: &str = env!("BUILD_GIT_SHA");
 /// How long a stop (SIGTERM) waits for the partitions' final checkpoints, at most; the
 /// sink then writes what it holds. Orchestrators must give a stopping process longer.
 pub const DRAIN_LIMIT: std::time::Duration = consumer::REVOKE_TIMEOUT;
+
+/// How long the sink may take, once the partitions have stopped, to write what it
+/// holds. Past it the sink is aborted: a stop never waits for ever on a server that
+/// does not answer. Its rows are not lost: their offsets are not committed. A stop
+/// ends within `DRAIN_LIMIT + SINK_STOP_LIMIT`.
+pub const SINK_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
 pub use sink::SinkKind;
 
 use crate::run_config::{KafkaConfig, StartWithout};
@@ -277,7 +283,24 @@ pub async fn run_with_metrics(
     }
     // The consumer loop has stopped every partition task; the sink drains what they sent.
     if sink_ended.is_none() {
-        if let Some(why) = sink_failure(sink_task.await) {
+        let ended = match tokio::time::timeout(SINK_STOP_LIMIT, &mut sink_task).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                // Recorded before the abort, so it is the error `run` returns rather
+                // than the sink's "aborted".
+                let why = format!(
+                    "the sink ({}) did not write its last rows within {} s of the stop ({}); their offsets \
+                     are not committed: a restart resumes from the last checkpoints and computes them again",
+                    settings.sink.describe(),
+                    SINK_STOP_LIMIT.as_secs(),
+                    status.sink_detail.lock().expect("poisoned"),
+                );
+                fail(&status, &shutdown, why);
+                world.abort.cancel();
+                sink_task.await
+            }
+        };
+        if let Some(why) = sink_failure(ended) {
             fail(&status, &shutdown, why);
         }
     }

@@ -30,6 +30,16 @@ pub enum SinkKind {
     Jsonl(PathBuf),
 }
 
+impl SinkKind {
+    /// Where rows go, for messages: `clickhouse at <url>` or `jsonl files in <dir>`.
+    pub fn describe(&self) -> String {
+        match self {
+            SinkKind::ClickHouse(c) => format!("clickhouse at {}", c.url),
+            SinkKind::Jsonl(dir) => format!("jsonl files in {}", dir.display()),
+        }
+    }
+}
+
 pub enum SinkMsg {
     /// Rows of a partition task: dropped once its `fence` is closed.
     Batch {
