@@ -146,20 +146,24 @@ impl Serialize for SavedDetectors<'_> {
 }
 
 /// Reads the section [`SavedDetectors`] wrote (`rest`: the bytes after the tracker's
-/// other sections; empty in a checkpoint from before the detectors).
-pub(crate) fn restore(rest: &[u8], rooms: &mut BTreeMap<String, RoomSignals>) -> Result<(), CheckpointError> {
+/// other sections; empty in a checkpoint from before the detectors). Returns the
+/// bytes after it: the sections that follow.
+pub(crate) fn restore<'a>(
+    rest: &'a [u8],
+    rooms: &mut BTreeMap<String, RoomSignals>,
+) -> Result<&'a [u8], CheckpointError> {
     if rest.is_empty() {
-        return Ok(());
+        return Ok(rest);
     }
     let (found, rest) = postcard::take_from_bytes::<u8>(rest)?;
     if found != STATE_FORMAT {
         return Err(CheckpointError::Format { found, expected: STATE_FORMAT });
     }
-    let saved: BTreeMap<String, RoomDetectors> = postcard::from_bytes(rest)?;
+    let (saved, rest) = postcard::take_from_bytes::<BTreeMap<String, RoomDetectors>>(rest)?;
     for (room_id, d) in saved {
         room_of(rooms, &room_id).detect = d;
     }
-    Ok(())
+    Ok(rest)
 }
 
 #[cfg(test)]

@@ -11,10 +11,11 @@
 
 use std::collections::BTreeMap;
 
-use livefunnel_core::{Counts, Event, EventType, Row, RunningRoom};
+use livefunnel_core::{BreakdownKind, Counts, Event, EventType, Row, RunningRoom};
 use serde::{Deserialize, Serialize};
 
 use crate::detection::{self, CheckpointError, MINUTE_WINDOW};
+use crate::products::{self, ProductWindow, RoomProducts, TOP_PRODUCTS};
 use crate::room_metrics::RoomMetrics;
 use crate::signals::{RoomSignals, SignalWindows};
 use livefunnel_detectors::{DetectorConfig, RoomDetectors};
@@ -112,6 +113,10 @@ pub struct RoomTracker {
     /// By `room_id`.
     rooms: BTreeMap<String, Tracked>,
     signals: Signals,
+    /// By `room_id`: products this session, for the wall (saved after the detectors).
+    products: BTreeMap<String, RoomProducts>,
+    /// The window whose product rows are summed; `None`: none (configuration).
+    product_window: Option<ProductWindow>,
 }
 
 /// The alert-signal state of a partition's rooms.
@@ -139,6 +144,13 @@ pub(crate) fn room_mut<'a>(
     // Looked up by `&str` first: the key is allocated once per room, not per row.
     if !rooms.contains_key(room_id) {
         rooms.insert(room_id.to_owned(), RoomSignals::default());
+    }
+    rooms.get_mut(room_id).expect("inserted above")
+}
+
+fn products_mut<'a>(rooms: &'a mut BTreeMap<String, RoomProducts>, room_id: &str) -> &'a mut RoomProducts {
+    if !rooms.contains_key(room_id) {
+        rooms.insert(room_id.to_owned(), RoomProducts::default());
     }
     rooms.get_mut(room_id).expect("inserted above")
 }
@@ -196,8 +208,9 @@ impl RoomTracker {
                 Err(_) => return Err(e.into()),
             },
         };
-        detection::restore(rest, &mut signals.rooms)?;
-        let mut t = RoomTracker { rooms: BTreeMap::new(), signals };
+        let rest = detection::restore(rest, &mut signals.rooms)?;
+        let products = products::restore(rest)?;
+        let mut t = RoomTracker { rooms: BTreeMap::new(), signals, products, product_window: None };
         for (key, saved) in rooms {
             t.restore_room(key, saved);
         }
@@ -229,11 +242,23 @@ impl RoomTracker {
 
     /// The tracker's checkpoint bytes.
     pub fn to_checkpoint(&self) -> Result<Vec<u8>, postcard::Error> {
-        postcard::to_stdvec(&SavedRef {
+        let mut out = postcard::to_stdvec(&SavedRef {
             rooms: RoomsRef(&self.rooms),
             signals: &self.signals,
             detectors: detection::SavedDetectors(&self.signals.rooms),
-        })
+        })?;
+        products::save(&self.products, &mut out)?;
+        Ok(out)
+    }
+
+    /// Sums the product rows of this window per room and session, for the wall
+    /// ([`RoomMetrics::products`]); `None`: off. Sums of another window (a checkpoint
+    /// written under another configuration) are dropped.
+    pub fn set_product_window(&mut self, w: Option<ProductWindow>) {
+        if self.product_window.is_some() && self.product_window != w {
+            self.products.clear();
+        }
+        self.product_window = w;
     }
 
     /// Turns the alert detectors on with these parameters, or off (`None`). They read
@@ -265,6 +290,7 @@ impl RoomTracker {
     /// Call it with whole batches: a window row and its breakdown rows together.
     pub fn on_rows(&mut self, rows: &[Row]) {
         let Signals { windows, rooms, detectors } = &mut self.signals;
+        let (products, product_window) = (&mut self.products, self.product_window.as_ref());
         let compare = windows.compare.as_ref().map(|w| w.name.as_str());
         let online = windows.online.as_ref().map(|w| w.name.as_str());
         let detect = detectors.is_some();
@@ -290,14 +316,25 @@ impl RoomTracker {
                     }
                 }
                 Row::Session(r) => {
+                    if product_window.is_some() {
+                        products_mut(products, &r.room_id).on_session(r);
+                    }
                     let room = room_mut(rooms, &r.room_id);
                     room.on_session_row(r);
                     if detect {
                         detection::on_session(room, r, &mut touched);
                     }
                 }
-                Row::Breakdown(b) if detect => detection::on_breakdown(rooms, b, &mut touched),
-                Row::Breakdown(_) => {}
+                Row::Breakdown(b) => {
+                    if let Some(w) =
+                        product_window.filter(|w| b.kind == BreakdownKind::Product && *b.window == *w.name)
+                    {
+                        products_mut(products, &b.room_id).on_row(b, w);
+                    }
+                    if detect {
+                        detection::on_breakdown(rooms, b, &mut touched);
+                    }
+                }
             }
         }
         if let Some(c) = detectors {
@@ -392,6 +429,11 @@ impl RoomTracker {
             metrics.signals.show(&key, &s.windows, room, &values);
             room.dirty = false;
         }
+        for (room_id, p) in self.products.iter_mut().filter(|(_, p)| p.dirty) {
+            let Some(t) = self.rooms.get(room_id).filter(|t| t.series == Shown::Yes) else { continue };
+            metrics.set_products(&t.key, p.top(TOP_PRODUCTS));
+            p.dirty = false;
+        }
     }
 
     /// Sets a room's gauges from its running state: viewers online now, whether a
@@ -410,7 +452,8 @@ impl RoomTracker {
             self.rooms.insert(key.room_id.clone(), Tracked::new(key.clone()));
         }
         let t = self.rooms.get_mut(&key.room_id).expect("inserted above");
-        if t.key != *key {
+        let moved = t.key != *key;
+        if moved {
             let shown = t.series == Shown::Yes;
             if shown {
                 metrics.remove(&t.key);
@@ -425,8 +468,11 @@ impl RoomTracker {
         if !t.show(metrics) {
             return;
         }
-        if !was_shown {
+        if !was_shown || moved {
             self.signals.room_mut(&key.room_id).dirty = true;
+            if let Some(p) = self.products.get_mut(&key.room_id) {
+                p.dirty = true;
+            }
         }
         metrics.set_running(key, online, live, windows);
     }
@@ -436,11 +482,13 @@ impl RoomTracker {
     pub fn expire(&mut self, metrics: &RoomMetrics, now_ms: i64, ttl_ms: i64) -> usize {
         let before = self.rooms.len();
         let signals = &mut self.signals.rooms;
+        let products = &mut self.products;
         self.rooms.retain(|room_id, t| {
             let keep = t.ended_at_ms.is_none_or(|e| now_ms.saturating_sub(e) < ttl_ms);
             if !keep {
                 t.hide(metrics);
                 signals.remove(room_id);
+                products.remove(room_id);
             }
             keep
         });
@@ -454,6 +502,9 @@ impl RoomTracker {
         }
         for room in self.signals.rooms.values_mut() {
             room.dirty = true;
+        }
+        for p in self.products.values_mut() {
+            p.dirty = true;
         }
         self.publish_signals(metrics);
     }

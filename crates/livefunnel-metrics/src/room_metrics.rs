@@ -8,12 +8,16 @@ use std::sync::{Arc, Mutex};
 use livefunnel_core::Counts;
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+use crate::products::ProductLine;
 use crate::room::{RoomKey, RoomTotals};
 use crate::room_reading::Running;
 use crate::signal_series::SignalGauges;
 
 const ROOM: &[&str] = &["org_id", "room_id", "platform"];
 const ROOM_WINDOW: &[&str] = &["org_id", "room_id", "platform", "window"];
+
+/// A room's labels and its top products, as last published.
+type Products = (RoomKey, Arc<[ProductLine]>);
 
 /// The default of `http.max_room_series`.
 pub const DEFAULT_MAX_ROOMS: usize = 20_000;
@@ -43,6 +47,9 @@ pub struct RoomMetrics {
     /// By `room_id`: what [`RoomMetrics::set_running`] last received, for
     /// [`RoomMetrics::read`]; removed with the room's series.
     pub(crate) running: Arc<Mutex<HashMap<String, Running>>>,
+    /// By `room_id`: the room's top products this session, for the wall; removed with
+    /// the room's series.
+    products: Arc<Mutex<HashMap<String, Products>>>,
 }
 
 #[derive(Debug)]
@@ -106,6 +113,7 @@ impl RoomMetrics {
                 "rooms left without series because http.max_room_series rooms had theirs",
             )?,
             running: Arc::default(),
+            products: Arc::default(),
         };
         registry.register(Box::new(m.rooms_with_series.clone()))?;
         registry.register(Box::new(m.series_dropped.clone()))?;
@@ -234,7 +242,26 @@ impl RoomMetrics {
         }
     }
 
+    /// Sets a room's top products this session (largest GMV first).
+    pub(crate) fn set_products(&self, key: &RoomKey, top: Vec<ProductLine>) {
+        let mut products = self.products.lock().expect("poisoned");
+        products.insert(key.room_id.clone(), (key.clone(), top.into()));
+    }
+
+    /// A room's top products this session, largest GMV first (at most
+    /// [`crate::TOP_PRODUCTS`]); `None` when none are known for it (no product rows yet,
+    /// or no tumbling window with breakdowns configured).
+    pub fn products(&self, room_id: &str) -> Option<Arc<[ProductLine]>> {
+        self.products.lock().expect("poisoned").get(room_id).map(|(_, p)| p.clone())
+    }
+
     pub(crate) fn remove(&self, key: &RoomKey) {
+        {
+            let mut products = self.products.lock().expect("poisoned");
+            if products.get(&key.room_id).is_some_and(|(k, _)| k == key) {
+                products.remove(&key.room_id);
+            }
+        }
         {
             let mut running = self.running.lock().expect("poisoned");
             if running.get(&key.room_id).is_some_and(|r| r.key == *key) {

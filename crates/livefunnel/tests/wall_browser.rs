@@ -102,7 +102,11 @@ const FUNNEL_AND_API: &str = r#"
     const seq = Number(document.body.dataset.seq);
     const shown = {};
     document.querySelectorAll('[data-field^="funnel."]').forEach((e) => { shown[e.dataset.field.slice(7)] = e.textContent; });
-    fetch('/api/rooms/room-0002').then((r) => r.json()).then((api) => done({ seq, shown, api }), (e) => done({ error: String(e) }));
+    const products = [...document.querySelectorAll('#products .step')].map((r) => [r.dataset.product, r.querySelector('.n').textContent]);
+    fetch('/api/rooms/room-0002').then((r) => r.json()).then((api) => done({
+        seq, shown, products, api,
+        money: (api.top_products || []).map((p) => LF.money(p.gmv_cents)),
+    }), (e) => done({ error: String(e) }));
 "#;
 
 /// The tiles shown and the API's rooms, read at the same snapshot.
@@ -242,6 +246,19 @@ fn the_wall_in_a_browser() {
             assert_eq!(json!(digits(shown)), funnel[key], "{key}: shown {shown}, api {funnel}");
         }
         assert!(funnel["room_impressions"].as_u64().unwrap() > 0, "a live room's funnel has impressions: {funnel}");
+        // Top products: the API's, in its order, with its amounts as the page formats them.
+        let top = v["api"]["top_products"].as_array().unwrap_or_else(|| panic!("no top products: {v}"));
+        assert!(!top.is_empty(), "a selling room has top products: {v}");
+        let ids: Vec<&str> = top.iter().map(|p| p["product_id"].as_str().unwrap()).collect();
+        let shown: Vec<&str> = v["products"].as_array().unwrap().iter().map(|p| p[0].as_str().unwrap()).collect();
+        assert_eq!(shown, ids, "the products shown are the API's");
+        let amounts: Vec<&Value> = v["products"].as_array().unwrap().iter().map(|p| &p[1]).collect();
+        assert_eq!(amounts, v["money"].as_array().unwrap().iter().collect::<Vec<_>>());
+        let sold: i64 = top.iter().map(|p| p["gmv_cents"].as_i64().unwrap()).sum();
+        let gmv = v["api"]["room"]["gmv_cents"].as_i64().unwrap();
+        assert!(sold > 0 && sold <= gmv, "top products sold {sold} of the room's {gmv}");
+        let by_gmv: Vec<i64> = top.iter().map(|p| p["gmv_cents"].as_i64().unwrap()).collect();
+        assert!(by_gmv.windows(2).all(|w| w[0] >= w[1]), "largest GMV first: {by_gmv:?}");
         // The detectors' panel: evidence against the thresholds the rules use.
         let detectors = &v["api"]["detectors"];
         assert!(detectors["online_cliff_threshold"].as_f64().is_some_and(|t| t > 0.0), "{detectors}");

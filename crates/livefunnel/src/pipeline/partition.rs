@@ -67,6 +67,7 @@ impl PartitionSetup {
         };
         tracker.set_signal_windows(s.signals.clone());
         tracker.set_detectors(s.detectors.clone());
+        tracker.set_product_window(livefunnel_metrics::ProductWindow::from_engine(&s.engine));
         engine.set_version_epoch(epoch).with_context(|| format!("checkpoint {path}"))?;
         Ok(PartitionSetup { a, engine, tracker, next_offset, epoch, state, privacy: s.privacy.clone() })
     }

@@ -288,14 +288,12 @@ struct RoomJson<'a> {
     #[serde(flatten)]
     detail: &'a super::board::RoomDetail,
     history: &'a [Sample],
-    /// Top products need the product breakdown rows: not on the wall yet.
-    top_products: Option<()>,
 }
 
 fn room_json(s: &Snapshot, viewer: &Viewer, room_id: &str) -> Option<String> {
     let room = s.room(room_id).filter(|r| viewer.sees(&r.org_id))?;
     let (detail, history) = s.details.get(room_id)?;
-    let json = RoomJson { seq: s.seq, at_ms: s.at_ms, room, detail, history, top_products: None };
+    let json = RoomJson { seq: s.seq, at_ms: s.at_ms, room, detail, history };
     Some(serde_json::to_string(&json).expect("the room serializes"))
 }
 
@@ -514,6 +512,13 @@ mod tests {
                 gpm_baseline: None,
                 orders_expected_per_minute: Some(0.4),
             }),
+            top_products: Some(vec![super::super::board::Product {
+                product_id: "sku-9".into(),
+                gmv_cents: 19_900,
+                orders_paid: 2,
+                items_sold: 3,
+                product_clicks: 40,
+            }]),
         };
         s.details.insert("r2".into(), (detail, Vec::new()));
         let room: serde_json::Value =
@@ -527,6 +532,8 @@ mod tests {
             d["gpm_drop_horizon_s"].is_null() && d["sales_stall_evidence"].is_null(),
             "not monitored, not armed: {d}"
         );
+        let p = &room["top_products"][0];
+        assert_eq!((p["product_id"].as_str(), p["gmv_cents"].as_i64()), (Some("sku-9"), Some(19_900)));
         assert!(room_json(&s, &Viewer::Org("org-b".into()), "r2").is_some());
         assert!(room_json(&s, &org, "r2").is_none(), "another org's room does not exist for it");
     }

@@ -93,6 +93,20 @@ pub struct RoomDetail {
     pub last_event_received_s: Option<f64>,
     /// The alert detectors' values against their thresholds; `None`: detectors off.
     pub detectors: Option<Detectors>,
+    /// The products selling most this session, by GMV; `None`: not known (no
+    /// product rows yet, or no tumbling window with breakdowns configured).
+    pub top_products: Option<Vec<Product>>,
+}
+
+/// One product's sums this session, from the engine's product breakdown rows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Product {
+    /// As the events name it; `__other__`: the products beyond `limits.max_breakdown_keys`.
+    pub product_id: String,
+    pub gmv_cents: i64,
+    pub orders_paid: u64,
+    pub items_sold: i64,
+    pub product_clicks: u64,
 }
 
 /// The detectors' evidence as the rules compare it (`null`: not armed), and what
@@ -212,7 +226,8 @@ impl Builder {
         for r in &readings {
             let info = entries.get(&r.key.room_id).unwrap_or(&no_info);
             let kept = self.kept.entry(r.key.room_id.clone()).or_default();
-            let (view, detail) = view(r, info, kept, self.rooms.detector_config(), now_ms);
+            let (view, mut detail) = view(r, info, kept, self.rooms.detector_config(), now_ms);
+            detail.top_products = self.rooms.products(&r.key.room_id).map(|p| products(&p));
             details.insert(r.key.room_id.clone(), (detail, kept.history.session(240)));
             views.push(view);
         }
@@ -230,6 +245,18 @@ impl Builder {
         self.seq += 1;
         Snapshot { seq: self.seq, at_ms: now_ms, rooms: views, details, directory_error, build_ms: 0.0 }
     }
+}
+
+fn products(top: &[livefunnel_metrics::ProductLine]) -> Vec<Product> {
+    top.iter()
+        .map(|p| Product {
+            product_id: p.product_id.clone(),
+            gmv_cents: p.counts.gmv_cents,
+            orders_paid: p.counts.orders_paid,
+            items_sold: p.counts.items_sold,
+            product_clicks: p.counts.product_clicks,
+        })
+        .collect()
 }
 
 fn window<'a>(r: &'a RoomReading, name: &str) -> Option<&'a Counts> {
@@ -308,6 +335,7 @@ fn view(
         totals: r.totals.clone(),
         last_event_received_s: s[Series::LastReceived],
         detectors: detectors.map(|d| Detectors::of(s, d)),
+        top_products: None,
     };
     (view, detail)
 }

@@ -11,7 +11,6 @@
   document.getElementById("charts-title").textContent = L.charts;
   document.getElementById("products-title").textContent = L.products;
   document.getElementById("detectors-title").textContent = L.detectors;
-  document.getElementById("products").textContent = L.products_pending;
 
   function field(name, text) {
     const s = el("span", "n", text);
@@ -104,6 +103,25 @@
     );
   }
 
+  // The products selling most this session, by GMV; bars against the first.
+  function products(list) {
+    const box = document.getElementById("products");
+    if (!list || !list.length) return box.replaceChildren(el("div", "muted", L.products_pending));
+    const top = Math.max(1, list[0].gmv_cents);
+    const rows = list.map((p, i) => {
+      const d = el("div", "step product");
+      const bar = el("div", "bar");
+      bar.style.width = Math.max(2, (Math.max(0, p.gmv_cents) / top) * 100).toFixed(1) + "%";
+      const name = p.product_id === "__other__" ? L.other_products : p.product_id;
+      const n = field("products." + i + ".gmv_cents", money(p.gmv_cents));
+      const extra = int(p.orders_paid) + " " + L.orders_short + " · " + int(p.product_clicks) + " " + L.clicks_short;
+      d.append(el("span", "label", name), bar, n, el("span", "conv", extra));
+      d.dataset.product = p.product_id;
+      return d;
+    });
+    box.replaceChildren(...rows);
+  }
+
   // The detectors' evidence against the thresholds the rules use, and what the
   // room's volume allows for GPM drops.
   function detectors(x) {
@@ -145,6 +163,7 @@
     funnel(d.funnel);
     sources(d.sources);
     charts(d.history);
+    products(d.top_products);
     detectors(d.detectors);
     const alerts = document.getElementById("alerts");
     alerts.replaceChildren(
