@@ -99,7 +99,8 @@ pub struct ProductLine {
 /// One room's product sums this session.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct RoomProducts {
-    /// The session summed: its id and start; rows of windows before it are skipped.
+    /// The session summed: its id and start; rows of windows that ended before it are
+    /// skipped.
     session: Option<(String, i64)>,
     sums: BTreeMap<String, ProductCounts>,
     /// Rows of windows that can still change, by (window end, product): their version
@@ -145,7 +146,8 @@ impl RoomProducts {
     /// A product row of the summed window.
     pub(crate) fn on_row(&mut self, b: &BreakdownRow, w: &ProductWindow) {
         debug_assert_eq!(b.kind, BreakdownKind::Product);
-        let before_session = self.session.as_ref().is_some_and(|(_, start)| b.window_start < *start);
+        // A window the session started in is the session's (its orders are).
+        let before_session = self.session.as_ref().is_some_and(|(_, start)| b.window_end <= *start);
         if b.window_end <= self.final_until || before_session {
             return;
         }

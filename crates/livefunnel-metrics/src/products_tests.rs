@@ -107,7 +107,8 @@ fn session_row() -> livefunnel_core::SessionRow {
     }
 }
 
-/// A deterministic stream (an LCG, no dependency): one room, one session of 40 minutes,
+/// A deterministic stream (an LCG, no dependency): one room, one session of 40 minutes
+/// starting mid-minute,
 /// 30 products, paid orders arriving up to 150 s out of order (so windows are
 /// corrected late and some events are too late). Returns the events in arrival order.
 fn stream() -> Vec<Event<'static>> {
@@ -116,10 +117,12 @@ fn stream() -> Vec<Event<'static>> {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         (seed >> 33) % n
     };
-    let mut out = vec![Event::minimal("start", EventType::SessionStart, 0, "r1", "s1")];
+    // The session starts in the middle of a minute: that minute's orders are its own.
+    let start = 90_000;
+    let mut out = vec![Event::minimal("start", EventType::SessionStart, start, "r1", "s1")];
     for i in 0..4_000i64 {
-        let t = 1_000 + i * 600;
-        let ts = (t - next(150_000) as i64).max(1);
+        let t = start + 1_000 + i * 600;
+        let ts = (t - next(150_000) as i64).max(start);
         let kind = if next(3) == 0 { EventType::OrderPaid } else { EventType::ProductClick };
         let mut e = Event::minimal(&format!("e{i}"), kind, ts, "r1", "s1");
         e.user_id = Some(Cow::Owned(format!("u{}", next(500))));
@@ -130,7 +133,7 @@ fn stream() -> Vec<Event<'static>> {
         }
         out.push(e);
     }
-    out.push(Event::minimal("end", EventType::SessionEnd, 2_401_000, "r1", "s1"));
+    out.push(Event::minimal("end", EventType::SessionEnd, start + 2_401_000, "r1", "s1"));
     out
 }
 
