@@ -46,7 +46,7 @@ impl Default for DetectorConfig {
     fn default() -> DetectorConfig {
         DetectorConfig {
             design_ratio: 1.0 / 3.0,
-            gpm_drop_threshold: 13.5,
+            gpm_drop_threshold: 15.0,
             sales_stall_threshold: 16.0,
             warmup_minutes: 40,
             arm_minutes: 50,
@@ -92,7 +92,7 @@ impl DetectorConfig {
                 ),
             );
         }
-        positive("gpm_drop_threshold", self.gpm_drop_threshold, "13.5")?;
+        positive("gpm_drop_threshold", self.gpm_drop_threshold, "15")?;
         positive("sales_stall_threshold", self.sales_stall_threshold, "16")?;
         positive("arm_orders", self.arm_orders, "30")?;
         positive("baseline_half_life_minutes", self.baseline_half_life_minutes, "60")?;

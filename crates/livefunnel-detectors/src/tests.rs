@@ -100,7 +100,7 @@ fn a_steady_room_arms_after_the_warmup_and_stays_quiet() {
     let expected = v.orders_expected_per_minute.unwrap();
     assert!((expected - 10.0).abs() < 1.5, "expected orders per minute {expected}");
     let horizon = v.gpm_drop_horizon_seconds.unwrap();
-    // 60 · (13.5 / (0.1174 · 10) + 1) ≈ 750 s.
+    // 60 · (15 / (0.1174 · 10) + 1) ≈ 827 s.
     assert!((600.0..900.0).contains(&horizon), "{horizon}");
     assert!(v.gpm_drop_evidence.unwrap() < c.gpm_drop_threshold);
     assert_eq!(v.firing(&c), Firing::default());

@@ -123,10 +123,16 @@ fn minute_rows_and_paid_sources_feed_the_evidence_series() {
     // 8 organic orders of 100 yuan over 10 organic views: 80,000 yuan per 1,000 views.
     assert_eq!(value(&text, "livefunnel_room_signal_gpm_baseline"), 80_000.0);
     let horizon = value(&text, "livefunnel_room_signal_gpm_drop_horizon_seconds");
-    assert!((800.0..1000.0).contains(&horizon), "{horizon}");
+    // 60 · (h / (8 · (1 − ρ₁ + ½ · ln ρ₁)) + 1), within the baseline's noise.
+    let c = DetectorConfig::default();
+    let r = c.design_ratio;
+    let want = 60.0 * (c.gpm_drop_threshold / (8.0 * (1.0 - r + 0.5 * r.ln())) + 1.0);
+    assert!((horizon / want - 1.0).abs() < 0.1, "{horizon} against {want}");
     // Pooled from minute 50 until the baseline holds 30 orders (minute 53), then armed.
     assert_eq!(value(&text, "livefunnel_room_pooled_orders_observed_total"), 24.0);
-    assert!(text.contains("livefunnel_detector_threshold{detector=\"gpm_drop\"} 13.5"), "{text}");
+    let threshold =
+        format!("livefunnel_detector_threshold{{detector=\"gpm_drop\"}} {}", c.gpm_drop_threshold);
+    assert!(text.contains(&threshold), "{text}");
     assert!(text.contains("livefunnel_detector_threshold{detector=\"online_cliff_fall\"} 0.25"), "{text}");
 
     // Paid-sourced orders keep coming, organic ones stop: a stall and a drop.
@@ -137,7 +143,7 @@ fn minute_rows_and_paid_sources_feed_the_evidence_series() {
     let text = render(&reg);
     let stall = value(&text, "livefunnel_room_signal_sales_stall_evidence");
     assert!((stall - 24.0).abs() < 1.0, "three minutes of 8 expected orders: {stall}");
-    assert!(value(&text, "livefunnel_room_signal_gpm_drop_evidence") > 13.5);
+    assert!(value(&text, "livefunnel_room_signal_gpm_drop_evidence") > c.gpm_drop_threshold);
     assert_eq!(value(&text, "livefunnel_room_signal_drop_orders_observed"), 0.0);
 
     // The session ends: no evidence, no horizon; the counters stay.

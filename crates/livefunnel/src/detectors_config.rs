@@ -215,7 +215,7 @@ mod tests {
     fn bad_values_name_their_key_and_the_fix() {
         Jail::expect_with(|jail| {
             for (toml, key, says) in [
-                ("gpm_drop_threshold = -1.0", "detectors.gpm_drop_threshold", "positive number, like 13.5"),
+                ("gpm_drop_threshold = -1.0", "detectors.gpm_drop_threshold", "positive number, like 15"),
                 ("design_ratio = 1.5", "detectors.design_ratio", "below 1"),
                 ("warmup = \"90s\"", "detectors.warmup", "whole minutes"),
                 ("arm_after = \"30m\"", "detectors.arm_after", "at least warmup + baseline_delay (50)"),

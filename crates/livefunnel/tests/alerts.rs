@@ -6,7 +6,7 @@
 //! Two rooms get a scenario far beyond the detectors' thresholds, so the outcome does
 //! not depend on chance: a private-led room scaled to about 15 organic orders a minute
 //! loses 80 % of its orders (GPMDrop's evidence grows by about 6.7 nats a minute against
-//! a threshold of 13.5, so it fires within a few event minutes), and a room scaled to
+//! a threshold of 15, so it fires within a few event minutes), and a room scaled to
 //! about 200 viewers online loses 40 % of them (a cliff of about 5.7 Poisson units
 //! against 3). Both start at minute 70 of their sessions, 20 minutes after the detectors arm.
 //! GPMDrop must fire for the first room, OnlineViewersCliff for the second, both after
