@@ -46,6 +46,7 @@
 //! the seed, the duration, the start and its own scenarios only, not on the
 //! number of rooms or on the other rooms.
 
+pub mod dense;
 mod json;
 mod model;
 mod profile;
@@ -57,7 +58,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use json::Break;
-use model::{Arrival, Ev, Room, Sink, K_SESSION_END, K_SESSION_START};
+use model::{Arrival, Ev, Room, Sink, K_SESSION_END, K_SESSION_START, SEC};
 pub use profile::RoomProfile;
 use rng::mix64;
 pub use scenario::{parse_duration_ms, RoomScenario, RoomSet, Scenario, ScenarioSpecError, AUDIENCE_SCALES};
@@ -180,6 +181,27 @@ impl SimParams {
     }
 }
 
+/// The kind of traffic: the standard rooms described above, or [`dense`] ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// Rooms as agency operators report them, small and large.
+    #[default]
+    Standard,
+    /// Every room big and busy for the whole stream: ~1,000 events per minute, ~1,000
+    /// viewers online, 200 products ([`dense`]).
+    Dense,
+}
+
+impl Profile {
+    pub fn parse(s: &str) -> Option<Profile> {
+        match s {
+            "standard" => Some(Profile::Standard),
+            "dense" => Some(Profile::Dense),
+            _ => None,
+        }
+    }
+}
+
 /// Where a message belongs, returned with its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageMeta {
@@ -214,6 +236,8 @@ enum What {
     Tick(u32),
     Arrive(u32, Arrival),
     Ev(Ev),
+    /// The next viewer event of a dense room.
+    Dense(u32),
 }
 
 /// Planned in simulated event time.
@@ -287,6 +311,8 @@ impl Sink for Planner<'_> {
 /// [`Simulator::next_message`]) until the stream ends.
 pub struct Simulator {
     rooms: Vec<Room>,
+    /// One per room in the dense profile, none in the standard one.
+    dense: Vec<dense::DenseRoom>,
     gen: BinaryHeap<Reverse<Gen>>,
     arr: BinaryHeap<Reverse<Arr>>,
     seq: u64,
@@ -299,21 +325,32 @@ impl Simulator {
     /// minute, scenarios for rooms or times that do not exist do nothing, and
     /// an `audience` scale is clamped into [`AUDIENCE_SCALES`] (NaN is 1).
     pub fn new(p: SimParams) -> Simulator {
+        Simulator::with_profile(p, Profile::Standard)
+    }
+
+    /// [`Simulator::new`] with the rooms of `profile`.
+    pub fn with_profile(p: SimParams, profile: Profile) -> Simulator {
         let n_orgs = 2 + (mix64(p.seed ^ 0x4F52_4753) % 3) as usize;
         let duration = p.duration_ms.max(60_000);
-        let rooms: Vec<Room> = (0..p.rooms)
+        let mut rooms: Vec<Room> = (0..p.rooms)
             .map(|i| {
                 let fx = scenario::Effects::for_room(&p, i + 1);
                 Room::new(p.seed, i, n_orgs, p.start_ms, duration, fx)
             })
             .collect();
+        let dense: Vec<dense::DenseRoom> = match profile {
+            Profile::Standard => Vec::new(),
+            Profile::Dense => {
+                rooms.iter_mut().map(|r| dense::DenseRoom::new(r, p.start_ms, duration)).collect()
+            }
+        };
         let mut gen = BinaryHeap::new();
         let mut seq = 0;
         for r in &rooms {
             seq += 1;
             gen.push(Reverse(Gen { ts: r.start, seq, what: What::Start(r.idx) }));
         }
-        Simulator { rooms, gen, arr: BinaryHeap::new(), seq, emitted: 0 }
+        Simulator { rooms, dense, gen, arr: BinaryHeap::new(), seq, emitted: 0 }
     }
 
     /// Appends the next message (one JSON object, no newline) in arrival order;
@@ -364,6 +401,19 @@ impl Simulator {
     fn step(&mut self, g: Gen) {
         let mut planner = Planner { gen: &mut self.gen, seq: &mut self.seq };
         match g.what {
+            What::Start(r) if !self.dense.is_empty() => {
+                let (room, dense) = (&self.rooms[r as usize], &mut self.dense[r as usize]);
+                dense.open(room, &mut planner);
+                let first = dense.first(room);
+                planner.push(first, What::Dense(r));
+            }
+            What::Dense(r) => {
+                let (ev, next) = self.dense[r as usize].step(&mut self.rooms[r as usize], g.ts);
+                if next < self.rooms[r as usize].end - SEC {
+                    planner.push(next, What::Dense(r));
+                }
+                self.deliver(ev);
+            }
             What::Start(r) => {
                 let room = &mut self.rooms[r as usize];
                 room.open(&mut planner);
@@ -428,8 +478,12 @@ impl Simulator {
 
 impl Planner<'_> {
     fn push_tick(&mut self, ts: i64, room: u32) {
+        self.push(ts, What::Tick(room));
+    }
+
+    fn push(&mut self, ts: i64, what: What) {
         *self.seq += 1;
-        self.gen.push(Reverse(Gen { ts, seq: *self.seq, what: What::Tick(room) }));
+        self.gen.push(Reverse(Gen { ts, seq: *self.seq, what }));
     }
 }
 

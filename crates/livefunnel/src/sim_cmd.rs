@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use livefunnel_sim::{parse_duration_ms, MessageMeta, ParamsError, RoomScenario, SimParams, Simulator};
+use livefunnel_sim::{
+    parse_duration_ms, MessageMeta, ParamsError, Profile, RoomScenario, SimParams, Simulator,
+};
 
 use crate::pacing::Pacer;
 
@@ -72,6 +74,11 @@ pub struct PacingArgs {
 pub struct SimArgs {
     #[command(flatten)]
     pub model: SimModelArgs,
+    /// `standard` rooms, small and large as operators report them, or `dense`: every room
+    /// busy for the whole stream, ~1,000 events per minute with ~1,000 viewers online and
+    /// 200 products (the engine's sizing load; `--rooms 1000 --duration 5m` is ~5 M events).
+    #[arg(long, default_value = "standard", value_parser = parse_profile)]
+    pub profile: Profile,
     #[command(flatten)]
     pub pacing: PacingArgs,
     /// Output JSONL file, or `-` for standard output (the default).
@@ -290,7 +297,7 @@ impl MessageSink for KafkaSink {
 pub fn run(args: &SimArgs) -> anyhow::Result<()> {
     let params = sim_params_from_args(&args.model, args.pacing.realtime, now_ms())?;
     let mut pacer = args.pacing.pacer(Instant::now(), params.start_ms);
-    let mut sim = Simulator::new(params);
+    let mut sim = Simulator::with_profile(params, args.profile);
     let mut clock = Instant::now;
     let mut sleep = std::thread::sleep;
     match args.output() {
@@ -318,6 +325,10 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
 /// the error names the bad part and the expected form. Shared with `demo`.
 pub fn parse_scenario(s: &str) -> Result<RoomScenario, String> {
     s.parse().map_err(|e: livefunnel_sim::ScenarioSpecError| e.to_string())
+}
+
+fn parse_profile(s: &str) -> Result<Profile, String> {
+    Profile::parse(s).ok_or_else(|| format!("`{s}` is not a profile: use `standard` or `dense`"))
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

@@ -4,6 +4,7 @@ use livefunnel_core::{decode, Event, EventType, Reason, SourceClass};
 
 use super::*;
 
+mod dense;
 mod model;
 mod scenarios;
 

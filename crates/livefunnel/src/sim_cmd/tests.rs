@@ -31,6 +31,14 @@ fn defaults_are_the_simulator_defaults() {
 }
 
 #[test]
+fn profile_is_standard_unless_dense_is_asked_for() {
+    assert_eq!(parse("").unwrap().profile, Profile::Standard);
+    assert_eq!(parse("--profile dense --rooms 1000 --duration 310s").unwrap().profile, Profile::Dense);
+    let err = parse("--profile busy").unwrap_err();
+    assert!(err.contains("`busy` is not a profile: use `standard` or `dense`"), "{err}");
+}
+
+#[test]
 fn the_documented_sample_command_parses() {
     let p = params(
         "--rooms 4 --duration 15m --seed 28 --late-share 0.004 --duplicate-share 0.004 --malformed-share 0.005",
