@@ -137,20 +137,11 @@ impl Signals {
     }
 }
 
-pub(crate) fn room_mut<'a>(
-    rooms: &'a mut BTreeMap<String, RoomSignals>,
-    room_id: &str,
-) -> &'a mut RoomSignals {
+/// A room's entry in a per-room map, created empty on first sight.
+pub(crate) fn room_mut<'a, T: Default>(rooms: &'a mut BTreeMap<String, T>, room_id: &str) -> &'a mut T {
     // Looked up by `&str` first: the key is allocated once per room, not per row.
     if !rooms.contains_key(room_id) {
-        rooms.insert(room_id.to_owned(), RoomSignals::default());
-    }
-    rooms.get_mut(room_id).expect("inserted above")
-}
-
-fn products_mut<'a>(rooms: &'a mut BTreeMap<String, RoomProducts>, room_id: &str) -> &'a mut RoomProducts {
-    if !rooms.contains_key(room_id) {
-        rooms.insert(room_id.to_owned(), RoomProducts::default());
+        rooms.insert(room_id.to_owned(), T::default());
     }
     rooms.get_mut(room_id).expect("inserted above")
 }
@@ -317,7 +308,7 @@ impl RoomTracker {
                 }
                 Row::Session(r) => {
                     if product_window.is_some() {
-                        products_mut(products, &r.room_id).on_session(r);
+                        room_mut(products, &r.room_id).on_session(r);
                     }
                     let room = room_mut(rooms, &r.room_id);
                     room.on_session_row(r);
@@ -329,7 +320,7 @@ impl RoomTracker {
                     if let Some(w) =
                         product_window.filter(|w| b.kind == BreakdownKind::Product && *b.window == *w.name)
                     {
-                        products_mut(products, &b.room_id).on_row(b, w);
+                        room_mut(products, &b.room_id).on_row(b, w);
                     }
                     if detect {
                         detection::on_breakdown(rooms, b, &mut touched);
