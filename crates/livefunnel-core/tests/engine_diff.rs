@@ -1,0 +1,248 @@
+//! Differential test: the engine against the first engine (`engine_v1`, built by the
+//! test-only feature `engine-v1`), call for call, on the property test's random
+//! streams (replay and live mode with wall-clock ticks, across snapshots and
+//! restores), on the shipped sample and on simulated standard and dense rooms. Both
+//! must give the same outcomes and the same rows in the same order with the same
+//! versions, the same counters and the same running values.
+//!
+//! Run: `cargo test -p livefunnel-core --release --test engine_diff` (at least 1000
+//! random cases; `PROPTEST_CASES` may raise it).
+
+// `fmt_event` serves the other tests only.
+#[allow(dead_code)]
+mod gen;
+
+use livefunnel_core::engine_v1;
+use livefunnel_core::{decode, Engine, EngineConfig, Event, Row, TimeMode};
+use livefunnel_sim::{Profile, SimParams, Simulator};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+
+use gen::{case, Case};
+
+/// What both engines offer, with their own result types shown as `Debug` text.
+trait Eng: Sized {
+    fn new(cfg: EngineConfig) -> Self;
+    fn process(&mut self, ev: &Event<'_>, wall: i64, out: &mut Vec<Row>) -> String;
+    fn tick(&mut self, wall: i64, out: &mut Vec<Row>);
+    fn finish(&mut self, out: &mut Vec<Row>);
+    fn running(&mut self) -> String;
+    fn stats(&self) -> String;
+    fn snapshot(&self) -> Vec<u8>;
+    fn restore(cfg: EngineConfig, bytes: &[u8], exact: bool) -> Self;
+    fn set_version_epoch(&mut self, epoch: u32);
+}
+
+macro_rules! impl_eng {
+    ($t:ty) => {
+        impl Eng for $t {
+            fn new(cfg: EngineConfig) -> Self {
+                <$t>::new(cfg)
+            }
+            fn process(&mut self, ev: &Event<'_>, wall: i64, out: &mut Vec<Row>) -> String {
+                format!("{:?}", <$t>::process(self, ev, wall, out))
+            }
+            fn tick(&mut self, wall: i64, out: &mut Vec<Row>) {
+                <$t>::tick(self, wall, out)
+            }
+            fn finish(&mut self, out: &mut Vec<Row>) {
+                <$t>::finish(self, out)
+            }
+            fn running(&mut self) -> String {
+                let mut v = Vec::new();
+                <$t>::running(self, &mut v);
+                format!("{v:#?}")
+            }
+            fn stats(&self) -> String {
+                format!(
+                    "{:?} rooms={} partition_max_ts={:?}",
+                    <$t>::stats(self),
+                    self.rooms(),
+                    self.partition_max_ts()
+                )
+            }
+            fn snapshot(&self) -> Vec<u8> {
+                <$t>::snapshot(self)
+            }
+            fn restore(cfg: EngineConfig, bytes: &[u8], exact: bool) -> Self {
+                let r = if exact { <$t>::restore_exact(cfg, bytes) } else { <$t>::restore(cfg, bytes) };
+                r.expect("a snapshot restores")
+            }
+            fn set_version_epoch(&mut self, epoch: u32) {
+                <$t>::set_version_epoch(self, epoch).expect("a higher epoch")
+            }
+        }
+    };
+}
+
+impl_eng!(Engine);
+impl_eng!(engine_v1::Engine);
+
+/// One call into an engine.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Event(usize, i64),
+    Tick(i64),
+    /// Running values, compared between the engines.
+    Running,
+    /// Snapshot and restore (exact, or after a crash with the next epoch).
+    Restore {
+        exact: bool,
+    },
+}
+
+/// The calls for a case: its events; in live mode a wall clock that follows event time,
+/// with ticks (some past `idle_timeout`, a few long enough to retire rooms); running
+/// values now and then; one or two restores.
+fn script(case: &Case, seed: u64) -> Vec<Action> {
+    let live = case.cfg.mode == TimeMode::Live;
+    let mut rng = seed | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut wall = case.events.first().map_or(0, |e| e.ts);
+    let mut out = Vec::new();
+    for (i, ev) in case.events.iter().enumerate() {
+        if ev.ts <= wall.saturating_add(60_000) {
+            wall = wall.max(ev.ts);
+        }
+        out.push(Action::Event(i, wall));
+        if live && next() % 5 == 0 {
+            wall += [5_000, 31_000, 90_000, 45 * 60_000][(next() % 4) as usize];
+            out.push(Action::Tick(wall));
+        }
+        match next() % 64 {
+            0..=5 => out.push(Action::Running),
+            6 => out.push(Action::Restore { exact: true }),
+            7 => out.push(Action::Restore { exact: false }),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// What one engine did: a transcript line per call, and every row.
+fn run<E: Eng>(case: &Case, actions: &[Action]) -> (Vec<String>, Vec<Row>) {
+    let mut e = E::new(case.cfg.clone());
+    let mut epoch = 0;
+    let mut log = Vec::new();
+    let mut rows = Vec::new();
+    for a in actions {
+        match *a {
+            Action::Event(i, wall) => log.push(e.process(&case.events[i], wall, &mut rows)),
+            Action::Tick(wall) => e.tick(wall, &mut rows),
+            Action::Running => log.push(e.running()),
+            Action::Restore { exact } => {
+                let snap = e.snapshot();
+                e = E::restore(case.cfg.clone(), &snap, exact);
+                if !exact {
+                    epoch += 1;
+                    e.set_version_epoch(epoch);
+                }
+            }
+        }
+    }
+    e.finish(&mut rows);
+    log.push(e.stats());
+    log.push(e.running());
+    (log, rows)
+}
+
+fn compare(what: &str, old: (Vec<String>, Vec<Row>), new: (Vec<String>, Vec<Row>)) -> Result<(), String> {
+    if let Some(i) = (0..old.0.len().max(new.0.len())).find(|&i| old.0.get(i) != new.0.get(i)) {
+        return Err(format!(
+            "{what}: call #{i} differs:\n  engine_v1: {:?}\n  engine:    {:?}",
+            old.0.get(i),
+            new.0.get(i)
+        ));
+    }
+    if let Some(i) = (0..old.1.len().max(new.1.len())).find(|&i| old.1.get(i) != new.1.get(i)) {
+        return Err(format!(
+            "{what}: row #{i} differs (of {} and {}):\n  engine_v1: {:?}\n  engine:    {:?}",
+            old.1.len(),
+            new.1.len(),
+            old.1.get(i),
+            new.1.get(i)
+        ));
+    }
+    Ok(())
+}
+
+fn check(case: &Case, seed: u64) -> Result<(), String> {
+    let actions = script(case, seed);
+    compare("random stream", run::<engine_v1::Engine>(case, &actions), run::<Engine>(case, &actions))
+}
+
+fn proptest_config() -> ProptestConfig {
+    let mut c = ProptestConfig::default();
+    c.cases = c.cases.max(1000);
+    c.failure_persistence = None;
+    c
+}
+
+proptest! {
+    #![proptest_config(proptest_config())]
+
+    #[test]
+    fn engine_matches_engine_v1_row_for_row(case in case(), live in any::<bool>(), seed in any::<u64>()) {
+        let mut case = case;
+        if live {
+            case.cfg.mode = TimeMode::Live;
+        }
+        check(&case, seed).map_err(|e| TestCaseError::fail(format!("{e}\n{case:?}")))?;
+    }
+}
+
+/// The valid events of a stream of messages, in arrival order.
+fn decoded(messages: impl Iterator<Item = Vec<u8>>) -> Vec<Event<'static>> {
+    messages.filter_map(|m| decode(&m).ok().map(Event::into_owned)).collect()
+}
+
+fn simulated(params: SimParams, profile: Profile) -> Vec<Event<'static>> {
+    let mut sim = Simulator::with_profile(params, profile);
+    decoded(std::iter::from_fn(move || {
+        let mut buf = Vec::new();
+        sim.next_message(&mut buf).then_some(buf)
+    }))
+}
+
+fn same_rows(what: &str, cfg: EngineConfig, events: Vec<Event<'static>>) {
+    assert!(events.len() > 1000, "{what}: a stream worth comparing");
+    let case = Case { cfg, events };
+    let mut actions: Vec<Action> = (0..case.events.len()).map(|i| Action::Event(i, 0)).collect();
+    // A checkpoint halfway, restored exactly, and running values around it.
+    let half = actions.len() / 2;
+    actions.splice(half..half, [Action::Running, Action::Restore { exact: true }, Action::Running]);
+    let (old, new) = (run::<engine_v1::Engine>(&case, &actions), run::<Engine>(&case, &actions));
+    assert!(old.1.len() > 100, "{what}: rows to compare");
+    compare(what, old, new).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn the_shipped_sample_gives_the_same_rows() {
+    let sample = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/sample.jsonl")).unwrap();
+    let events = decoded(sample.split(|&b| b == b'\n').map(<[u8]>::to_vec));
+    same_rows("data/sample.jsonl", EngineConfig::default(), events);
+}
+
+#[test]
+fn simulated_standard_rooms_give_the_same_rows() {
+    let params = SimParams {
+        rooms: 40,
+        duration_ms: 40 * 60_000,
+        seed: 11,
+        late_share: 0.01,
+        duplicate_share: 0.01,
+        ..SimParams::default()
+    };
+    same_rows("standard rooms", EngineConfig::default(), simulated(params, Profile::Standard));
+}
+
+#[test]
+fn simulated_dense_rooms_give_the_same_rows() {
+    let params = SimParams { rooms: 6, duration_ms: 4 * 60_000, seed: 5, ..SimParams::default() };
+    same_rows("dense rooms", EngineConfig::default(), simulated(params, Profile::Dense));
+}
