@@ -38,8 +38,11 @@ fn replay(events: &[Event<'static>], rows: &mut Vec<Row>) -> usize {
         n += rows.len();
         rows.clear();
     }
-    engine.finish(rows);
-    n + rows.len()
+    engine.finish_with(rows, |rows| {
+        n += rows.len();
+        rows.clear();
+    });
+    n
 }
 
 fn bench(c: &mut Criterion) {

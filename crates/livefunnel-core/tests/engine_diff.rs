@@ -29,7 +29,7 @@ trait Eng: Sized {
     fn running(&mut self) -> String;
     fn stats(&self) -> String;
     fn snapshot(&self) -> Vec<u8>;
-    fn restore(cfg: EngineConfig, bytes: &[u8], exact: bool) -> Self;
+    fn restore(cfg: EngineConfig, bytes: &[u8], exact: bool) -> Result<Self, String>;
     fn set_version_epoch(&mut self, epoch: u32);
 }
 
@@ -64,9 +64,9 @@ macro_rules! impl_eng {
             fn snapshot(&self) -> Vec<u8> {
                 <$t>::snapshot(self)
             }
-            fn restore(cfg: EngineConfig, bytes: &[u8], exact: bool) -> Self {
+            fn restore(cfg: EngineConfig, bytes: &[u8], exact: bool) -> Result<Self, String> {
                 let r = if exact { <$t>::restore_exact(cfg, bytes) } else { <$t>::restore(cfg, bytes) };
-                r.expect("a snapshot restores")
+                r.map_err(|e| format!("{} does not restore its snapshot: {e}", stringify!($t)))
             }
             fn set_version_epoch(&mut self, epoch: u32) {
                 <$t>::set_version_epoch(self, epoch).expect("a higher epoch")
@@ -125,7 +125,7 @@ fn script(case: &Case, seed: u64) -> Vec<Action> {
 }
 
 /// What one engine did: a transcript line per call, and every row.
-fn run<E: Eng>(case: &Case, actions: &[Action]) -> (Vec<String>, Vec<Row>) {
+fn run<E: Eng>(case: &Case, actions: &[Action]) -> Result<(Vec<String>, Vec<Row>), String> {
     let mut e = E::new(case.cfg.clone());
     let mut epoch = 0;
     let mut log = Vec::new();
@@ -137,7 +137,7 @@ fn run<E: Eng>(case: &Case, actions: &[Action]) -> (Vec<String>, Vec<Row>) {
             Action::Running => log.push(e.running()),
             Action::Restore { exact } => {
                 let snap = e.snapshot();
-                e = E::restore(case.cfg.clone(), &snap, exact);
+                e = E::restore(case.cfg.clone(), &snap, exact)?;
                 if !exact {
                     epoch += 1;
                     e.set_version_epoch(epoch);
@@ -148,24 +148,34 @@ fn run<E: Eng>(case: &Case, actions: &[Action]) -> (Vec<String>, Vec<Row>) {
     e.finish(&mut rows);
     log.push(e.stats());
     log.push(e.running());
-    (log, rows)
+    Ok((log, rows))
+}
+
+/// The first differing line of two texts, with the lines before it.
+fn first_difference(a: &str, b: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let i = (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i)).unwrap_or(0);
+    let context: Vec<&str> = a[i.saturating_sub(12).min(a.len())..i.min(a.len())].to_vec();
+    format!(
+        "{}\n  engine_v1: {}\n  engine:    {}",
+        context.join("\n"),
+        a.get(i).unwrap_or(&"(end)"),
+        b.get(i).unwrap_or(&"(end)")
+    )
 }
 
 fn compare(what: &str, old: (Vec<String>, Vec<Row>), new: (Vec<String>, Vec<Row>)) -> Result<(), String> {
     if let Some(i) = (0..old.0.len().max(new.0.len())).find(|&i| old.0.get(i) != new.0.get(i)) {
-        return Err(format!(
-            "{what}: call #{i} differs:\n  engine_v1: {:?}\n  engine:    {:?}",
-            old.0.get(i),
-            new.0.get(i)
-        ));
+        let (a, b) = (old.0.get(i).map_or("(none)", |s| s), new.0.get(i).map_or("(none)", |s| s));
+        return Err(format!("{what}: call #{i} differs:\n{}", first_difference(a, b)));
     }
     if let Some(i) = (0..old.1.len().max(new.1.len())).find(|&i| old.1.get(i) != new.1.get(i)) {
+        let (a, b) = (format!("{:#?}", old.1.get(i)), format!("{:#?}", new.1.get(i)));
         return Err(format!(
-            "{what}: row #{i} differs (of {} and {}):\n  engine_v1: {:?}\n  engine:    {:?}",
+            "{what}: row #{i} differs (of {} and {}):\n{}",
             old.1.len(),
             new.1.len(),
-            old.1.get(i),
-            new.1.get(i)
+            first_difference(&a, &b)
         ));
     }
     Ok(())
@@ -173,7 +183,7 @@ fn compare(what: &str, old: (Vec<String>, Vec<Row>), new: (Vec<String>, Vec<Row>
 
 fn check(case: &Case, seed: u64) -> Result<(), String> {
     let actions = script(case, seed);
-    compare("random stream", run::<engine_v1::Engine>(case, &actions), run::<Engine>(case, &actions))
+    compare("random stream", run::<engine_v1::Engine>(case, &actions)?, run::<Engine>(case, &actions)?)
 }
 
 fn proptest_config() -> ProptestConfig {
@@ -216,7 +226,8 @@ fn same_rows(what: &str, cfg: EngineConfig, events: Vec<Event<'static>>) {
     // A checkpoint halfway, restored exactly, and running values around it.
     let half = actions.len() / 2;
     actions.splice(half..half, [Action::Running, Action::Restore { exact: true }, Action::Running]);
-    let (old, new) = (run::<engine_v1::Engine>(&case, &actions), run::<Engine>(&case, &actions));
+    let old = run::<engine_v1::Engine>(&case, &actions).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let new = run::<Engine>(&case, &actions).unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(old.1.len() > 100, "{what}: rows to compare");
     compare(what, old, new).unwrap_or_else(|e| panic!("{e}"));
 }

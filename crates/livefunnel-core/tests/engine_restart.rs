@@ -341,15 +341,37 @@ fn pinned_events() -> (Vec<Event<'static>>, Vec<Event<'static>>) {
     (all, second)
 }
 
-/// A snapshot written by this format version must keep restoring to the same engine,
-/// and so must one of every earlier format still read. If this fails after a change to
-/// any serialized type (a field, its order, an enum variant, of the engine or of
-/// `Event`'s enums): bump `STATE_FORMAT_VERSION`, then write the new fixture with
-/// `LIVEFUNNEL_BLESS_STATE=1` (earlier fixtures stay as they are).
+/// A snapshot written by this format version must keep restoring to the same engine.
+/// If this fails after a change to any serialized type (a field, its order, an enum
+/// variant, of the engine or of `Event`'s enums): bump `STATE_FORMAT_VERSION`, then write
+/// the new fixture with `LIVEFUNNEL_BLESS_STATE=1`.
 #[test]
 fn state_format_is_pinned_by_a_checked_in_snapshot() {
-    for version in 1..=livefunnel_core::STATE_FORMAT_VERSION {
-        restores_the_pinned_snapshot(version);
+    restores_the_pinned_snapshot(livefunnel_core::STATE_FORMAT_VERSION);
+}
+
+/// The first engine's formats (1 to 3, the fixtures of those releases) are refused, not
+/// misread, and the error says what to do.
+#[test]
+fn states_of_the_first_engine_are_refused_with_what_to_do() {
+    let c = cfg(&["1m", "5m/10s", "session"]);
+    for version in 1..=3u16 {
+        let path = format!("{}/tests/fixtures/engine_state_v{version}.bin", env!("CARGO_MANIFEST_DIR"));
+        let bytes = std::fs::read(&path).unwrap();
+        let err = Engine::restore(c.clone(), &bytes).err().expect("an earlier engine's state is refused");
+        assert_eq!(
+            err,
+            StateError::EarlierEngine { found: version, supported: livefunnel_core::STATE_FORMAT_VERSION }
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!(
+                "engine state format {version} was written by a livefunnel release before engine v2"
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("delete this partition's checkpoints"), "{msg}");
+        assert!(Engine::restore_exact(c.clone(), &bytes).is_err());
     }
 }
 
@@ -362,21 +384,18 @@ fn restores_the_pinned_snapshot(version: u16) {
     for e in &first {
         fresh.process(e, 0, &mut rows);
     }
-    let current = version == livefunnel_core::STATE_FORMAT_VERSION;
-    if current && std::env::var_os("LIVEFUNNEL_BLESS_STATE").is_some() {
+    if std::env::var_os("LIVEFUNNEL_BLESS_STATE").is_some() {
         std::fs::write(&path, fresh.snapshot()).unwrap();
     }
     let pinned = std::fs::read(&path).unwrap_or_else(|e| {
         panic!("{path}: {e}: write it with LIVEFUNNEL_BLESS_STATE=1 after bumping STATE_FORMAT_VERSION")
     });
     assert_eq!(u16::from_le_bytes([pinned[4], pinned[5]]), version, "{path} holds another format");
-    if current {
-        assert_eq!(
-            pinned,
-            fresh.snapshot(),
-            "{path}: the same engine writes other bytes: bump STATE_FORMAT_VERSION"
-        );
-    }
+    assert_eq!(
+        pinned,
+        fresh.snapshot(),
+        "{path}: the same engine writes other bytes: bump STATE_FORMAT_VERSION"
+    );
     let mut restored = Engine::restore_exact(c, &pinned).unwrap_or_else(|e| {
         panic!("format {version}: {e}: the state format changed: bump STATE_FORMAT_VERSION")
     });

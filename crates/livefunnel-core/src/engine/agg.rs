@@ -1,10 +1,7 @@
-//! Aggregates shared by panes and sessions: what one accepted event adds.
-
-use std::sync::Arc;
+//! What one accepted event adds to a slot, a breakdown or a session: plain integers.
 
 use serde::{Deserialize, Serialize};
 
-use super::distinct::{Distinct, DistinctUnion};
 use crate::event::{EventType, Source, SourceClass};
 use crate::row::{BreakdownCounts, Counts};
 
@@ -16,25 +13,83 @@ pub enum City {
     Different,
 }
 
+/// A breakdown key: the kind in the top two bits, the room's key index below.
+pub type Key = u32;
+const KIND_SHIFT: u32 = 30;
+/// The index of `__other__` within a kind.
+pub const OTHER_INDEX: u32 = (1 << KIND_SHIFT) - 1;
+
+pub fn key(kind: u32, index: u32) -> Key {
+    debug_assert!(kind < 3 && index <= OTHER_INDEX);
+    kind << KIND_SHIFT | index
+}
+
+pub fn key_kind(k: Key) -> u32 {
+    k >> KIND_SHIFT
+}
+
+pub fn key_index(k: Key) -> u32 {
+    k & OTHER_INDEX
+}
+
+pub const SOURCE: u32 = 0;
+pub const PLAN: u32 = 1;
+pub const PRODUCT: u32 = 2;
+
 /// One accepted event as the aggregates see it: attribution already resolved.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Facts {
     pub kind: EventType,
-    pub user: Option<u64>,
+    /// The viewer's index in the room, for viewer events with a `user_id`.
+    pub viewer: Option<u32>,
     pub source: Source,
-    pub plan: Option<Arc<str>>,
-    pub product: Option<Arc<str>>,
+    /// Breakdown keys after the key cap: the plan (source kinds), the product (product kinds).
+    pub plan: Option<Key>,
+    pub product: Option<Key>,
     pub amount: i64,
     pub quantity: i64,
     pub city: City,
 }
 
-fn class_index(c: SourceClass) -> usize {
+pub fn class_index(c: SourceClass) -> usize {
     match c {
         SourceClass::Private => 0,
         SourceClass::Public => 1,
         SourceClass::Paid => 2,
     }
+}
+
+/// Bits of the distinct-counted measures a viewer has in a slot or a session.
+pub mod uv {
+    pub const WATCH: u8 = 1;
+    /// `WATCH_CLASS << class_index`: private, public, paid.
+    pub const WATCH_CLASS: u8 = 2;
+    pub const CLICK: u8 = 16;
+    pub const BUYER: u8 = 32;
+    pub const COMMENT: u8 = 64;
+    pub const COUNT: usize = 7;
+}
+
+/// The distinct-measure bits an event gives its viewer.
+pub fn uv_bits(f: &Facts) -> u8 {
+    match f.kind {
+        EventType::Enter => uv::WATCH | uv::WATCH_CLASS << class_index(f.source.class()),
+        EventType::ProductClick => uv::CLICK,
+        EventType::OrderPaid => uv::BUYER,
+        EventType::Comment => uv::COMMENT,
+        _ => 0,
+    }
+}
+
+/// Distinct counts by bit of [`uv`], written into a row's counts.
+pub fn write_uvs(n: &[u64; uv::COUNT], c: &mut Counts) {
+    c.watch_uv = n[0];
+    c.watch_uv_private = n[1];
+    c.watch_uv_public = n[2];
+    c.watch_uv_paid = n[3];
+    c.product_click_uv = n[4];
+    c.buyer_uv = n[5];
+    c.comment_uv = n[6];
 }
 
 /// The additive counts of §3.
@@ -151,111 +206,73 @@ impl Tally {
     }
 }
 
-/// The event-based distinct columns of §3 (presence ones live with presence).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Uvs {
-    pub watch: Distinct,
-    pub click: Distinct,
-    pub buyer: Distinct,
-    pub comment: Distinct,
-    pub class: [Distinct; 3],
+/// The additive counts of one breakdown key in one slot (distinct ones are counted
+/// from the slot's viewer entries).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BdTally {
+    pub watch_pv: u64,
+    pub product_impressions: u64,
+    pub product_clicks: u64,
+    pub orders_created: u64,
+    pub orders_paid: u64,
+    pub items_sold: i64,
+    pub gmv: i64,
+    pub comments: u64,
 }
 
-impl Uvs {
-    pub fn add(&mut self, f: &Facts, limit: usize) {
-        let Some(user) = f.user else { return };
-        match f.kind {
-            EventType::Enter => {
-                self.watch.insert(user, limit);
-                self.class[class_index(f.source.class())].insert(user, limit);
-            }
-            EventType::ProductClick => self.click.insert(user, limit),
-            EventType::OrderPaid => self.buyer.insert(user, limit),
-            EventType::Comment => self.comment.insert(user, limit),
-            _ => {}
-        }
-    }
-}
-
-/// Reusable union buffers for the distinct columns of one row.
-#[derive(Debug, Default)]
-pub struct UvsUnion {
-    pub watch: DistinctUnion,
-    pub click: DistinctUnion,
-    pub buyer: DistinctUnion,
-    pub comment: DistinctUnion,
-    pub class: [DistinctUnion; 3],
-}
-
-impl UvsUnion {
-    pub fn clear(&mut self) {
-        self.watch.clear();
-        self.click.clear();
-        self.buyer.clear();
-        self.comment.clear();
-        self.class.iter_mut().for_each(DistinctUnion::clear);
-    }
-
-    pub fn add(&mut self, u: &Uvs, limit: usize) {
-        self.watch.add(&u.watch, limit);
-        self.click.add(&u.click, limit);
-        self.buyer.add(&u.buyer, limit);
-        self.comment.add(&u.comment, limit);
-        for i in 0..3 {
-            self.class[i].add(&u.class[i], limit);
-        }
-    }
-
-    pub fn write(&self, c: &mut Counts) {
-        c.watch_uv = self.watch.len();
-        c.product_click_uv = self.click.len();
-        c.buyer_uv = self.buyer.len();
-        c.comment_uv = self.comment.len();
-        c.watch_uv_private = self.class[0].len();
-        c.watch_uv_public = self.class[1].len();
-        c.watch_uv_paid = self.class[2].len();
-    }
-}
-
-/// One breakdown row's aggregate (source, plan or product).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Bd {
-    pub c: BreakdownCounts,
-    pub watch: Distinct,
-    pub click: Distinct,
-    pub buyer: Distinct,
-}
-
-impl Bd {
+impl BdTally {
     /// Adds a fact; the caller has checked the event kind counts for this breakdown.
-    pub fn add(&mut self, f: &Facts, limit: usize) {
-        let c = &mut self.c;
+    pub fn add(&mut self, f: &Facts) {
         match f.kind {
-            EventType::Enter => {
-                c.watch_pv += 1;
-                if let Some(u) = f.user {
-                    self.watch.insert(u, limit);
-                }
-            }
-            EventType::ProductImpression => c.product_impressions += 1,
-            EventType::ProductClick => {
-                c.product_clicks += 1;
-                if let Some(u) = f.user {
-                    self.click.insert(u, limit);
-                }
-            }
-            EventType::OrderCreated => c.orders_created += 1,
+            EventType::Enter => self.watch_pv += 1,
+            EventType::ProductImpression => self.product_impressions += 1,
+            EventType::ProductClick => self.product_clicks += 1,
+            EventType::OrderCreated => self.orders_created += 1,
             EventType::OrderPaid => {
-                c.orders_paid += 1;
-                c.items_sold = c.items_sold.saturating_add(f.quantity);
-                c.gmv_cents = c.gmv_cents.saturating_add(f.amount);
-                if let Some(u) = f.user {
-                    self.buyer.insert(u, limit);
-                }
+                self.orders_paid += 1;
+                self.items_sold = self.items_sold.saturating_add(f.quantity);
+                self.gmv = self.gmv.saturating_add(f.amount);
             }
-            EventType::Comment => c.comments += 1,
+            EventType::Comment => self.comments += 1,
             _ => {}
         }
+    }
+
+    pub fn merge(&mut self, o: &BdTally) {
+        self.watch_pv += o.watch_pv;
+        self.product_impressions += o.product_impressions;
+        self.product_clicks += o.product_clicks;
+        self.orders_created += o.orders_created;
+        self.orders_paid += o.orders_paid;
+        self.items_sold = self.items_sold.saturating_add(o.items_sold);
+        self.gmv = self.gmv.saturating_add(o.gmv);
+        self.comments += o.comments;
+    }
+
+    pub fn counts(&self, uvs: [u64; 3]) -> BreakdownCounts {
+        BreakdownCounts {
+            watch_pv: self.watch_pv,
+            watch_uv: uvs[0],
+            product_impressions: self.product_impressions,
+            product_clicks: self.product_clicks,
+            product_click_uv: uvs[1],
+            orders_created: self.orders_created,
+            orders_paid: self.orders_paid,
+            buyer_uv: uvs[2],
+            items_sold: self.items_sold,
+            gmv_cents: self.gmv,
+            comments: self.comments,
+        }
+    }
+}
+
+/// Bits of a breakdown's distinct measures: watch, click, buyer.
+pub fn bd_uv_bits(kind: EventType) -> u8 {
+    match kind {
+        EventType::Enter => 1,
+        EventType::ProductClick => 2,
+        EventType::OrderPaid => 4,
+        _ => 0,
     }
 }
 
@@ -273,82 +290,4 @@ pub fn counts_for_product(kind: EventType) -> bool {
             | EventType::OrderCreated
             | EventType::OrderPaid
     )
-}
-
-/// The breakdowns of one pane. A pane holds a few keys of each kind, so small
-/// vectors searched in order beat hash maps in both time and memory.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Breakdowns {
-    pub sources: Vec<(Source, Bd)>,
-    pub plans: Vec<(Arc<str>, Bd)>,
-    pub products: Vec<(Arc<str>, Bd)>,
-}
-
-fn slot<'a, K: PartialEq + Clone>(v: &'a mut Vec<(K, Bd)>, key: &K) -> &'a mut Bd {
-    let i = match v.iter().position(|(k, _)| k == key) {
-        Some(i) => i,
-        None => {
-            v.push((key.clone(), Bd::default()));
-            v.len() - 1
-        }
-    };
-    &mut v[i].1
-}
-
-impl Breakdowns {
-    pub fn add(&mut self, f: &Facts, limit: usize) {
-        if counts_for_source(f.kind) {
-            slot(&mut self.sources, &f.source).add(f, limit);
-            if let Some(plan) = &f.plan {
-                slot(&mut self.plans, plan).add(f, limit);
-            }
-        }
-        if counts_for_product(f.kind) {
-            if let Some(product) = &f.product {
-                slot(&mut self.products, product).add(f, limit);
-            }
-        }
-    }
-}
-
-/// Merges breakdown aggregates of several panes for one key.
-#[derive(Debug, Default)]
-pub struct BdUnion {
-    pub c: BreakdownCounts,
-    pub watch: DistinctUnion,
-    pub click: DistinctUnion,
-    pub buyer: DistinctUnion,
-}
-
-impl BdUnion {
-    pub fn clear(&mut self) {
-        self.c = BreakdownCounts::default();
-        self.watch.clear();
-        self.click.clear();
-        self.buyer.clear();
-    }
-
-    pub fn add(&mut self, b: &Bd, limit: usize) {
-        let (c, o) = (&mut self.c, &b.c);
-        c.watch_pv += o.watch_pv;
-        c.product_impressions += o.product_impressions;
-        c.product_clicks += o.product_clicks;
-        c.orders_created += o.orders_created;
-        c.orders_paid += o.orders_paid;
-        c.items_sold = c.items_sold.saturating_add(o.items_sold);
-        c.gmv_cents = c.gmv_cents.saturating_add(o.gmv_cents);
-        c.comments += o.comments;
-        self.watch.add(&b.watch, limit);
-        self.click.add(&b.click, limit);
-        self.buyer.add(&b.buyer, limit);
-    }
-
-    pub fn counts(&self) -> BreakdownCounts {
-        BreakdownCounts {
-            watch_uv: self.watch.len(),
-            product_click_uv: self.click.len(),
-            buyer_uv: self.buyer.len(),
-            ..self.c.clone()
-        }
-    }
 }

@@ -1,74 +1,134 @@
-//! Turning a room's panes and sessions into rows: window combination, first
-//! emission as the watermark rises, re-emission when an accepted event changes an
-//! emitted result, session rows.
+//! Turning a room's slots and sessions into rows: first emission as the watermark
+//! rises, re-emission when an accepted event changes an emitted result, session rows.
 
-use std::sync::Arc;
-
-use rustc_hash::FxHashMap;
-
-use super::agg::{BdUnion, Tally, UvsUnion};
-use super::pane::floor_to;
+use super::agg::Key;
 use super::room::Room;
+use super::slots::floor_to;
+pub use super::window::Scratch;
 use super::Params;
-use crate::event::Source;
-use crate::row::{BreakdownKind, BreakdownRow, Counts, Row, SessionRow, WindowRow};
+use crate::row::{Counts, Identity, Row, SessionRow, WindowRow};
 
-/// Reusable buffers, so combining panes allocates nothing in the steady state.
-#[derive(Default)]
-pub struct Scratch {
-    uvs: UvsUnion,
-    /// Source breakdowns by `Source::index`, and which of them the window touched.
-    sources: Vec<BdUnion>,
-    source_touched: [bool; Source::COUNT],
-    source_keys: Vec<Arc<str>>,
-    /// Plan and product breakdowns.
-    keyed: FxHashMap<(BreakdownKind, Arc<str>), BdUnion>,
-}
+/// Lays a row's content (everything but its version) end to end as plain bytes:
+/// integers as they are, strings with their length.
+struct Bytes<'a>(&'a mut Vec<u8>);
 
-impl Scratch {
-    fn reset(&mut self) {
-        if self.sources.is_empty() {
-            self.sources = (0..Source::COUNT).map(|_| BdUnion::default()).collect();
-            self.source_keys = Source::ALL.iter().map(|s| Arc::from(s.as_str())).collect();
+impl Bytes<'_> {
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn i128(&mut self, v: i128) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn str(&mut self, s: &str) {
+        self.u64(s.len() as u64);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => self.str(s),
+            None => self.u64(u64::MAX),
         }
-        for (i, touched) in self.source_touched.iter_mut().enumerate() {
-            if *touched {
-                self.sources[i].clear();
-                *touched = false;
-            }
+    }
+
+    fn opt(&mut self, v: Option<i64>) {
+        self.u64(u64::from(v.is_some()));
+        self.u64(v.unwrap_or(0) as u64);
+    }
+
+    fn identity(&mut self, i: &Identity) {
+        self.str(&i.session_id);
+        self.str(&i.org_id);
+        self.opt_str(i.account_id.as_deref());
+        self.u64(i.platform as u64);
+    }
+
+    fn counts(&mut self, c: &Counts) {
+        for v in [c.room_impressions, c.watch_pv, c.watch_uv, c.online_end, c.online_peak, c.present_uv] {
+            self.u64(v);
         }
-        // Keys that no longer occur would pile up: keep the buffers only while few.
-        if self.keyed.len() > 256 {
-            self.keyed.clear();
-        }
-        for b in self.keyed.values_mut() {
-            b.clear();
+        self.i128(c.watch_ms);
+        self.i128(c.stranger_watch_ms);
+        for v in [
+            c.stranger_present_uv,
+            c.product_impressions,
+            c.product_clicks,
+            c.product_click_uv,
+            c.orders_created,
+            c.orders_paid,
+            c.buyer_uv,
+            c.items_sold as u64,
+            c.gmv_cents as u64,
+            c.refund_cents as u64,
+            c.comments,
+            c.comment_uv,
+            c.likes,
+            c.shares,
+            c.follows,
+            c.fan_club_joins,
+            c.reservation_creates,
+            c.reservation_opens,
+            c.watch_uv_private,
+            c.watch_uv_public,
+            c.watch_uv_paid,
+            c.gmv_cents_private as u64,
+            c.gmv_cents_public as u64,
+            c.gmv_cents_paid as u64,
+            c.orders_paid_known_city,
+            c.orders_paid_out_of_city,
+        ] {
+            self.u64(v);
         }
     }
 }
 
-/// A 128-bit digest of a row's content (everything but its version): two rows
-/// with the same digest are the same row, so an unchanged one is not re-emitted.
-fn fingerprint(row: &Row) -> u128 {
-    use std::hash::Hash;
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
+/// A 128-bit digest of a row's content (everything but its version), in one pass of
+/// xxh3 over its plain bytes: two rows with the same digest are the same row, so an
+/// unchanged one is not re-emitted.
+fn fingerprint(row: &Row, buf: &mut Vec<u8>) -> u128 {
+    buf.clear();
+    let mut b = Bytes(buf);
     match row {
         Row::Window(r) => {
-            r.identity.hash(&mut h);
-            r.counts.hash(&mut h);
+            b.identity(&r.identity);
+            b.counts(&r.counts);
         }
         Row::Breakdown(r) => {
-            r.org_id.hash(&mut h);
-            r.counts.hash(&mut h);
+            b.str(&r.org_id);
+            let c = &r.counts;
+            for v in [
+                c.watch_pv,
+                c.watch_uv,
+                c.product_impressions,
+                c.product_clicks,
+                c.product_click_uv,
+                c.orders_created,
+                c.orders_paid,
+                c.buyer_uv,
+                c.items_sold as u64,
+                c.gmv_cents as u64,
+                c.comments,
+            ] {
+                b.u64(v);
+            }
         }
         Row::Session(r) => {
-            (&r.org_id, &r.account_id, r.platform, r.session_start_ts, r.session_end_ts).hash(&mut h);
-            (r.duration_ms, r.peak_online, r.peak_online_ts, r.ended_by_timeout, r.cold_start).hash(&mut h);
-            r.counts.hash(&mut h);
-            r.first30m.hash(&mut h);
+            b.str(&r.org_id);
+            b.opt_str(r.account_id.as_deref());
+            b.u64(r.platform as u64);
+            b.u64(r.session_start_ts as u64);
+            b.opt(r.session_end_ts);
+            b.u64(r.duration_ms as u64);
+            b.u64(r.peak_online);
+            b.opt(r.peak_online_ts);
+            b.u64(u64::from(r.ended_by_timeout) | u64::from(r.cold_start) << 1);
+            b.counts(&r.counts);
+            b.counts(&r.first30m);
         }
     }
-    h.digest128()
+    xxhash_rust::xxh3::xxh3_128(buf)
 }
 
 /// The fingerprint of a slot whose last emission may not be what the sinks hold: a
@@ -91,8 +151,14 @@ const MAX_COUNTER: u64 = (1 << EPOCH_SHIFT) - 1;
 /// Emits `row` with the next version unless it equals the last emission of its key
 /// (and `force` is off, and the slot is not stale); `slot` is the key's (counter,
 /// fingerprint), counter 0 when never emitted. `base` is `epoch << EPOCH_SHIFT`.
-fn emit_if_changed(slot: &mut (u64, u128), mut row: Row, force: bool, base: u64, out: &mut Vec<Row>) {
-    let fp = fingerprint(&row);
+fn emit_if_changed(
+    slot: &mut (u64, u128),
+    mut row: Row,
+    force: bool,
+    (base, buf): (u64, &mut Vec<u8>),
+    out: &mut Vec<Row>,
+) {
+    let fp = fingerprint(&row, buf);
     if !force && slot.0 != 0 && slot.1 == fp && slot.1 != STALE {
         return;
     }
@@ -114,93 +180,11 @@ fn next_counter(c: u64) -> u64 {
 }
 
 impl Room {
-    /// Combines the panes of window `def` ending at `end`. `None` when no row exists.
-    /// Breakdown rows only when `breakdowns` and the window has them.
-    pub fn window_row(
-        &mut self,
-        def: usize,
-        end: i64,
-        breakdowns: bool,
-        p: &Params,
-        sc: &mut Scratch,
-    ) -> Option<(WindowRow, Vec<BreakdownRow>)> {
-        let d = &p.defs[def];
-        let with_bd = breakdowns && d.breakdowns;
-        let start = end.saturating_sub(d.size);
-        let mut tally = Tally::default();
-        sc.uvs.clear();
-        sc.reset();
-        for pane in self.panes.map.range(start..end).filter_map(|(_, p)| p.events.as_deref()) {
-            tally.merge(&pane.tally);
-            sc.uvs.add(&pane.uvs, p.limit);
-            if !with_bd {
-                continue;
-            }
-            for (src, b) in &pane.bd.sources {
-                sc.sources[src.index()].add(b, p.limit);
-                sc.source_touched[src.index()] = true;
-            }
-            for (key, b) in &pane.bd.plans {
-                sc.keyed.entry((BreakdownKind::Plan, key.clone())).or_default().add(b, p.limit);
-            }
-            for (key, b) in &pane.bd.products {
-                sc.keyed.entry((BreakdownKind::Product, key.clone())).or_default().add(b, p.limit);
-            }
-        }
-        let presence = self.panes.presence(start, end);
-        if tally.events == 0 && presence.present_uv == 0 {
-            return None;
-        }
-        let mut counts = Counts::default();
-        tally.write(&mut counts);
-        sc.uvs.write(&mut counts);
-        counts.watch_ms = presence.watch_ms;
-        counts.stranger_watch_ms = presence.stranger_watch_ms;
-        counts.present_uv = presence.present_uv;
-        counts.stranger_present_uv = presence.stranger_present_uv;
-        counts.online_peak = presence.peak as u64;
-        counts.online_end = presence.online_end as u64;
-        let identity = self.panes.identity_before(end).expect("a row exists only after an event");
-        let row = WindowRow {
-            room_id: self.id.clone(),
-            window: d.name.clone(),
-            window_start: start,
-            window_end: end,
-            version: 0,
-            identity: (*identity.2).clone(),
-            counts,
-        };
-        let org_id = &identity.2.org_id;
-        let breakdown = |kind: BreakdownKind, key: &Arc<str>, b: &BdUnion| BreakdownRow {
-            kind,
-            room_id: self.id.clone(),
-            window: d.name.clone(),
-            window_start: start,
-            window_end: end,
-            version: 0,
-            org_id: org_id.clone(),
-            key: key.clone(),
-            counts: b.counts(),
-        };
-        let mut bds: Vec<BreakdownRow> = (0..Source::COUNT)
-            .filter(|&i| sc.source_touched[i])
-            .map(|i| breakdown(BreakdownKind::Source, &sc.source_keys[i], &sc.sources[i]))
-            .collect();
-        bds.extend(
-            sc.keyed
-                .iter()
-                .filter(|(_, b)| b.c != Default::default())
-                .map(|((kind, key), b)| breakdown(*kind, key, b)),
-        );
-        bds.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
-        Some((row, bds))
-    }
-
     /// A window that existed only through presence, which a late `leave` or
     /// `session_end` has since cut short: its emitted row is replaced by an empty one.
-    fn vanished_row(&self, def: usize, end: i64, p: &Params) -> Option<(WindowRow, Vec<BreakdownRow>)> {
+    fn vanished_row(&self, def: usize, end: i64, p: &Params) -> Option<WindowRow> {
         self.emitted.get(&(def, end))?;
-        let identity = self.panes.identity_before(end)?;
+        let identity = self.slots.identity_before(end)?;
         let d = &p.defs[def];
         let row = WindowRow {
             room_id: self.id.clone(),
@@ -211,22 +195,23 @@ impl Room {
             identity: (*identity.2).clone(),
             counts: Counts::default(),
         };
-        Some((row, Vec::new()))
+        Some(row)
     }
 
     /// Emits window `def` ending at `end` if it exists and differs from its last emission.
     pub fn emit_window(&mut self, def: usize, end: i64, p: &Params, sc: &mut Scratch, out: &mut Vec<Row>) {
-        let Some((row, bds)) =
-            self.window_row(def, end, true, p, sc).or_else(|| self.vanished_row(def, end, p))
-        else {
+        let Some(row) = self.window_row(def, end, true, p, sc).or_else(|| {
+            sc.bds.clear();
+            self.vanished_row(def, end, p)
+        }) else {
             return;
         };
         let base = p.version_base;
-        emit_if_changed(self.emitted.entry((def, end)).or_insert((0, 0)), Row::Window(row), false, base, out);
-        for bd in bds {
-            let key = (def, end, bd.kind as u8, bd.key.clone());
-            let slot = self.bd_emitted.entry(key).or_insert((0, 0));
-            emit_if_changed(slot, Row::Breakdown(bd), false, base, out);
+        let slot = self.emitted.entry((def, end)).or_insert((0, 0));
+        emit_if_changed(slot, Row::Window(row), false, (base, &mut sc.bytes), out);
+        for (key, bd) in sc.bds.drain(..) {
+            let slot = self.bd_emitted.entry((def, end, key as Key)).or_insert((0, 0));
+            emit_if_changed(slot, Row::Breakdown(bd), false, (base, &mut sc.bytes), out);
         }
     }
 
@@ -247,7 +232,7 @@ impl Room {
             slot.1 = STALE;
             any = true;
         }
-        for (_, slot) in self.bd_emitted.iter_mut().filter(|(&(_, end, _, _), _)| end >= h) {
+        for (_, slot) in self.bd_emitted.iter_mut().filter(|(&(_, end, _), _)| end >= h) {
             slot.1 = STALE;
         }
         for s in self.sessions.iter_mut().filter(|s| !s.is_final && s.emitted.0 > 0) {
@@ -294,10 +279,7 @@ impl Room {
             let mut ends: Vec<i64> =
                 self.emitted.range((def, ts)..=(def, through)).map(|(&(_, end), _)| end).collect();
             let mut at = ts.saturating_sub(1);
-            while let Some(end) = self.panes.next_window_end(at, size, slide) {
-                if end > through {
-                    break;
-                }
+            while let Some(end) = self.next_end(at, through, size, slide) {
                 ends.push(end);
                 at = end;
             }
@@ -309,15 +291,21 @@ impl Room {
         }
     }
 
+    /// The next existing window end in `(after, through]`, if any.
+    fn next_end(&self, after: i64, through: i64, size: i64, slide: i64) -> Option<i64> {
+        // Most calls look past `through` at once: no need to search then.
+        if floor_to(after, slide).checked_add(slide)? > through {
+            return None;
+        }
+        self.slots.next_window_end(after, size, slide).filter(|&end| end <= through)
+    }
+
     /// Emits (or re-checks) every existing window ending in `(after, through]`.
     fn emit_range(&mut self, after: i64, through: i64, p: &Params, sc: &mut Scratch, out: &mut Vec<Row>) {
         for def in 0..p.defs.len() {
             let (size, slide) = (p.defs[def].size, p.defs[def].slide);
             let mut at = after;
-            while let Some(end) = self.panes.next_window_end(at, size, slide) {
-                if end > through {
-                    break;
-                }
+            while let Some(end) = self.next_end(at, through, size, slide) {
                 self.emit_window(def, end, p, sc, out);
                 at = end;
             }
@@ -343,7 +331,7 @@ impl Room {
     }
 
     /// The next value of `emitted_through` at which `advance` would emit something.
-    pub fn next_due(&mut self, p: &Params) -> Option<i64> {
+    pub fn next_due(&self, p: &Params) -> Option<i64> {
         let after = self.emitted_through;
         let mut due: Option<i64> = None;
         let mut consider = |t: Option<i64>| {
@@ -352,7 +340,7 @@ impl Room {
             }
         };
         for d in &p.defs {
-            consider(self.panes.next_window_end(after, d.size, d.slide));
+            consider(self.slots.next_window_end(after, d.size, d.slide));
         }
         if p.session_rows && self.sessions.iter().any(|s| s.is_live()) {
             consider(floor_to(after, p.tick).checked_add(p.tick));
@@ -367,7 +355,7 @@ impl Room {
         }
         let s = &self.sessions[i];
         let Some(identity) = &s.identity else { return };
-        let (counts, first30m, peak) = s.counts(&mut sc.uvs, p.limit);
+        let (counts, first30m, peak) = s.counts(&self.slots, i as u32);
         let start = s.start();
         let row = Row::Session(SessionRow {
             room_id: self.id.clone(),
@@ -386,7 +374,7 @@ impl Room {
             ended_by_timeout: s.ended_by_timeout(),
             cold_start: s.cold_start(),
         });
-        emit_if_changed(&mut self.sessions[i].emitted, row, always, p.version_base, out);
+        emit_if_changed(&mut self.sessions[i].emitted, row, always, (p.version_base, &mut sc.bytes), out);
     }
 
     /// End of input or retirement: everything not yet emitted in its latest state.

@@ -5,25 +5,28 @@
 //! it from Kafka lives elsewhere; here there is no IO and no clock.
 
 mod agg;
-pub mod distinct;
+mod dedupe;
+mod distinct;
 mod emit;
+mod keyed;
 mod lifecycle;
-mod pane;
-pub mod presence;
+mod presence;
 mod room;
 mod running;
 mod session;
+mod slots;
 mod state;
+mod viewers;
+mod window;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
 use crate::config::{EngineConfig, TimeMode, WindowSpec};
-use crate::event::{Event, Reason};
+use crate::event::{Event, Reason, Source};
 use crate::row::Row;
 use emit::{Scratch, EPOCH_SHIFT};
+use keyed::{Interned, Keyed};
 use room::Room;
 pub use running::{RoomTotals, RunningRoom};
 pub use state::{StateError, STATE_FORMAT_VERSION};
@@ -84,6 +87,8 @@ pub(crate) struct Params {
     pub limit: usize,
     pub pane_ms: i64,
     pub max_size: i64,
+    /// The largest window with breakdown rows (0 when none has them).
+    pub max_breakdown_size: i64,
     /// Slide of the smallest window: live session rows are emitted at its multiples.
     pub tick: i64,
     pub defs: Vec<Def>,
@@ -93,6 +98,10 @@ pub(crate) struct Params {
     pub max_keys: usize,
     /// `__other__`, shared by every row of it.
     pub other_key: Arc<str>,
+    /// The source names, by `Source::index`, shared by every breakdown row.
+    pub source_keys: Vec<Arc<str>>,
+    /// The keyed hasher of the engine's tables.
+    pub keyed: Keyed,
     pub max_rooms: usize,
     pub mode: TimeMode,
     /// `epoch << EPOCH_SHIFT`: added to every emitted version.
@@ -135,12 +144,15 @@ impl Params {
             limit: cfg.exact_distinct_limit,
             pane_ms,
             max_size: defs.iter().map(|d| d.size).max().unwrap_or(0),
+            max_breakdown_size: defs.iter().filter(|d| d.breakdowns).map(|d| d.size).max().unwrap_or(0),
             tick,
             defs,
             session_rows: cfg.session_rows(),
             any_breakdowns: cfg.any_breakdowns(),
             max_keys: cfg.max_breakdown_keys,
             other_key: Arc::from(crate::config::OTHER_KEY),
+            source_keys: Source::ALL.iter().map(|s| Arc::from(s.as_str())).collect(),
+            keyed: Keyed::default(),
             max_rooms: cfg.max_rooms_per_partition,
             mode: cfg.mode,
             version_base: 0,
@@ -154,7 +166,8 @@ pub struct Engine {
     p: Params,
     stats: EngineStats,
     rooms: Vec<Room>,
-    room_index: FxHashMap<Arc<str>, u32>,
+    /// Room ids to indexes into `rooms`, in order of first arrival.
+    room_index: Interned,
     /// `partition_max_ts`; `i64::MIN` before the first accepted event.
     partition_max_ts: i64,
     seq: u64,
@@ -180,6 +193,7 @@ pub struct Engine {
     /// that crashed, so the next `tick` only takes the new clock as its reference.
     reanchor_wall_clock: bool,
     scratch: Scratch,
+    presence: presence::Buffers,
 }
 
 impl Engine {
@@ -192,7 +206,7 @@ impl Engine {
             p,
             stats: EngineStats::default(),
             rooms: Vec::new(),
-            room_index: FxHashMap::default(),
+            room_index: Interned::default(),
             partition_max_ts: i64::MIN,
             seq: 0,
             last_input: None,
@@ -205,6 +219,7 @@ impl Engine {
             dirty: Vec::new(),
             reanchor_wall_clock: false,
             scratch: Scratch::default(),
+            presence: presence::Buffers::default(),
         }
     }
 
@@ -265,7 +280,7 @@ impl Engine {
             self.stats.ts_out_of_range += 1;
             return Outcome::Rejected(Reason::TsOutOfRange);
         }
-        let ri = self.room_index.get(&*ev.room_id).copied();
+        let ri = self.room_index.get(&p.keyed, &ev.room_id);
         let known = ri.map(|ri| &self.rooms[ri as usize]);
         let w = known.map_or(i64::MIN, |r| r.watermark(p));
         let horizon = known.map_or(i64::MIN, |r| r.horizon(p));
@@ -273,7 +288,8 @@ impl Engine {
             self.stats.too_late += 1;
             return Outcome::Rejected(Reason::TooLate);
         }
-        if known.is_some_and(|r| r.dedupe.contains(&ev.event_id, horizon)) {
+        let digest = dedupe::digest(&ev.event_id);
+        if known.is_some_and(|r| r.dedupe.contains(&p.keyed, &digest, horizon)) {
             self.stats.duplicates += 1;
             return Outcome::Duplicate;
         }
@@ -285,14 +301,12 @@ impl Engine {
         let ri = match ri {
             Some(ri) => ri,
             None => {
-                let i = self.rooms.len() as u32;
                 let id: Arc<str> = Arc::from(&*ev.room_id);
                 let mut room = Room::new(id.clone(), p.pane_ms);
                 // Counted as active below, like a retired room that comes back.
                 room.retired = true;
                 self.rooms.push(room);
-                self.room_index.insert(id, i);
-                i
+                self.room_index.insert(&p.keyed, id)
             }
         };
         let room = &mut self.rooms[ri as usize];
@@ -303,8 +317,8 @@ impl Engine {
         self.seq += 1;
         self.stats.accepted += 1;
         self.stats.late_accepted += u64::from(late);
-        room.dedupe.insert(&ev.event_id, ev.ts);
-        let si = room.apply(ev, self.seq, p, &mut self.stats);
+        room.dedupe.insert(&p.keyed, digest, ev.ts, horizon);
+        let si = room.apply(ev, self.seq, p, &mut self.stats, &mut self.presence);
         room.arrival_wall = wall_clock_ms;
         room.sessions[si].arrival_wall = wall_clock_ms;
         if !room.dirty {

@@ -3,7 +3,9 @@
 //!
 //! Every accepted event has `ts >= H` (the acceptance horizon), and an event can only
 //! change presence at instants at or after its own `ts`: so segments that end before
-//! `H` are final. [`Viewer::fold`] drops them, keeping memory per viewer small.
+//! `H` are final. [`Presence::fold`] drops the events below `H` into a base state,
+//! keeping memory per viewer small. Segments are not stored: they follow from the base
+//! and the few events after it whenever a change needs them.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,10 +17,11 @@ pub enum PKind {
     Refresh,
 }
 
+/// One event of a viewer. Events of a viewer are kept in (ts, arrival) order; a new
+/// one arrives after every kept one, so it goes after those of the same `ts`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PEvent {
     pub ts: i64,
-    pub seq: u64,
     pub kind: PKind,
 }
 
@@ -33,11 +36,11 @@ pub struct Seg {
 
 /// The state carried over from folded events: online since `start`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Open {
+pub struct Open {
     start: i64,
-    stranger: bool,
-    session: u32,
     last_refresh: i64,
+    session: u32,
+    stranger: bool,
 }
 
 /// Parameters of the timeline: the presence timeout and each session's end.
@@ -47,23 +50,9 @@ pub trait Ends {
     fn session_end(&self, session: u32) -> Option<i64>;
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Viewer {
-    pub hash: u64,
-    base: Option<Open>,
-    /// Unfolded events, sorted by (ts, seq).
-    events: Vec<PEvent>,
-    /// Segments derived from `base` and `events`.
-    segs: Vec<Seg>,
-    /// End of the last forgotten segment, and of the last forgotten stranger segment:
-    /// what the first kept segment's arrival is measured from.
-    folded_end: i64,
-    folded_stranger_end: i64,
-}
-
 /// A viewer going from offline to online at `at`, last online until `prev_end`
-/// (`i64::MIN` if never). Per pane, these answer "distinct viewers present in a window"
-/// without keeping every online viewer in every pane.
+/// (`i64::MIN` if never). Per slot, these answer "distinct viewers present in a window"
+/// without keeping every online viewer in every slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Arrival {
     pub at: i64,
@@ -71,16 +60,73 @@ pub struct Arrival {
     pub stranger: bool,
 }
 
-impl Viewer {
-    pub fn new(hash: u64) -> Viewer {
-        Viewer { hash, folded_end: i64::MIN, folded_stranger_end: i64::MIN, ..Viewer::default() }
+/// One viewer's presence.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Presence {
+    base: Option<Open>,
+    /// Unfolded events, in (ts, arrival) order.
+    events: Vec<PEvent>,
+    /// End of the last forgotten segment, and of the last forgotten stranger segment:
+    /// what the first kept segment's arrival is measured from.
+    folded_end: i64,
+    folded_stranger_end: i64,
+}
+
+impl Default for Presence {
+    fn default() -> Presence {
+        Presence { base: None, events: Vec::new(), folded_end: i64::MIN, folded_stranger_end: i64::MIN }
+    }
+}
+
+/// Reused buffers of one presence change: no allocation per event.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    pub old_segs: Vec<Seg>,
+    pub new_segs: Vec<Seg>,
+    pub old_arrivals: Vec<Arrival>,
+    pub new_arrivals: Vec<Arrival>,
+    pub deltas: Vec<Delta>,
+}
+
+impl Presence {
+    /// The sessions this presence refers to (entered sessions of its state and events).
+    pub fn sessions(&self) -> impl Iterator<Item = u32> + '_ {
+        let events = self.events.iter().filter_map(|e| match e.kind {
+            PKind::Enter { session, .. } => Some(session),
+            _ => None,
+        });
+        self.base.map(|o| o.session).into_iter().chain(events)
     }
 
-    /// Arrivals of the current segments: into presence at all (`stranger` false), and
+    /// Never online: nothing to fold, nothing to remember.
+    pub fn is_fresh(&self) -> bool {
+        self.is_empty() && self.folded_end == i64::MIN && self.folded_stranger_end == i64::MIN
+    }
+
+    /// Whether nothing is left: no state, no event, no segment.
+    pub fn is_empty(&self) -> bool {
+        self.base.is_none() && self.events.is_empty()
+    }
+
+    /// Nothing left that can change, and the forgotten ends are before `before`: a
+    /// later arrival measured from "never" instead counts the same in every window
+    /// that can still hold it.
+    pub fn droppable(&self, before: i64) -> bool {
+        self.is_empty() && self.folded_end <= before && self.folded_stranger_end <= before
+    }
+
+    /// The current segments (the last one closed by timeout or session end if open).
+    pub fn segs(&self, ends: &impl Ends, out: &mut Vec<Seg>) {
+        out.clear();
+        run(self.base, &self.events, ends, true, |s| out.push(s));
+    }
+
+    /// Arrivals of `segs` (this viewer's): into presence at all (`stranger` false), and
     /// into stranger presence (`stranger` true). Adjacent segments are one stretch.
-    pub fn arrivals(&self, out: &mut Vec<Arrival>) {
+    pub fn arrivals(&self, segs: &[Seg], out: &mut Vec<Arrival>) {
+        out.clear();
         let (mut end, mut stranger_end) = (self.folded_end, self.folded_stranger_end);
-        for s in &self.segs {
+        for s in segs {
             if s.start != end {
                 out.push(Arrival { at: s.start, prev_end: end, stranger: false });
             }
@@ -94,8 +140,36 @@ impl Viewer {
         }
     }
 
-    fn forget(&mut self, n: usize) {
-        for s in self.segs.drain(..n) {
+    pub fn insert(&mut self, ev: PEvent) {
+        let at = self.events.partition_point(|e| e.ts <= ev.ts);
+        self.events.insert(at, ev);
+    }
+
+    /// Applies `ev`, or with `None` a change of a session's end (`before` are the ends
+    /// before it, `ends` after): the changes of the segments go to `b.deltas`, the
+    /// arrivals that go and come to `b.old_arrivals` and `b.new_arrivals` from index
+    /// `same` on (the return value).
+    pub fn change(
+        &mut self,
+        ev: Option<PEvent>,
+        before: &impl Ends,
+        ends: &impl Ends,
+        b: &mut Buffers,
+    ) -> usize {
+        b.deltas.clear();
+        self.segs(before, &mut b.old_segs);
+        self.arrivals(&b.old_segs, &mut b.old_arrivals);
+        if let Some(ev) = ev {
+            self.insert(ev);
+        }
+        self.segs(ends, &mut b.new_segs);
+        diff(&b.old_segs, &b.new_segs, &mut b.deltas);
+        self.arrivals(&b.new_segs, &mut b.new_arrivals);
+        b.old_arrivals.iter().zip(&b.new_arrivals).take_while(|(a, b)| a == b).count()
+    }
+
+    fn forget(&mut self, segs: &[Seg]) {
+        for s in segs {
             self.folded_end = s.end;
             if s.stranger {
                 self.folded_stranger_end = s.end;
@@ -103,58 +177,33 @@ impl Viewer {
         }
     }
 
-    pub fn segs(&self) -> &[Seg] {
-        &self.segs
-    }
-
-    /// Nothing left that can change, and the forgotten ends are before `before`: a
-    /// later arrival measured from "never" instead counts the same in every window
-    /// that can still hold it.
-    pub fn droppable(&self, before: i64) -> bool {
-        self.base.is_none()
-            && self.events.is_empty()
-            && self.segs.is_empty()
-            && self.folded_end <= before
-            && self.folded_stranger_end <= before
-    }
-
-    pub fn insert(&mut self, ev: PEvent) {
-        let at = self.events.partition_point(|e| (e.ts, e.seq) < (ev.ts, ev.seq));
-        self.events.insert(at, ev);
-    }
-
-    /// Recomputes the segments; returns the old ones for diffing.
-    /// Recomputes the segments; the previous ones are left in `old` for diffing.
-    pub fn recompute_into(&mut self, ends: &impl Ends, old: &mut Vec<Seg>) {
-        old.clear();
-        std::mem::swap(old, &mut self.segs);
-        let segs = &mut self.segs;
-        run(self.base, &self.events, self.events.len(), ends, |s| segs.push(s));
-    }
-
-    pub fn recompute(&mut self, ends: &impl Ends) -> Vec<Seg> {
-        let mut old = Vec::new();
-        self.recompute_into(ends, &mut old);
-        old
-    }
-
     /// Folds events below `cut` into the base state and forgets final segments.
     /// Must be called with `cut <= H`, where no accepted event can be below `H`.
     pub fn fold(&mut self, cut: i64, ends: &impl Ends) {
         let n = self.events.partition_point(|e| e.ts < cut);
         if n > 0 {
-            let (open, closed_by_events) = run(self.base, &self.events, n, ends, |_| {});
             // Those segments closed before an event below the cut: none can change.
-            self.forget(closed_by_events);
+            let (mut end, mut stranger_end) = (self.folded_end, self.folded_stranger_end);
+            let open = run(self.base, &self.events[..n], ends, false, |s| {
+                end = s.end;
+                if s.stranger {
+                    stranger_end = s.end;
+                }
+            });
+            (self.folded_end, self.folded_stranger_end) = (end, stranger_end);
             self.events.drain(..n);
             self.base = open;
         }
-        if self.events.is_empty() && self.base.is_some_and(|o| close_at(&o, ends) <= cut) {
-            // Offline for good before the cut: its last segment is final too.
-            self.base = None;
-            self.forget(self.segs.len());
+        if self.events.is_empty() {
+            if let Some(o) = self.base.filter(|o| close_at(o, ends) <= cut) {
+                // Offline for good before the cut: its last segment is final too.
+                self.base = None;
+                let end = close_at(&o, ends);
+                if end > o.start {
+                    self.forget(&[Seg { start: o.start, end, stranger: o.stranger, session: o.session }]);
+                }
+            }
         }
-        debug_assert!(self.segs.windows(2).all(|w| w[0].end <= w[1].start));
     }
 }
 
@@ -166,25 +215,23 @@ fn close_at(o: &Open, ends: &impl Ends) -> i64 {
     }
 }
 
-/// Runs the presence state machine over `events[..n]` from `base`, handing each
-/// segment to `push` (the last one closed by timeout or session end if still open).
-/// Returns the open state after the `n` events and how many segments they closed.
+/// Runs the presence state machine over `events` from `base`, handing each non-empty
+/// segment to `push`, and with `close_last` the one still open after them, closed by
+/// timeout or session end. Returns the state after the events.
 fn run(
     base: Option<Open>,
     events: &[PEvent],
-    n: usize,
     ends: &impl Ends,
+    close_last: bool,
     mut push: impl FnMut(Seg),
-) -> (Option<Open>, usize) {
-    let pushed = std::cell::Cell::new(0);
+) -> Option<Open> {
     let mut emit = |o: &Open, end: i64| {
         if end > o.start {
             push(Seg { start: o.start, end, stranger: o.stranger, session: o.session });
-            pushed.set(pushed.get() + 1);
         }
     };
     let mut open = base;
-    for ev in &events[..n] {
+    for ev in events {
         if let Some(o) = open {
             let end = close_at(&o, ends);
             if end <= ev.ts {
@@ -211,11 +258,10 @@ fn run(
             }
         }
     }
-    let closed_by_events = pushed.get();
-    if let Some(o) = open {
+    if let (true, Some(o)) = (close_last, open) {
         emit(&o, close_at(&o, ends));
     }
-    (open, closed_by_events)
+    open
 }
 
 /// A change of one viewer's coverage: `sign` +1 adds `[start, end)`, -1 removes it.
@@ -230,7 +276,7 @@ pub struct Delta {
 
 /// The changes that turn `old` into `new`. Shared prefixes cost nothing, and a
 /// segment whose end moved yields only the moved part, so a heartbeat extending
-/// an open segment touches only the panes it extends into.
+/// an open segment touches only the slots it extends into.
 pub fn diff(old: &[Seg], new: &[Seg], out: &mut Vec<Delta>) {
     let common = old.iter().zip(new).take_while(|(a, b)| a == b).count();
     let (mut old, mut new) = (&old[common..], &new[common..]);
@@ -268,45 +314,46 @@ mod tests {
         }
     }
 
-    fn ev(ts: i64, seq: u64, kind: PKind) -> PEvent {
-        PEvent { ts, seq, kind }
+    fn ev(ts: i64, kind: PKind) -> PEvent {
+        PEvent { ts, kind }
     }
 
     const IN: PKind = PKind::Enter { stranger: false, session: 0 };
     const IN_STRANGER: PKind = PKind::Enter { stranger: true, session: 0 };
 
     fn segs_of(events: &[PEvent], ends: &E) -> Vec<(i64, i64, bool)> {
-        let mut v = Viewer::new(1);
+        let mut v = Presence::default();
         for e in events {
             v.insert(*e);
         }
-        v.recompute(ends);
-        v.segs().iter().map(|s| (s.start, s.end, s.stranger)).collect()
+        let mut segs = Vec::new();
+        v.segs(ends, &mut segs);
+        segs.iter().map(|s| (s.start, s.end, s.stranger)).collect()
     }
 
     #[test]
     fn enter_leave_timeout_and_session_end() {
         let ends = E { pt: 100, end: None };
-        assert_eq!(segs_of(&[ev(10, 1, IN), ev(50, 2, PKind::Leave)], &ends), vec![(10, 50, false)]);
+        assert_eq!(segs_of(&[ev(10, IN), ev(50, PKind::Leave)], &ends), vec![(10, 50, false)]);
         // No leave: offline at last refresh + timeout.
-        assert_eq!(segs_of(&[ev(10, 1, IN), ev(60, 2, PKind::Refresh)], &ends), vec![(10, 160, false)]);
+        assert_eq!(segs_of(&[ev(10, IN), ev(60, PKind::Refresh)], &ends), vec![(10, 160, false)]);
         // A refresh after the timeout does not bring the viewer back.
-        assert_eq!(segs_of(&[ev(10, 1, IN), ev(200, 2, PKind::Refresh)], &ends), vec![(10, 110, false)]);
+        assert_eq!(segs_of(&[ev(10, IN), ev(200, PKind::Refresh)], &ends), vec![(10, 110, false)]);
         // Refresh exactly at the timeout instant: already offline (online while t < until).
-        assert_eq!(segs_of(&[ev(10, 1, IN), ev(110, 2, PKind::Refresh)], &ends), vec![(10, 110, false)]);
+        assert_eq!(segs_of(&[ev(10, IN), ev(110, PKind::Refresh)], &ends), vec![(10, 110, false)]);
         let ended = E { pt: 100, end: Some(40) };
-        assert_eq!(segs_of(&[ev(10, 1, IN)], &ended), vec![(10, 40, false)]);
+        assert_eq!(segs_of(&[ev(10, IN)], &ended), vec![(10, 40, false)]);
         // Entering after the session ended: never online.
-        assert_eq!(segs_of(&[ev(50, 1, IN)], &ended), vec![]);
+        assert_eq!(segs_of(&[ev(50, IN)], &ended), vec![]);
     }
 
     #[test]
     fn re_enter_starts_a_segment_with_the_new_class() {
         let ends = E { pt: 100, end: None };
-        let segs = segs_of(&[ev(0, 1, IN_STRANGER), ev(30, 2, IN), ev(60, 3, PKind::Leave)], &ends);
+        let segs = segs_of(&[ev(0, IN_STRANGER), ev(30, IN), ev(60, PKind::Leave)], &ends);
         assert_eq!(segs, vec![(0, 30, true), (30, 60, false)]);
         // Out of arrival order: the timeline is in event time.
-        let segs = segs_of(&[ev(60, 1, PKind::Leave), ev(0, 2, IN_STRANGER), ev(30, 3, IN)], &ends);
+        let segs = segs_of(&[ev(60, PKind::Leave), ev(0, IN_STRANGER), ev(30, IN)], &ends);
         assert_eq!(segs, vec![(0, 30, true), (30, 60, false)]);
     }
 
@@ -325,19 +372,18 @@ mod tests {
     #[test]
     fn fold_keeps_the_same_segments_ahead() {
         let ends = E { pt: 100, end: None };
-        let mut v = Viewer::new(1);
-        for e in [ev(0, 1, IN), ev(20, 2, PKind::Leave), ev(40, 3, IN), ev(90, 4, PKind::Refresh)] {
+        let mut v = Presence::default();
+        for e in [ev(0, IN), ev(20, PKind::Leave), ev(40, IN), ev(90, PKind::Refresh)] {
             v.insert(e);
         }
-        v.recompute(&ends);
-        let before: Vec<Seg> = v.segs().to_vec();
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        v.segs(&ends, &mut before);
         v.fold(50, &ends);
-        assert_eq!(v.segs(), &before[1..]);
-        // Recomputing from the folded base gives the same segments.
-        let old = v.recompute(&ends);
-        assert_eq!(old, v.segs());
-        v.insert(ev(120, 5, PKind::Leave));
-        v.recompute(&ends);
-        assert_eq!(v.segs(), &[Seg { start: 40, end: 120, stranger: false, session: 0 }]);
+        v.segs(&ends, &mut after);
+        assert_eq!(after, &before[1..]);
+        assert_eq!(v.folded_end, 20);
+        v.insert(ev(120, PKind::Leave));
+        v.segs(&ends, &mut after);
+        assert_eq!(after, &[Seg { start: 40, end: 120, stranger: false, session: 0 }]);
     }
 }

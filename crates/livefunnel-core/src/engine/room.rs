@@ -1,99 +1,86 @@
-//! One room's state: watermark, duplicate memory, attribution, panes, viewers, sessions.
+//! One room's state: watermark, duplicate memory, viewers, slots, sessions.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
 
-use super::agg::{counts_for_product, counts_for_source};
-use super::agg::{City, Facts};
-use super::distinct::{hash_str, HashMap64};
+use super::agg::{self, bd_uv_bits, counts_for_product, counts_for_source, uv_bits, City, Facts, Key};
+use super::dedupe::Dedupe;
+use super::distinct::hash_str;
 use super::emit::Scratch;
-use super::pane::{later, Ident, Panes};
-use super::presence::{diff, Arrival, Delta, Ends, PEvent, PKind, Seg, Viewer};
+use super::keyed::{Interned, Keyed};
+use super::presence::{Buffers, Ends, PEvent, PKind};
 use super::running::RoomTotals;
 use super::session::SessionState;
+use super::slots::{later, Ident, Slots};
+use super::viewers::{flag, Viewers};
 use super::{EngineStats, Params};
 use crate::event::{Event, EventType, Source};
-use crate::row::{BreakdownKind, Identity, Row};
+use crate::row::{Identity, Row};
 
-/// Accepted event ids of a room, remembered while their `ts` is inside the horizon.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Dedupe {
-    ids: HashMap64<Vec<(Box<str>, i64)>>,
-    order: VecDeque<(i64, u64)>,
+/// A breakdown row's emission slot: (window def, window end, key).
+pub type BdSlot = (usize, i64, Key);
+
+/// The plan and product keys a room admitted (§3 key cap) since it was created or last
+/// retired, in arrival order; sources never reach the cap (it is at least their number).
+#[derive(Debug, Default, Clone)]
+pub struct BdKeys {
+    pub plans: Interned,
+    pub products: Interned,
 }
 
-impl Dedupe {
-    pub fn contains(&self, id: &str, horizon: i64) -> bool {
-        self.ids
-            .get(&hash_str(id))
-            .is_some_and(|bucket| bucket.iter().any(|(k, ts)| &**k == id && *ts >= horizon))
-    }
-
-    pub fn insert(&mut self, id: &str, ts: i64) {
-        let h = hash_str(id);
-        let bucket = self.ids.entry(h).or_default();
-        match bucket.iter_mut().find(|(k, _)| &**k == id) {
-            // A copy forgotten by the horizon came back as a new event.
-            Some(entry) => entry.1 = entry.1.max(ts),
-            None => bucket.push((id.into(), ts)),
-        }
-        self.order.push_back((ts, h));
-    }
-
-    /// Forgets ids below the horizon. Arrival order is nearly ts order, so popping
-    /// from the front frees almost everything; stragglers go when they reach the front.
-    pub fn expire(&mut self, horizon: i64) {
-        while let Some(&(ts, h)) = self.order.front() {
-            if ts >= horizon {
-                break;
+impl BdKeys {
+    /// The key of `name` while it is admitted or there is room for it, else `__other__`
+    /// (a real key spelled `__other__` shares that row).
+    fn cap(&mut self, k: &Keyed, kind: u32, name: &str, p: &Params, overflow: &mut [u64; 3]) -> Key {
+        let set = if kind == agg::PLAN { &mut self.plans } else { &mut self.products };
+        let i = match set.get(k, name) {
+            Some(i) => i,
+            None if set.len() < p.max_keys => set.insert(k, Arc::from(name)),
+            None => {
+                overflow[kind as usize] += 1;
+                return agg::key(kind, agg::OTHER_INDEX);
             }
-            self.order.pop_front();
-            if let Some(bucket) = self.ids.get_mut(&h) {
-                bucket.retain(|(_, t)| *t >= horizon);
-                if bucket.is_empty() {
-                    self.ids.remove(&h);
-                }
-            }
+        };
+        if name == crate::config::OTHER_KEY {
+            agg::key(kind, agg::OTHER_INDEX)
+        } else {
+            agg::key(kind, i)
         }
     }
+
+    /// The name of a plan or product key.
+    pub fn name<'a>(&'a self, key: Key, p: &'a Params) -> &'a Arc<str> {
+        let i = agg::key_index(key);
+        match agg::key_kind(key) {
+            agg::SOURCE => &p.source_keys[i as usize],
+            _ if i == agg::OTHER_INDEX => &p.other_key,
+            agg::PLAN => self.plans.name(i),
+            _ => self.products.name(i),
+        }
+    }
 }
 
-/// The attribution an `enter` leaves for the viewer's later events in its session.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Inherit {
-    source: Source,
-    plan: Option<Arc<str>>,
-}
-
-/// A breakdown row's key: (window def, window end, kind, dimension value).
-pub type BdKey = (usize, i64, u8, Arc<str>);
-
-/// Everything but the buffers and caches is part of a checkpoint ([`super::state`]).
-#[derive(Serialize, Deserialize)]
+/// Everything but the caches is part of a checkpoint ([`super::state`]).
 pub struct Room {
     pub id: Arc<str>,
     /// `room_max_ts`; `i64::MIN` before the first event.
     pub max_ts: i64,
     /// Windows ending at or before this were emitted.
     pub emitted_through: i64,
-    pub panes: Panes,
-    pub viewers: HashMap64<Viewer>,
+    pub slots: Slots,
+    pub viewers: Viewers,
     pub sessions: Vec<SessionState>,
-    /// Rebuilt from `sessions` on restore.
-    #[serde(skip)]
-    pub session_index: FxHashMap<Arc<str>, u32>,
-    inherit: FxHashMap<(u32, u64), Inherit>,
+    /// Session ids to indexes; rebuilt from `sessions` on restore.
+    pub session_index: Interned,
     pub dedupe: Dedupe,
     /// Per (window def, window end): (version, fingerprint) of the last emission.
     pub emitted: BTreeMap<(usize, i64), (u64, u128)>,
-    pub bd_emitted: FxHashMap<BdKey, (u64, u128)>,
+    pub bd_emitted: FxHashMap<BdSlot, (u64, u128)>,
     /// Some window or session slot carries the stale fingerprint (see `emit::STALE`).
     pub stale: bool,
     /// Only shares equal identities between consecutive events: a cache.
-    #[serde(skip)]
     last_identity: Option<Arc<Identity>>,
     /// The room's latest accepted event by (ts, arrival), kept across retirement: the
     /// labels and latest session of its running values.
@@ -103,71 +90,18 @@ pub struct Room {
     /// Counts since the room's first event, for the Prometheus counters (§4).
     pub totals: RoomTotals,
     /// Changed since the last [`super::Engine::running`] call; every room is after a restore.
-    #[serde(skip)]
     pub dirty: bool,
-    last_gc_horizon: i64,
-    last_expire_horizon: i64,
-    #[serde(skip)]
-    buffers: PresenceBuffers,
+    pub last_gc_horizon: i64,
+    pub last_expire_horizon: i64,
     /// Key in the engine's due index, if queued.
     pub due_key: Option<i64>,
     /// Key in the engine's retirement index, if queued.
     pub retire_key: Option<i64>,
-    // The fields below are added by state format 3, written after the format-2 state.
     /// Live mode: the wall clock when the room's latest accepted event arrived.
-    #[serde(skip)]
     pub arrival_wall: i64,
     /// Key in the engine's wall-clock retirement index, if queued there.
-    #[serde(skip)]
     pub wall_retire_key: Option<i64>,
-    /// Plan and product keys with rows of their own (§3 key cap), since the room was
-    /// created or last retired.
-    #[serde(skip)]
     pub bd_keys: BdKeys,
-}
-
-/// The breakdown keys a room admitted, per kind (sources never reach the cap: it is at
-/// least their number).
-#[derive(Debug, Default, Clone)]
-pub struct BdKeys {
-    pub plans: rustc_hash::FxHashSet<Arc<str>>,
-    pub products: rustc_hash::FxHashSet<Arc<str>>,
-}
-
-impl BdKeys {
-    /// `key` itself while it is admitted or there is room for it, else `__other__`.
-    fn cap(
-        &mut self,
-        kind: BreakdownKind,
-        key: Arc<str>,
-        max: usize,
-        other: &Arc<str>,
-        overflow: &mut [u64; 3],
-    ) -> Arc<str> {
-        let set = match kind {
-            BreakdownKind::Plan => &mut self.plans,
-            BreakdownKind::Product => &mut self.products,
-            BreakdownKind::Source => unreachable!("sources are not capped"),
-        };
-        if set.contains(&key) {
-            return key;
-        }
-        if set.len() < max {
-            set.insert(key.clone());
-            return key;
-        }
-        overflow[kind as usize] += 1;
-        other.clone()
-    }
-}
-
-/// Reused by every presence recomputation of the room: no allocation per event.
-#[derive(Debug, Default)]
-struct PresenceBuffers {
-    old_segs: Vec<Seg>,
-    old_arrivals: Vec<Arrival>,
-    new_arrivals: Vec<Arrival>,
-    deltas: Vec<Delta>,
 }
 
 /// Presence parameters seen through the room's sessions.
@@ -186,17 +120,51 @@ impl Ends for RoomEnds<'_> {
     }
 }
 
+/// The ends before a session's end moved.
+struct EndBefore<'a> {
+    ends: &'a RoomEnds<'a>,
+    moved: Option<(u32, Option<i64>)>,
+}
+
+impl Ends for EndBefore<'_> {
+    fn presence_timeout(&self) -> i64 {
+        self.ends.timeout
+    }
+
+    fn session_end(&self, session: u32) -> Option<i64> {
+        match self.moved {
+            Some((s, end)) if s == session => end,
+            _ => self.ends.session_end(session),
+        }
+    }
+}
+
+/// Presence parameters copied out of the room's sessions, for changing one of them.
+struct FixedEnds {
+    timeout: i64,
+    ends: Vec<Option<i64>>,
+}
+
+impl Ends for FixedEnds {
+    fn presence_timeout(&self) -> i64 {
+        self.timeout
+    }
+
+    fn session_end(&self, session: u32) -> Option<i64> {
+        self.ends.get(session as usize).copied().flatten()
+    }
+}
+
 impl Room {
     pub fn new(id: Arc<str>, pane_ms: i64) -> Room {
         Room {
             id,
             max_ts: i64::MIN,
             emitted_through: i64::MIN,
-            panes: Panes::new(pane_ms),
-            viewers: HashMap64::default(),
+            slots: Slots::new(pane_ms),
+            viewers: Viewers::default(),
             sessions: Vec::new(),
-            session_index: FxHashMap::default(),
-            inherit: FxHashMap::default(),
+            session_index: Interned::default(),
             dedupe: Dedupe::default(),
             emitted: BTreeMap::new(),
             bd_emitted: FxHashMap::default(),
@@ -208,7 +176,6 @@ impl Room {
             dirty: false,
             last_gc_horizon: i64::MIN,
             last_expire_horizon: i64::MIN,
-            buffers: PresenceBuffers::default(),
             due_key: None,
             retire_key: None,
             arrival_wall: i64::MIN,
@@ -231,18 +198,17 @@ impl Room {
         !self.sessions.is_empty() && self.sessions.iter().all(|s| s.ended() || s.is_final)
     }
 
-    fn session(&mut self, id: &str) -> u32 {
-        if let Some(&i) = self.session_index.get(id) {
+    fn session(&mut self, k: &Keyed, id: &str) -> u32 {
+        if let Some(i) = self.session_index.get(k, id) {
             return i;
         }
-        let i = self.sessions.len() as u32;
         let id: Arc<str> = id.into();
         self.sessions.push(SessionState::new(id.clone()));
-        self.session_index.insert(id, i);
-        i
+        self.session_index.insert(k, id)
     }
 
-    fn identity(&mut self, ev: &Event<'_>, session: u32) -> Arc<Identity> {
+    /// Makes `last_identity` the identity of `ev` in session `session`.
+    fn identity(&mut self, ev: &Event<'_>, session: u32) {
         let s = &self.sessions[session as usize].id;
         if let Some(last) = &self.last_identity {
             if *last.session_id == **s
@@ -250,38 +216,48 @@ impl Room {
                 && last.account_id.as_deref() == ev.account_id.as_deref()
                 && last.platform == ev.platform()
             {
-                return last.clone();
+                return;
             }
         }
-        let id = Arc::new(Identity {
+        self.last_identity = Some(Arc::new(Identity {
             session_id: s.clone(),
             org_id: ev.org_id().into(),
             account_id: ev.account_id.as_deref().map(Arc::from),
             platform: ev.platform(),
-        });
-        self.last_identity = Some(id.clone());
-        id
+        }));
     }
 
     /// Applies an accepted event to every aggregate it touches; returns the index of
     /// the event's session.
-    pub fn apply(&mut self, ev: &Event<'_>, seq: u64, p: &Params, stats: &mut EngineStats) -> usize {
+    pub fn apply(
+        &mut self,
+        ev: &Event<'_>,
+        seq: u64,
+        p: &Params,
+        stats: &mut EngineStats,
+        b: &mut Buffers,
+    ) -> usize {
         let ts = ev.ts;
+        let k = &p.keyed;
         self.max_ts = self.max_ts.max(ts);
-        let session = self.session(&ev.session_id);
-        let user = if ev.kind.is_viewer_event() { ev.user_id.as_deref().map(hash_str) } else { None };
-        let facts = self.facts(ev, session, user, p, &mut stats.breakdown_overflow);
-        let identity = self.identity(ev, session);
-        let ident: Ident = (ts, seq, identity.clone());
+        let session = self.session(k, &ev.session_id);
+        let viewer = match (&ev.user_id, ev.kind.is_viewer_event()) {
+            (Some(u), true) => Some(self.viewers.get_or_insert(k, hash_str(u))),
+            _ => None,
+        };
+        let facts = self.facts(ev, session, viewer, p, &mut stats.breakdown_overflow);
+        self.identity(ev, session);
+        let identity = self.last_identity.as_ref().expect("set above");
         self.retired = false;
-        later(&mut self.latest, &ident);
+        later(&mut self.latest, ts, seq, identity);
         self.totals.add(&facts);
+        self.add_to_slot(ts, seq, &facts, p);
 
-        self.panes.add_event(ts, seq, &facts, &identity, p.limit);
-
+        let identity = self.last_identity.clone().expect("set above");
         let s = &mut self.sessions[session as usize];
         let mut rebuild_f30 = false;
         let mut end_moved = false;
+        let end_before = s.earliest_end;
         if ev.kind == EventType::SessionStart && s.home_city.is_none() {
             // Kept after retirement too: later orders of the session still count in windows.
             s.home_city = ev.home_city.as_deref().map(Arc::from);
@@ -301,12 +277,12 @@ impl Room {
             if ev.kind == EventType::SessionEnd {
                 s.latest_end = Some(s.latest_end.map_or(ts, |e| e.max(ts)));
             }
-            rebuild_f30 = s.add(ts, &facts, &ident, p.limit);
+            rebuild_f30 = s.add(session, ts, &facts, (seq, &identity), &mut self.viewers, p.limit);
         }
-        if let (Some(u), EventType::Enter) = (user, ev.kind) {
-            self.sessions[session as usize].viewers.insert(u);
+        if let (Some(v), EventType::Enter) = (viewer, ev.kind) {
+            self.viewers.list[v as usize].session_mut(session).flags |= flag::ENTERED;
         }
-        if let Some(u) = user {
+        if let Some(v) = viewer {
             // An impression is seen in a feed, outside the room: it refreshes nothing.
             if ev.kind != EventType::RoomImpression {
                 let kind = match ev.kind {
@@ -314,46 +290,128 @@ impl Room {
                     EventType::Leave => PKind::Leave,
                     _ => PKind::Refresh,
                 };
-                self.viewers.entry(u).or_insert_with(|| Viewer::new(u)).insert(PEvent { ts, seq, kind });
-                self.recompute_viewer(u, p);
+                self.recompute_viewer(v, Some(PEvent { ts, kind }), None, p, b);
             }
         }
         if end_moved {
             // Presence of everyone who entered this session may now end earlier (of a
             // final session: only viewers who entered it since the room came back).
-            let viewers: Vec<u64> = self.sessions[session as usize].viewers.iter().copied().collect();
-            for u in viewers {
-                self.recompute_viewer(u, p);
+            for v in 0..self.viewers.len() as u32 {
+                let entered = self.viewers.list[v as usize]
+                    .session(session)
+                    .is_some_and(|s| s.flags & flag::ENTERED != 0);
+                if entered {
+                    self.recompute_viewer(v, None, Some((session, end_before)), p, b);
+                }
             }
         }
         if rebuild_f30 {
-            let segs = self.viewers.values().flat_map(|v| v.segs().iter().map(move |s| (v.hash, s)));
-            self.sessions[session as usize].rebuild_f30_presence(segs, session);
+            let ends = FixedEnds {
+                timeout: p.presence_timeout,
+                ends: self.sessions.iter().map(|s| s.earliest_end).collect(),
+            };
+            let s = &mut self.sessions[session as usize];
+            s.rebuild_f30_presence(session, &mut self.viewers, &ends, &mut b.old_segs);
         }
         session as usize
+    }
+
+    /// Adds the event to its slot: counts, identity, distinct entries, breakdowns.
+    fn add_to_slot(&mut self, ts: i64, seq: u64, f: &Facts, p: &Params) {
+        let identity = self.last_identity.as_ref().expect("set by apply");
+        let e = self.slots.events_mut(ts);
+        e.tally.add(f);
+        later(&mut e.identity, ts, seq, identity);
+        if let Some(v) = f.viewer {
+            let bits = uv_bits(f);
+            if bits != 0 {
+                let slot = self.slots.slot_start(ts);
+                let rec = &mut self.viewers.list[v as usize];
+                let e = self.slots.events_mut(ts);
+                // The viewer's entries go in time order, so its latest one says where
+                // to look: in this slot, at a known place, or not at all.
+                if slot > rec.uv_slot {
+                    rec.uv_slot = slot;
+                    rec.uv_pos = e.uv.len() as u32;
+                    e.uv.push((v, bits));
+                } else {
+                    let at = match e.uv.get(rec.uv_pos as usize) {
+                        Some(x) if slot == rec.uv_slot && x.0 == v => Some(rec.uv_pos as usize),
+                        _ => e.uv.iter().position(|x| x.0 == v),
+                    };
+                    match at {
+                        Some(i) => e.uv[i].1 |= bits,
+                        None => e.uv.push((v, bits)),
+                    }
+                }
+            }
+        }
+        if !p.any_breakdowns {
+            return;
+        }
+        let e = self.slots.events_mut(ts);
+        let bd_bits = bd_uv_bits(f.kind);
+        let mut add = |key: Key| {
+            match e.bd.iter_mut().rev().find(|(k, _)| *k == key) {
+                Some((_, t)) => t.add(f),
+                None => {
+                    let mut t = agg::BdTally::default();
+                    t.add(f);
+                    e.bd.push((key, t));
+                }
+            }
+            if let (Some(v), true) = (f.viewer, bd_bits != 0) {
+                e.bd_uv.push((key, v, bd_bits));
+            }
+        };
+        if counts_for_source(f.kind) {
+            add(agg::key(agg::SOURCE, f.source.index() as u32));
+            if let Some(plan) = f.plan {
+                add(plan);
+            }
+        }
+        if counts_for_product(f.kind) {
+            if let Some(product) = f.product {
+                add(product);
+            }
+        }
     }
 
     fn facts(
         &mut self,
         ev: &Event<'_>,
         session: u32,
-        user: Option<u64>,
+        viewer: Option<u32>,
         p: &Params,
         overflow: &mut [u64; 3],
     ) -> Facts {
-        let inherited = user.and_then(|u| self.inherit.get(&(session, u)));
-        let source = ev.source.or(inherited.map(|i| i.source)).unwrap_or(Source::Other);
-        let own_plan = ev.plan_id.as_deref().map(Arc::from);
-        let plan = if ev.kind == EventType::Enter {
-            // An enter is its own latest enter: re-entering through an unpaid path
-            // leaves the earlier plan behind.
-            own_plan
+        let k = &p.keyed;
+        let inherited = viewer
+            .and_then(|v| self.viewers.list[v as usize].session(session))
+            .and_then(|r| r.inherit.as_ref());
+        let source = ev.source.or(inherited.map(|i| i.0)).unwrap_or(Source::Other);
+        // An enter is its own latest enter: re-entering through an unpaid path
+        // leaves the earlier plan behind.
+        let plan: Option<&str> = if ev.kind == EventType::Enter {
+            ev.plan_id.as_deref()
         } else {
-            own_plan.or_else(|| inherited.and_then(|i| i.plan.clone()))
+            ev.plan_id.as_deref().or_else(|| inherited.and_then(|i| i.1.as_deref()))
         };
-        if let (EventType::Enter, Some(u)) = (ev.kind, user) {
+        let mut plan_key = None;
+        let mut product_key = None;
+        if p.any_breakdowns {
+            if counts_for_source(ev.kind) {
+                plan_key = plan.map(|name| self.bd_keys.cap(k, agg::PLAN, name, p, overflow));
+            }
+            if counts_for_product(ev.kind) {
+                product_key =
+                    ev.product_id.as_deref().map(|name| self.bd_keys.cap(k, agg::PRODUCT, name, p, overflow));
+            }
+        }
+        if let (EventType::Enter, Some(v)) = (ev.kind, viewer) {
             // `source` is required on `enter`, so the decoder guarantees it is there.
-            self.inherit.insert((session, u), Inherit { source, plan: plan.clone() });
+            let plan = ev.plan_id.as_deref().map(Arc::from);
+            self.viewers.list[v as usize].session_mut(session).inherit = Some((source, plan));
         }
         let city = if ev.kind == EventType::OrderPaid {
             match (&ev.buyer_city, &self.sessions[session as usize].home_city) {
@@ -364,70 +422,57 @@ impl Room {
         } else {
             City::Unknown
         };
-        let mut product = ev.product_id.as_deref().map(Arc::from);
-        // The aggregates read `plan` and `product` only as breakdown keys.
-        let mut plan = plan;
-        if p.any_breakdowns {
-            let keys = &mut self.bd_keys;
-            if counts_for_source(ev.kind) {
-                plan = plan.map(|k| keys.cap(BreakdownKind::Plan, k, p.max_keys, &p.other_key, overflow));
-            }
-            if counts_for_product(ev.kind) {
-                product =
-                    product.map(|k| keys.cap(BreakdownKind::Product, k, p.max_keys, &p.other_key, overflow));
-            }
-        }
         Facts {
             kind: ev.kind,
-            user,
+            viewer,
             source,
-            plan,
-            product,
+            plan: plan_key,
+            product: product_key,
             amount: ev.amount_cents(),
             quantity: ev.quantity(),
             city,
         }
     }
 
-    fn recompute_viewer(&mut self, u: u64, p: &Params) {
+    /// Applies a presence event of viewer `v`, or with `moved` = (session, its end
+    /// before) the change of a session's end, to the slots and sessions, then folds what
+    /// the horizon made final.
+    fn recompute_viewer(
+        &mut self,
+        v: u32,
+        ev: Option<PEvent>,
+        moved: Option<(u32, Option<i64>)>,
+        p: &Params,
+        b: &mut Buffers,
+    ) {
         let h = self.horizon(p);
         let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
-        let Some(v) = self.viewers.get_mut(&u) else { return };
-        let b = &mut self.buffers;
-        b.old_arrivals.clear();
-        b.new_arrivals.clear();
-        b.deltas.clear();
-        v.arrivals(&mut b.old_arrivals);
-        v.recompute_into(&ends, &mut b.old_segs);
-        diff(&b.old_segs, v.segs(), &mut b.deltas);
-        v.arrivals(&mut b.new_arrivals);
-        let same = b.old_arrivals.iter().zip(&b.new_arrivals).take_while(|(a, b)| a == b).count();
+        let before = EndBefore { ends: &ends, moved };
+        let same = self.viewers.list[v as usize].presence.change(ev, &before, &ends, b);
+        self.viewers.activate(v);
         for a in &b.old_arrivals[same..] {
-            self.panes.arrival(a, -1);
+            self.slots.arrival(a, -1);
         }
         for a in &b.new_arrivals[same..] {
-            self.panes.arrival(a, 1);
+            self.slots.arrival(a, 1);
         }
         for d in &b.deltas {
             debug_assert!(d.start >= h, "presence changed below the horizon");
-            self.panes.apply(d);
+            self.slots.apply(d);
             if let Some(s) = self.sessions.get_mut(d.session as usize) {
-                s.apply_presence(u, d);
+                s.apply_presence(d.session, &mut self.viewers, v, d);
             }
         }
         // Folding forgets final segments: they are applied (above) first.
         let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
-        if let Some(v) = self.viewers.get_mut(&u) {
-            v.fold(h, &ends);
-        }
+        self.viewers.list[v as usize].presence.fold(h, &ends);
     }
 
     /// Frees what the horizon has made final. Stale slots about to become final are
-    /// emitted first, while their panes are still all there.
+    /// emitted first, while their slots are still all there.
     pub fn collect(&mut self, p: &Params, sc: &mut Scratch, out: &mut Vec<Row>) {
         let h = self.horizon(p);
-        // Duplicate checks compare against the horizon themselves, so expiring in
-        // steps of a second only delays freeing, never changes an answer.
+        // Forgetting in steps of a second only delays freeing, never changes an answer.
         if h < self.last_expire_horizon.saturating_add(1_000) {
             return;
         }
@@ -435,24 +480,33 @@ impl Room {
             self.emit_stale(h, p, sc, out);
         }
         self.last_expire_horizon = h;
-        self.dedupe.expire(h);
-        self.panes.free_before(h.saturating_sub(p.max_size));
-        if h >= self.last_gc_horizon.saturating_add(p.pane_ms) {
+        let gc = h >= self.last_gc_horizon.saturating_add(p.pane_ms);
+        if gc {
+            // Sessions read their time lines from the slots: they fold what the horizon
+            // passed before the slots holding it go.
+            for (i, s) in self.sessions.iter_mut().enumerate() {
+                s.fold(&self.slots, i as u32, h);
+            }
+        }
+        self.slots.free_before(h.saturating_sub(p.max_size));
+        self.slots.free_breakdowns_before(h.saturating_sub(p.max_breakdown_size));
+        if gc {
             self.last_gc_horizon = h;
             // An event at exactly `h` can still change `online_end` of a window ending there.
             self.emitted.retain(|&(_, end), _| end >= h);
-            self.bd_emitted.retain(|&(_, end, _, _), _| end >= h);
-            let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
-            let before = h.saturating_sub(p.max_size);
-            self.viewers.retain(|_, v| {
-                v.fold(h, &ends);
-                !v.droppable(before)
-            });
-            for s in &mut self.sessions {
-                s.fold(h);
-                s.viewers.retain(|u| self.viewers.contains_key(u));
-            }
+            self.bd_emitted.retain(|&(_, end, _), _| end >= h);
+            self.fold_viewers(h, h.saturating_sub(p.max_size), p);
         }
+    }
+
+    /// Folds every viewer's presence at `h`; a viewer with nothing left before `before`
+    /// starts afresh next time (as a viewer never seen).
+    fn fold_viewers(&mut self, h: i64, before: i64, p: &Params) {
+        let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
+        self.viewers.fold_active(|presence| {
+            presence.fold(h, &ends);
+            presence.droppable(before)
+        });
     }
 
     /// Frees the room after its sessions ended and its partition moved on (§2).
@@ -464,35 +518,38 @@ impl Room {
         // emitted on presence alone) may still be filled by a later event or cut by a
         // later presence change: its version goes on. The others are final.
         self.emitted.retain(|&(_, end), _| end >= h);
-        self.bd_emitted.retain(|&(_, end, _, _), _| end >= h);
+        self.bd_emitted.retain(|&(_, end, _), _| end >= h);
         // A session that ended by timeout changed no presence: its viewers stay online
         // up to `presence_timeout` after their last event, which may reach windows the
         // room's next events fall in. So presence is freed as `collect` frees it, below
         // the new horizon only; everything else goes.
         let before = h.saturating_sub(p.max_size);
-        let ends = RoomEnds { timeout: p.presence_timeout, sessions: &self.sessions };
-        self.viewers.retain(|_, v| {
-            v.fold(h, &ends);
-            !v.droppable(before)
-        });
-        self.panes.free_before(before);
-        self.inherit = FxHashMap::default();
+        self.fold_viewers(h, before, p);
+        self.slots.free_before(before);
+        // No window holding what is left can take an event again (`session_idle_timeout`
+        // is above the largest window plus the horizon), and the keys start afresh.
+        self.slots.free_breakdowns_before(i64::MAX);
+        for v in &mut self.viewers.list {
+            for s in &mut v.sessions {
+                s.inherit = None;
+            }
+        }
         self.dedupe = Dedupe::default();
         self.last_identity = None;
         self.bd_keys = BdKeys::default();
         self.retired = true;
         for s in &mut self.sessions {
             s.retire();
-            // A later `session_end` still ends the presence of those kept online.
-            s.viewers.retain(|u| self.viewers.contains_key(u));
         }
     }
 
     /// After a restore: the state was read back without its derived parts.
-    pub fn rebuild(&mut self, pane_ms: i64) {
-        self.panes.width = pane_ms;
-        self.session_index =
-            self.sessions.iter().enumerate().map(|(i, s)| (s.id.clone(), i as u32)).collect();
+    pub fn rebuild(&mut self, p: &Params) -> bool {
+        self.slots.rebuild(p.pane_ms);
+        let ids = self.sessions.iter().map(|s| s.id.clone()).collect();
+        let Some(index) = Interned::from_names(&p.keyed, ids) else { return false };
+        self.session_index = index;
+        self.viewers.rebuild(&p.keyed)
     }
 }
 

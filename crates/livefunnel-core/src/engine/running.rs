@@ -80,7 +80,8 @@ impl Engine {
                 debug_assert!(false, "a room is dirty only after an accepted event");
                 continue;
             };
-            let session = room.session_index.get(&*identity.session_id).map(|&i| &room.sessions[i as usize]);
+            let session =
+                room.session_index.get(&p.keyed, &identity.session_id).map(|i| &room.sessions[i as usize]);
             let mut r = RunningRoom {
                 room_id: room.id.clone(),
                 identity: (*identity).clone(),
@@ -94,10 +95,10 @@ impl Engine {
             };
             if !room.retired {
                 r.live = room.sessions.iter().any(|s| s.is_live());
-                r.online = room.panes.online_count_at(latest_ts);
+                r.online = room.slots.online_count_at(latest_ts);
                 for (def, d) in p.defs.iter().enumerate() {
-                    let end = super::pane::floor_to(latest_ts, d.slide).saturating_add(d.size);
-                    if let Some((row, _)) = room.window_row(def, end, false, p, &mut self.scratch) {
+                    let end = super::slots::floor_to(latest_ts, d.slide).saturating_add(d.size);
+                    if let Some(row) = room.window_row(def, end, false, p, &mut self.scratch) {
                         r.windows.push(row);
                     }
                 }
