@@ -32,7 +32,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, Rejection> {
         Rejection::new(Reason::MalformedJson, format!("invalid utf-8 at byte {}", e.valid_up_to()))
     })?;
     let mut fields: Fields<'_> = Default::default();
-    parse::parse(text, &mut fields)?;
+    if !flat::parse_flat(text, &mut fields) {
+        fields = Default::default();
+        parse::parse(text, &mut fields)?;
+    }
     validate::validate(&mut fields)
 }
 
@@ -144,6 +147,7 @@ impl Raw<'_> {
 
 type Fields<'a> = [Option<Raw<'a>>; FIELD_COUNT];
 
+mod flat;
 mod parse;
 mod validate;
 

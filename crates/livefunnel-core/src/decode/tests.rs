@@ -659,3 +659,143 @@ fn refunds_need_no_product_id_and_orders_still_do() {
         assert!(r.detail.contains("product_id"), "{kind}: {}", r.detail);
     }
 }
+
+mod flat_parser {
+    use proptest::prelude::*;
+
+    use super::super::{flat, parse, Fields};
+
+    fn both(text: &str) -> (Option<String>, Result<String, String>) {
+        let mut fast: Fields<'_> = Default::default();
+        let fast = flat::parse_flat(text, &mut fast).then(|| format!("{fast:?}"));
+        let mut slow: Fields<'_> = Default::default();
+        let slow = parse::parse(text, &mut slow).map(|()| format!("{slow:?}")).map_err(|r| r.to_string());
+        (fast, slow)
+    }
+
+    const KEYS: &[&str] = &[
+        "event_id",
+        "type",
+        "ts",
+        "room_id",
+        "session_id",
+        "user_id",
+        "amount_cents",
+        "is_follower",
+        "source",
+        "home_city",
+        "x",
+        "t\\u0073",
+        "Ts",
+    ];
+
+    const VALUES: &[&str] = &[
+        "\"e1\"",
+        "\"\"",
+        "\"直播间\"",
+        "\"a\\\"b\"",
+        "\"a\\u0041\"",
+        "\"tab\there\"",
+        "\"\u{7f}\"",
+        "0",
+        "-0",
+        "7",
+        "-7",
+        "01",
+        "-01",
+        "1.5",
+        "1e3",
+        "1E3",
+        "-1.0e-2",
+        "18446744073709551615",
+        "18446744073709551616",
+        "9999999999999999999",
+        "-9223372036854775807",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "1700000000000",
+        "true",
+        "false",
+        "null",
+        "tru",
+        "nul",
+        "truex",
+        "[1,2]",
+        "{\"a\":1}",
+        "[]",
+        "{}",
+        "-",
+        "\"unterminated",
+        "+1",
+        "1x",
+    ];
+
+    fn member() -> impl Strategy<Value = String> {
+        (0..KEYS.len(), 0..VALUES.len(), 0..4usize).prop_map(|(k, v, ws)| {
+            let pad = [" ", "", "\n\t", "\r "][ws];
+            format!("{pad}\"{}\"{pad}:{pad}{}{pad}", KEYS[k], VALUES[v])
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4_000))]
+
+        /// Whatever the flat parser accepts, the general one accepts with the same
+        /// fields; what it gives up on is left to the general one.
+        #[test]
+        fn the_flat_parser_agrees_with_the_general_one(
+            members in prop::collection::vec(member(), 0..8),
+            lead in 0..3usize,
+            tail in 0..6usize,
+        ) {
+            let body = members.join(",");
+            let text = format!(
+                "{}{{{body}{}",
+                ["", " ", "\u{feff}"][lead],
+                ["}", "} ", "}\n", ",}", "}x", ""][tail]
+            );
+            let (fast, slow) = both(&text);
+            if let Some(fast) = fast {
+                prop_assert_eq!(Ok(fast), slow, "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn simulated_events_take_the_flat_path() {
+        use livefunnel_sim::{Profile, SimParams, Simulator};
+        for profile in [Profile::Standard, Profile::Dense] {
+            let params = SimParams { rooms: 20, duration_ms: 10 * 60_000, ..SimParams::default() };
+            let mut sim = Simulator::with_profile(params, profile);
+            let (mut buf, mut n) = (Vec::new(), 0);
+            while sim.next_message(&mut buf) && n < 20_000 {
+                let text = std::str::from_utf8(&buf).unwrap();
+                let (fast, slow) = both(text);
+                assert!(fast.is_some(), "{profile:?}: the flat parser gives up on {text}");
+                assert_eq!(fast.ok_or(()), slow.map_err(|_| ()), "{text}");
+                buf.clear();
+                n += 1;
+            }
+            assert!(n > 1_000, "{profile:?}: {n} messages");
+        }
+    }
+
+    #[test]
+    fn what_the_flat_parser_gives_up_on() {
+        for text in [
+            r#"{"ts":-0}"#,
+            r#"{"ts":1.0}"#,
+            r#"{"ts":01}"#,
+            r#"{"ts":1,"ts":2}"#,
+            r#"{"x":1}"#,
+            r#"{"user_id":"a\"b"}"#,
+            r#"{"ts":1,}"#,
+            r#"{"ts":1} x"#,
+            r#"{"ts":[1]}"#,
+            r#"{"ts":18446744073709551615}"#,
+        ] {
+            assert_eq!(both(text).0, None, "{text}");
+        }
+        assert!(both(r#" { "ts" : 1 , "user_id" : "直播" } "#).0.is_some());
+    }
+}

@@ -1,0 +1,166 @@
+//! The fast path of parsing: one pass over the bytes of the flat objects producers
+//! send (known keys, strings without escapes, integers, `true`, `false`, `null`).
+//! Anything else, valid or not, makes it give up, and [`super::parse::parse`] reads
+//! the message again from the start: so every rejection, and every detail of it,
+//! still comes from one place. What it captures is what that parser captures for the
+//! same bytes (`tests::the_flat_parser_agrees_with_the_general_one`).
+
+use std::borrow::Cow;
+
+use super::{Field, Fields, Raw};
+
+/// Fills `fields` from `text` if it is a flat object of the simple kind; `false`
+/// otherwise, with `fields` left partly filled (the caller starts afresh).
+pub(super) fn parse_flat<'a>(text: &'a str, fields: &mut Fields<'a>) -> bool {
+    let mut p = Flat { s: text.as_bytes(), text, i: 0 };
+    p.object(fields).is_some()
+}
+
+struct Flat<'a> {
+    s: &'a [u8],
+    text: &'a str,
+    i: usize,
+}
+
+impl<'a> Flat<'a> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.s.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        self.ws();
+        (self.s.get(self.i) == Some(&b)).then(|| self.i += 1)
+    }
+
+    fn object(&mut self, fields: &mut Fields<'a>) -> Option<()> {
+        self.eat(b'{')?;
+        self.ws();
+        if self.s.get(self.i) == Some(&b'}') {
+            self.i += 1;
+        } else {
+            loop {
+                self.ws();
+                let key = self.string()?;
+                let field = Field::from_key(key)?;
+                self.eat(b':')?;
+                let value = self.value()?;
+                let slot = &mut fields[field as usize];
+                if slot.is_some() {
+                    return None;
+                }
+                *slot = Some(value);
+                self.ws();
+                match self.s.get(self.i)? {
+                    b',' => self.i += 1,
+                    b'}' => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.ws();
+        (self.i == self.s.len()).then_some(())
+    }
+
+    /// A string without escapes or control characters, borrowed from the input.
+    fn string(&mut self) -> Option<&'a str> {
+        if self.s.get(self.i) != Some(&b'"') {
+            return None;
+        }
+        let start = self.i + 1;
+        let end = special(self.s, start);
+        if self.s.get(end) != Some(&b'"') {
+            return None;
+        }
+        self.i = end + 1;
+        // Both ends are ASCII bytes of valid UTF-8: char boundaries.
+        self.text.get(start..end)
+    }
+
+    fn value(&mut self) -> Option<Raw<'a>> {
+        self.ws();
+        match *self.s.get(self.i)? {
+            b'"' => self.string().map(|s| Raw::Str(Cow::Borrowed(s))),
+            b't' => self.word(b"true", Raw::Bool(true)),
+            b'f' => self.word(b"false", Raw::Bool(false)),
+            b'n' => self.word(b"null", Raw::Null),
+            b'-' => {
+                self.i += 1;
+                // As serde_json: a negative integer is an `i64`; `-0` is a float there.
+                let m = self.digits()?;
+                (m != 0 && m <= i64::MAX as u64).then(|| Raw::I64(-(m as i64)))
+            }
+            b'0'..=b'9' => self.digits().map(Raw::U64),
+            _ => None,
+        }
+    }
+
+    fn word(&mut self, w: &[u8], v: Raw<'a>) -> Option<Raw<'a>> {
+        self.s[self.i..].starts_with(w).then(|| {
+            self.i += w.len();
+            v
+        })
+    }
+
+    /// An integer's digits: no leading zero, no fraction or exponent (those go to
+    /// the general parser), at most 19 digits so it fits a `u64`.
+    fn digits(&mut self) -> Option<u64> {
+        let start = self.i;
+        let len = self.s[start..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if len == 0 || len > 19 || (len > 1 && self.s[start] == b'0') {
+            return None;
+        }
+        if let Some(b'.' | b'e' | b'E') = self.s.get(start + len) {
+            return None;
+        }
+        self.i = start + len;
+        Some(self.s[start..start + len].iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+    }
+}
+
+/// The index of the first byte at or after `i` that ends a plain string (`"`, `\\` or
+/// a control character), or `s.len()`. Eight bytes at a time: a byte equal to `c`
+/// is a zero byte of `x ^ c…c`, found as in "Bit Twiddling Hacks" (haszero,
+/// hasless); the lowest flagged byte is always a true one.
+fn special(s: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    while let Some(chunk) = s.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let hit = zero(x ^ (ONES * u64::from(b'"')))
+            | zero(x ^ (ONES * u64::from(b'\\')))
+            | (x.wrapping_sub(ONES * 0x20) & !x & HIGH);
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + s[i..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).unwrap_or(s.len() - i)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn special_finds_the_first_special_byte(
+            s in prop::collection::vec(
+                prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..=0xff, 0x20u8..0x7f],
+                0..40,
+            ),
+            from in 0usize..40,
+        ) {
+            let from = from.min(s.len());
+            let naive = s[from..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).map_or(s.len(), |p| from + p);
+            prop_assert_eq!(super::special(&s, from), naive);
+        }
+    }
+}
