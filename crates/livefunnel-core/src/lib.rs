@@ -11,6 +11,7 @@ pub mod engine;
 #[doc(hidden)]
 pub mod engine_v1;
 pub mod event;
+mod json;
 pub mod row;
 
 pub use config::{ConfigError, EngineConfig, TimeMode, WindowSpec, USER_IDS_CLEAR};

@@ -490,20 +490,17 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: Option<&[u8]> = match b {
-            b'"' => Some(b"\\\""),
-            b'\\' => Some(b"\\\\"),
-            b'\n' => Some(b"\\n"),
-            b'\r' => Some(b"\\r"),
-            b'\t' => Some(b"\\t"),
-            0..=0x1f => None,
-            _ => continue,
-        };
+    loop {
+        let i = crate::json::special(bytes, start);
         out.extend_from_slice(&bytes[start..i]);
-        match escape {
-            Some(e) => out.extend_from_slice(e),
-            None => {
+        let Some(&b) = bytes.get(i) else { break };
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.extend_from_slice(b"\\u00");
                 out.push(HEX[(b >> 4) as usize]);
@@ -512,7 +509,6 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
         }
         start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
 
@@ -592,5 +588,22 @@ mod tests {
         let mut out = Vec::new();
         write_json_string(&mut out, "a\"b\\c\nd\u{1}é直播");
         assert_eq!(String::from_utf8(out).unwrap(), "\"a\\\"b\\\\c\\nd\\u0001é直播\"");
+    }
+
+    proptest::proptest! {
+        /// Any text, whatever mix of quotes, backslashes, control characters and
+        /// multi-byte characters, reads back as itself, with every control character
+        /// escaped and `\\u00xx` for those without a short escape.
+        #[test]
+        fn json_strings_read_back_as_themselves(s in "[a-z\"\\\\\u{0}-\u{1f}\u{7f}é直播]{0,40}") {
+            let mut out = Vec::new();
+            write_json_string(&mut out, &s);
+            proptest::prop_assert!(out.iter().all(|&b| b >= 0x20), "{:?}", out);
+            let back: String = serde_json::from_slice(&out).expect("valid json");
+            proptest::prop_assert_eq!(&back, &s);
+            let short = |c: char| matches!(c, '"' | '\\' | '\n' | '\r' | '\t');
+            let expected_len = 2 + s.chars().map(|c| if short(c) { 2 } else if (c as u32) < 0x20 { 6 } else { c.len_utf8() }).sum::<usize>();
+            proptest::prop_assert_eq!(out.len(), expected_len);
+        }
     }
 }

@@ -247,7 +247,22 @@ impl Slots {
         if self.ring.get(guess).is_some_and(|(n, _)| *n == k) {
             return guess;
         }
-        self.ring.partition_point(|(n, _)| *n < k)
+        // Numbers are distinct and increasing: at most `k - first` slots come before
+        // `k` and at most `last - k + 1` from it on, which leaves a short stretch to
+        // search when `k` is near either end, as nearly every access is.
+        let (mut lo, mut hi) =
+            (self.ring.len().saturating_sub((last - k + 1) as usize), guess.min(self.ring.len()));
+        debug_assert!(lo <= hi);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.ring[mid].0 < k {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        debug_assert_eq!(lo, self.ring.partition_point(|(n, _)| *n < k));
+        lo
     }
 
     /// The slot holding `ts`, created if needed.
