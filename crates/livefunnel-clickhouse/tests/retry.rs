@@ -242,6 +242,13 @@ async fn an_early_refusal_is_reported_not_retried() {
             body.len()
         );
         stream.write_all(response.as_bytes()).unwrap();
+        // A lingering close (RFC 9112 §9.6), as HTTP servers do: closing with the
+        // request body still arriving would reset the connection, and the client could
+        // see the reset before the response, which depends on the machine's load.
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let mut sink = [0u8; 1 << 16];
+        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
         String::from_utf8_lossy(&head).to_string()
     });
     let mut cfg = livefunnel_clickhouse::ClickHouseConfig {
