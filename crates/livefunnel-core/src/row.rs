@@ -438,13 +438,12 @@ impl<'a> JsonWriter<'a> {
         JsonWriter { out, first: true }
     }
 
-    fn key(&mut self, prefix: &str, name: &str) {
+    fn key(&mut self, name: &str) {
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
         self.out.push(b'"');
-        self.out.extend_from_slice(prefix.as_bytes());
         self.out.extend_from_slice(name.as_bytes());
         self.out.extend_from_slice(b"\":");
     }
@@ -459,12 +458,12 @@ impl<'a> JsonWriter<'a> {
     }
 
     fn str_field(&mut self, name: &str, v: &str) {
-        self.key("", name);
+        self.key(name);
         write_json_string(self.out, v);
     }
 
     fn opt_str_field(&mut self, name: &str, v: Option<&str>) {
-        self.key("", name);
+        self.key(name);
         match v {
             Some(v) => write_json_string(self.out, v),
             None => self.out.extend_from_slice(b"null"),
@@ -472,7 +471,7 @@ impl<'a> JsonWriter<'a> {
     }
 
     fn measure_field(&mut self, name: &str, v: Measure) {
-        self.key("", name);
+        self.key(name);
         self.raw_measure(v);
     }
 
@@ -488,7 +487,7 @@ impl<'a> JsonWriter<'a> {
     }
 
     fn bool_field(&mut self, name: &str, v: bool) {
-        self.key("", name);
+        self.key(name);
         self.out.extend_from_slice(if v { b"true" } else { b"false" });
     }
 

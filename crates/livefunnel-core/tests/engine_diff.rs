@@ -18,7 +18,7 @@ use livefunnel_sim::{Profile, SimParams, Simulator};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
-use gen::{case, Case};
+use gen::{case, proptest_config, Call, Case};
 
 /// What both engines offer, with their own result types shown as `Debug` text.
 trait Eng: Sized {
@@ -91,37 +91,24 @@ enum Action {
     },
 }
 
-/// The calls for a case: its events; in live mode a wall clock that follows event time,
-/// with ticks (some past `idle_timeout`, a few long enough to retire rooms); running
-/// values now and then; one or two restores.
-fn script(case: &Case, seed: u64) -> Vec<Action> {
-    let live = case.cfg.mode == TimeMode::Live;
-    let mut rng = seed | 1;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
-    let mut wall = case.events.first().map_or(0, |e| e.ts);
-    let mut out = Vec::new();
-    for (i, ev) in case.events.iter().enumerate() {
-        if ev.ts <= wall.saturating_add(60_000) {
-            wall = wall.max(ev.ts);
-        }
-        out.push(Action::Event(i, wall));
-        if live && next() % 5 == 0 {
-            wall += [5_000, 31_000, 90_000, 45 * 60_000][(next() % 4) as usize];
-            out.push(Action::Tick(wall));
-        }
-        match next() % 64 {
-            0..=5 => out.push(Action::Running),
-            6 => out.push(Action::Restore { exact: true }),
-            7 => out.push(Action::Restore { exact: false }),
-            _ => {}
+impl From<Call> for Action {
+    fn from(c: Call) -> Action {
+        match c {
+            Call::Event(i, wall) => Action::Event(i, wall),
+            Call::Tick(wall) => Action::Tick(wall),
         }
     }
-    out
+}
+
+/// The calls for a case: `gen::script`'s events and ticks, with running values now and
+/// then and one or two restores.
+fn script(case: &Case, seed: u64) -> Vec<Action> {
+    gen::script(case, seed, |next, out| match next() % 64 {
+        0..=5 => out.push(Action::Running),
+        6 => out.push(Action::Restore { exact: true }),
+        7 => out.push(Action::Restore { exact: false }),
+        _ => {}
+    })
 }
 
 /// What one engine did: a transcript line per call, and every row.
@@ -184,13 +171,6 @@ fn compare(what: &str, old: (Vec<String>, Vec<Row>), new: (Vec<String>, Vec<Row>
 fn check(case: &Case, seed: u64) -> Result<(), String> {
     let actions = script(case, seed);
     compare("random stream", run::<engine_v1::Engine>(case, &actions)?, run::<Engine>(case, &actions)?)
-}
-
-fn proptest_config() -> ProptestConfig {
-    let mut c = ProptestConfig::default();
-    c.cases = c.cases.max(1000);
-    c.failure_persistence = None;
-    c
 }
 
 proptest! {

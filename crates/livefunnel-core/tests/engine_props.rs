@@ -18,7 +18,7 @@ use livefunnel_core::{
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
-use gen::{case, fmt_event, Case};
+use gen::{case, fmt_event, proptest_config, Case};
 use model::{BreakdownKey, ModelResult, SessionKey, WindowKey};
 
 // ---------------------------------------------------------------------------
@@ -233,14 +233,6 @@ fn check(case: &Case) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn proptest_config() -> ProptestConfig {
-    let mut c = ProptestConfig::default();
-    c.cases = c.cases.max(1000);
-    // No regression files written into the source tree; a failure prints the whole input.
-    c.failure_persistence = None;
-    c
 }
 
 proptest! {

@@ -22,40 +22,11 @@ use livefunnel_core::{
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
-use gen::{case, fmt_event, Case};
+use gen::{case, fmt_event, Call as Action, Case};
 
-/// One call into the engine, with the wall clock the live pipeline would pass.
-#[derive(Debug, Clone, Copy)]
-enum Action {
-    Event(usize, i64),
-    Tick(i64),
-}
-
-/// The calls for a case: in replay mode its events; in live mode, a wall clock that
-/// follows event time (never jumping for far-future events) and ticks after some
-/// events, some past `idle_timeout`, a few far enough to retire rooms.
+/// The calls of a test: an event with its wall clock, or a tick.
 fn script(case: &Case, seed: u64) -> Vec<Action> {
-    let live = case.cfg.mode == TimeMode::Live;
-    let mut rng = seed | 1;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
-    let mut wall = case.events.first().map_or(0, |e| e.ts);
-    let mut out = Vec::new();
-    for (i, ev) in case.events.iter().enumerate() {
-        if ev.ts <= wall.saturating_add(60_000) {
-            wall = wall.max(ev.ts);
-        }
-        out.push(Action::Event(i, wall));
-        if live && next() % 5 == 0 {
-            wall += [5_000, 31_000, 90_000, 45 * 60_000][(next() % 4) as usize];
-            out.push(Action::Tick(wall));
-        }
-    }
-    out
+    gen::script(case, seed, |_, _| {})
 }
 
 fn run(engine: &mut Engine, case: &Case, actions: &[Action], rows: &mut Vec<Row>) -> Vec<Outcome> {

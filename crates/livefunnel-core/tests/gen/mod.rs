@@ -406,3 +406,56 @@ fn step() -> impl Strategy<Value = Step> {
 pub fn case() -> impl Strategy<Value = Case> {
     (params(), prop::collection::vec(step(), 18..=200)).prop_map(|(p, steps)| build(&p, &steps))
 }
+
+/// A call into the engine in a test's script: an event with the wall clock the live
+/// pipeline would pass, or a tick of that clock.
+#[derive(Debug, Clone, Copy)]
+#[allow(dead_code)] // engine_props replays no calls
+pub enum Call {
+    Event(usize, i64),
+    Tick(i64),
+}
+
+/// The calls for a case: in replay mode its events; in live mode, a wall clock that
+/// follows event time (never jumping for far-future events) and ticks after some
+/// events, some past `idle_timeout`, a few far enough to retire rooms. After each
+/// event's calls, `extra` may add a test's own, drawing from the same random numbers.
+#[allow(dead_code)] // engine_props replays no calls
+pub fn script<A: From<Call>>(
+    case: &Case,
+    seed: u64,
+    mut extra: impl FnMut(&mut dyn FnMut() -> u64, &mut Vec<A>),
+) -> Vec<A> {
+    let live = case.cfg.mode == livefunnel_core::TimeMode::Live;
+    let mut rng = seed | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut wall = case.events.first().map_or(0, |e| e.ts);
+    let mut out = Vec::new();
+    for (i, ev) in case.events.iter().enumerate() {
+        if ev.ts <= wall.saturating_add(60_000) {
+            wall = wall.max(ev.ts);
+        }
+        out.push(Call::Event(i, wall).into());
+        if live && next() % 5 == 0 {
+            wall += [5_000, 31_000, 90_000, 45 * 60_000][(next() % 4) as usize];
+            out.push(Call::Tick(wall).into());
+        }
+        extra(&mut next, &mut out);
+    }
+    out
+}
+
+/// At least 1,000 cases (`PROPTEST_CASES` may raise it); no regression files written
+/// into the source tree, a failure prints the whole input.
+#[allow(dead_code)] // engine_state sets its own count
+pub fn proptest_config() -> ProptestConfig {
+    let mut c = ProptestConfig::default();
+    c.cases = c.cases.max(1000);
+    c.failure_persistence = None;
+    c
+}
