@@ -81,6 +81,6 @@ else
 fi
 
 awk -v n="$lines" -v s="$secs" -v c="$cpu" -v r="$rss_kb" 'BEGIN {
-    printf "replay: %d events in %.2f s = %.0f events/s; %.2f s CPU = %.0f events per CPU second; max RSS %.1f MB\n", n, s, n / s, c, n / c, r / 1024
+    printf "replay: %d events in %.2f s = %.0f events/s; %.2f s CPU = %.0f events per CPU second; max RSS %.1f MiB\n", n, s, n / s, c, n / c, r / 1024
 }'
 echo "summary: $(cat "$summary")"
