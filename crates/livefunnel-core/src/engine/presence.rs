@@ -140,6 +140,21 @@ impl Presence {
         }
     }
 
+    /// Inserts `ev`; when it comes after every kept event, a heartbeat between it and
+    /// an event less than `timeout` before it is dropped first. Such a heartbeat decides
+    /// nothing: whatever state the earlier event leaves, the viewer is still online at
+    /// `ev` without it, an event inserted later in between leaves the same true, and
+    /// `ev` overwrites what it set. So a viewer who beats steadily keeps two or three
+    /// events, not the acceptance horizon's worth.
+    fn append_or_insert(&mut self, ev: PEvent, timeout: i64) {
+        if let [.., p, last] = self.events[..] {
+            if last.ts <= ev.ts && last.kind == PKind::Refresh && ev.ts.saturating_sub(p.ts) < timeout {
+                self.events.pop();
+            }
+        }
+        self.insert(ev);
+    }
+
     pub fn insert(&mut self, ev: PEvent) {
         let at = self.events.partition_point(|e| e.ts <= ev.ts);
         self.events.insert(at, ev);
@@ -160,7 +175,7 @@ impl Presence {
         self.segs(before, &mut b.old_segs);
         self.arrivals(&b.old_segs, &mut b.old_arrivals);
         if let Some(ev) = ev {
-            self.insert(ev);
+            self.append_or_insert(ev, ends.presence_timeout());
         }
         self.segs(ends, &mut b.new_segs);
         diff(&b.old_segs, &b.new_segs, &mut b.deltas);
@@ -367,6 +382,39 @@ mod tests {
         out.clear();
         diff(&[b], &[a], &mut out);
         assert_eq!(out, vec![Delta { start: 100, end: 130, stranger: false, session: 0, sign: -1 }]);
+    }
+
+    #[test]
+    fn steady_heartbeats_keep_few_events_and_the_same_segments() {
+        let ends = E { pt: 100, end: Some(1_000) };
+        // Every late event at each instant, into a viewer beating every 30 (and once
+        // after a gap longer than the timeout): the kept events give the segments all
+        // of them give, before and after the late one.
+        let beats: Vec<PEvent> = std::iter::once(ev(0, IN))
+            .chain((1..20).map(|i| ev(i * 30, PKind::Refresh)))
+            .chain((0..5).map(|i| ev(720 + i * 30, PKind::Refresh)))
+            .collect();
+        for late in [PKind::Leave, IN_STRANGER, PKind::Refresh] {
+            for t in (0..900).step_by(5) {
+                let (mut all, mut kept) = (Presence::default(), Presence::default());
+                for e in &beats {
+                    all.insert(*e);
+                    kept.append_or_insert(*e, ends.pt);
+                }
+                // One beat in three or so: each kept one is less than the timeout after
+                // the one before the last.
+                assert!(kept.events.len() * 2 < all.events.len(), "{} events kept", kept.events.len());
+                let (mut a, mut k) = (Vec::new(), Vec::new());
+                all.segs(&ends, &mut a);
+                kept.segs(&ends, &mut k);
+                assert_eq!(a, k);
+                all.insert(ev(t, late));
+                kept.append_or_insert(ev(t, late), ends.pt);
+                all.segs(&ends, &mut a);
+                kept.segs(&ends, &mut k);
+                assert_eq!(a, k, "late {late:?} at {t}");
+            }
+        }
     }
 
     #[test]

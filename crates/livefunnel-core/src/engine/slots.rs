@@ -156,6 +156,12 @@ impl Slot {
                 b.sd += sd;
                 if b.d == 0 && b.sd == 0 {
                     self.steps.remove(i);
+                    // Presence ends pass through a slot ahead of the watermark and move
+                    // on with the next heartbeat: without this, every slot would keep the
+                    // room for all of its viewers.
+                    if self.steps.len() <= self.steps.capacity() / 4 {
+                        self.steps.shrink_to(self.steps.len() * 2);
+                    }
                 }
             }
             Err(i) => self.steps.insert(i, Step { at, session, d, sd }),

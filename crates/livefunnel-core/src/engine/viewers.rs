@@ -76,6 +76,8 @@ impl Viewer {
         let i = match self.sessions.iter().position(|v| v.session == s) {
             Some(i) => i,
             None => {
+                // Nearly every viewer joins one session: a growing Vec would hold four.
+                self.sessions.reserve_exact(1);
                 self.sessions.push(ViewerSession::new(s));
                 self.sessions.len() - 1
             }
