@@ -492,21 +492,22 @@ impl<'a> JsonWriter<'a> {
     }
 
     fn raw_int(&mut self, v: i64) {
-        self.out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        match u8::try_from(v) {
+            Ok(d @ 0..=9) => self.out.push(b'0' + d),
+            _ => self.out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+        }
     }
 
     fn raw_uint(&mut self, v: u64) {
-        self.out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        // Most counts of a row are 0 or a single digit.
+        match u8::try_from(v) {
+            Ok(d @ 0..=9) => self.out.push(b'0' + d),
+            _ => self.out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+        }
     }
 
     fn raw_float(&mut self, v: f64) {
-        // Ratios never divide by zero, but an overflowed sum could still be huge:
-        // keep the output valid JSON whatever happens.
-        if v.is_finite() {
-            self.out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
-        } else {
-            self.out.extend_from_slice(b"null");
-        }
+        write_float(self.out, v);
     }
 
     fn raw_opt_float(&mut self, v: Option<f64>) {
@@ -522,6 +523,28 @@ impl<'a> JsonWriter<'a> {
 }
 
 /// Writes `s` as a JSON string literal.
+/// A float as `ryu` writes it (shortest round trip), `null` if not finite: ratios never
+/// divide by zero, but an overflowed sum could still be huge, and the output stays valid
+/// JSON whatever happens. About half of a row's floats are whole numbers (a zero rate,
+/// whole seconds), which `ryu` writes as the integer and `.0`: written so directly.
+fn write_float(out: &mut Vec<u8>, v: f64) {
+    // Below 1e15 every whole f64 is exact as an i64, and `ryu` writes it without an
+    // exponent; -0.0 keeps its sign there, so it takes the general path.
+    // (`as` saturates and maps NaN to 0, which then compares unequal.)
+    let i = v as i64;
+    if i as f64 == v && i.unsigned_abs() < 1_000_000_000_000_000 && !(i == 0 && v.is_sign_negative()) {
+        match u8::try_from(i) {
+            Ok(d @ 0..=9) => out.push(b'0' + d),
+            _ => out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
+        }
+        out.extend_from_slice(b".0");
+    } else if v.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
 pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
@@ -640,6 +663,23 @@ mod tests {
             let short = |c: char| matches!(c, '"' | '\\' | '\n' | '\r' | '\t');
             let expected_len = 2 + s.chars().map(|c| if short(c) { 2 } else if (c as u32) < 0x20 { 6 } else { c.len_utf8() }).sum::<usize>();
             proptest::prop_assert_eq!(out.len(), expected_len);
+        }
+
+        #[test]
+        fn floats_are_written_as_ryu_writes_them(
+            v in proptest::prop_oneof![
+                proptest::num::f64::ANY,
+                proptest::strategy::Strategy::prop_map(-2e15f64..2e15, f64::trunc),
+                proptest::strategy::Strategy::prop_map(-20i64..20, |i| i as f64),
+                proptest::strategy::Just(-0.0),
+                proptest::strategy::Just(1e15),
+                proptest::strategy::Just(999_999_999_999_999.0),
+            ]
+        ) {
+            let mut out = Vec::new();
+            write_float(&mut out, v);
+            let want = if v.is_finite() { ryu::Buffer::new().format_finite(v).to_string() } else { "null".into() };
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), want);
         }
     }
 }
