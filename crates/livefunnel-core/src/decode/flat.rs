@@ -43,8 +43,7 @@ impl<'a> Flat<'a> {
         } else {
             loop {
                 self.ws();
-                let key = self.string()?;
-                let field = Field::from_key(key)?;
+                let field = self.key()?;
                 self.eat(b':')?;
                 let value = self.value()?;
                 let slot = &mut fields[field as usize];
@@ -105,6 +104,41 @@ impl<'a> Flat<'a> {
             self.i += w.len();
             v
         })
+    }
+
+    /// A known key, compared in place with its closing quote: no scan for the string's
+    /// end and no second lookup. Any other key, or one spelt with escapes, is `None`,
+    /// as [`Field::from_key`] would make it.
+    fn key(&mut self) -> Option<Field> {
+        if self.s.get(self.i) != Some(&b'"') {
+            return None;
+        }
+        let rest = &self.s[self.i + 1..];
+        let is = |name: &[u8]| rest.starts_with(name);
+        let (field, len) = match rest.first()? {
+            b'e' if is(b"event_id\"") => (Field::EventId, 9),
+            b't' if is(b"type\"") => (Field::Type, 5),
+            b't' if is(b"ts\"") => (Field::Ts, 3),
+            b'r' if is(b"room_id\"") => (Field::RoomId, 8),
+            b's' if is(b"session_id\"") => (Field::SessionId, 11),
+            b's' if is(b"source\"") => (Field::Source, 7),
+            b's' if is(b"source_raw\"") => (Field::SourceRaw, 11),
+            b'o' if is(b"org_id\"") => (Field::OrgId, 7),
+            b'o' if is(b"order_id\"") => (Field::OrderId, 9),
+            b'a' if is(b"account_id\"") => (Field::AccountId, 11),
+            b'a' if is(b"amount_cents\"") => (Field::AmountCents, 13),
+            b'p' if is(b"platform\"") => (Field::Platform, 9),
+            b'p' if is(b"plan_id\"") => (Field::PlanId, 8),
+            b'p' if is(b"product_id\"") => (Field::ProductId, 11),
+            b'u' if is(b"user_id\"") => (Field::UserId, 8),
+            b'i' if is(b"is_follower\"") => (Field::IsFollower, 12),
+            b'q' if is(b"quantity\"") => (Field::Quantity, 9),
+            b'b' if is(b"buyer_city\"") => (Field::BuyerCity, 11),
+            b'h' if is(b"home_city\"") => (Field::HomeCity, 10),
+            _ => return None,
+        };
+        self.i += 1 + len;
+        Some(field)
     }
 
     /// An integer's digits: no leading zero, no fraction or exponent (those go to

@@ -781,6 +781,42 @@ mod flat_parser {
     }
 
     #[test]
+    fn every_known_key_takes_the_flat_path() {
+        let names = [
+            "event_id",
+            "type",
+            "ts",
+            "room_id",
+            "session_id",
+            "org_id",
+            "account_id",
+            "platform",
+            "user_id",
+            "source",
+            "source_raw",
+            "plan_id",
+            "is_follower",
+            "product_id",
+            "order_id",
+            "amount_cents",
+            "quantity",
+            "buyer_city",
+            "home_city",
+        ];
+        assert_eq!(names.len(), super::super::FIELD_COUNT);
+        for name in names {
+            let field = super::super::Field::from_key(name).expect("a known key");
+            assert_eq!(field.name(), name);
+            // The key is read whole, and a longer one is not taken for it.
+            let (fast, slow) = both(&format!(r#"{{"{name}":1}}"#));
+            assert!(fast.is_some(), "{name}");
+            assert_eq!(fast.ok_or(()), slow.map_err(|_| ()), "{name}");
+            assert_eq!(both(&format!(r#"{{"{name}x":1}}"#)).0, None, "{name}x");
+            assert_eq!(both(&format!(r#"{{"{name}\u0000":1}}"#)).0, None, "{name} escaped");
+        }
+    }
+
+    #[test]
     fn what_the_flat_parser_gives_up_on() {
         for text in [
             r#"{"ts":-0}"#,
@@ -788,6 +824,8 @@ mod flat_parser {
             r#"{"ts":01}"#,
             r#"{"ts":1,"ts":2}"#,
             r#"{"x":1}"#,
+            r#"{"ts\u0000":1}"#,
+            r#"{"t\u0073":1}"#,
             r#"{"user_id":"a\"b"}"#,
             r#"{"ts":1,}"#,
             r#"{"ts":1} x"#,
