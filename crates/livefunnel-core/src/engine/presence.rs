@@ -8,6 +8,7 @@
 //! and the few events after it whenever a change needs them.
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// A viewer event, reduced to what presence needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,8 +65,9 @@ pub struct Arrival {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Presence {
     base: Option<Open>,
-    /// Unfolded events, in (ts, arrival) order.
-    events: Vec<PEvent>,
+    /// Unfolded events, in (ts, arrival) order: one or two for a viewer who beats
+    /// steadily, held in the record (serialized as a list, as a `Vec` is).
+    events: SmallVec<[PEvent; 2]>,
     /// End of the last forgotten segment, and of the last forgotten stranger segment:
     /// what the first kept segment's arrival is measured from.
     folded_end: i64,
@@ -74,7 +76,7 @@ pub struct Presence {
 
 impl Default for Presence {
     fn default() -> Presence {
-        Presence { base: None, events: Vec::new(), folded_end: i64::MIN, folded_stranger_end: i64::MIN }
+        Presence { base: None, events: SmallVec::new(), folded_end: i64::MIN, folded_stranger_end: i64::MIN }
     }
 }
 

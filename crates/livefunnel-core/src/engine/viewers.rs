@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use super::keyed::Keyed;
 use super::presence::Presence;
@@ -48,9 +49,9 @@ impl ViewerSession {
 pub struct Viewer {
     pub hash: u64,
     pub presence: Presence,
-    /// The sessions the viewer took part in since the room was created or retired
-    /// (nearly always one).
-    pub sessions: Vec<ViewerSession>,
+    /// The sessions the viewer took part in since the room was created or retired:
+    /// nearly always one, held in the record (serialized as a list, as a `Vec` is).
+    pub sessions: SmallVec<[ViewerSession; 1]>,
     /// The slot (start) where the viewer has its latest distinct entry, and where.
     pub uv_slot: i64,
     pub uv_pos: u32,
@@ -64,7 +65,7 @@ impl Viewer {
         Viewer {
             hash,
             presence: Presence::default(),
-            sessions: Vec::new(),
+            sessions: SmallVec::new(),
             uv_slot: i64::MIN,
             uv_pos: 0,
             active: false,
@@ -76,8 +77,6 @@ impl Viewer {
         let i = match self.sessions.iter().position(|v| v.session == s) {
             Some(i) => i,
             None => {
-                // Nearly every viewer joins one session: a growing Vec would hold four.
-                self.sessions.reserve_exact(1);
                 self.sessions.push(ViewerSession::new(s));
                 self.sessions.len() - 1
             }
