@@ -146,8 +146,8 @@ impl Presence {
     /// an event less than `timeout` before it is dropped first. Such a heartbeat decides
     /// nothing: whatever state the earlier event leaves, the viewer is still online at
     /// `ev` without it, an event inserted later in between leaves the same true, and
-    /// `ev` overwrites what it set. So a viewer who beats steadily keeps two or three
-    /// events, not the acceptance horizon's worth.
+    /// `ev` overwrites what it set. So a viewer who beats far more often than the
+    /// timeout keeps one or two events, not the acceptance horizon's worth.
     fn append_or_insert(&mut self, ev: PEvent, timeout: i64) {
         if let [.., p, last] = self.events[..] {
             if last.ts <= ev.ts && last.kind == PKind::Refresh && ev.ts.saturating_sub(p.ts) < timeout {
