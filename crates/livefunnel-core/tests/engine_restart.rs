@@ -382,36 +382,42 @@ fn states_of_the_first_engine_are_refused_with_what_to_do() {
 fn a_state_holding_every_heartbeat_restores_to_the_same_rows() {
     let path = format!("{}/tests/fixtures/engine_state_v4_every_beat.bin", env!("CARGO_MANIFEST_DIR"));
     let c = cfg(&["1m", "5m/10s", "session"]);
+    let (fresh, second) = pinned_first_half(&c);
+    let older = std::fs::read(&path).unwrap();
+    assert!(older.len() > fresh.snapshot().len(), "the older state holds more events");
+    let restored = Engine::restore_exact(c, &older).unwrap();
+    assert_same_future(fresh, restored, &second, "the state holding every heartbeat");
+}
+
+/// An engine fed the first half of the pinned scenario, and the second half.
+fn pinned_first_half(c: &EngineConfig) -> (Engine, Vec<Event<'static>>) {
     let (first, second) = pinned_events();
     let mut fresh = Engine::new(c.clone());
     let mut rows = Vec::new();
     for e in &first {
         fresh.process(e, 0, &mut rows);
     }
-    let older = std::fs::read(&path).unwrap();
-    assert!(older.len() > fresh.snapshot().len(), "the older state holds more events");
-    let mut restored = Engine::restore_exact(c, &older).unwrap();
+    (fresh, second)
+}
+
+/// Both engines, given the same rest of the stream, emit the same rows and counters.
+fn assert_same_future(mut fresh: Engine, mut restored: Engine, second: &[Event<'static>], what: &str) {
     let (mut want, mut got) = (Vec::new(), Vec::new());
-    for e in &second {
+    for e in second {
         fresh.process(e, 0, &mut want);
         restored.process(e, 0, &mut got);
     }
     fresh.finish(&mut want);
     restored.finish(&mut got);
     assert!(want.len() > 10, "the scenario emits rows: {want:?}");
-    assert_eq!(got, want);
+    assert_eq!(got, want, "{what} restores to another engine");
     assert_eq!(restored.stats(), fresh.stats());
 }
 
 fn restores_the_pinned_snapshot(version: u16) {
     let path = format!("{}/tests/fixtures/engine_state_v{version}.bin", env!("CARGO_MANIFEST_DIR"));
     let c = cfg(&["1m", "5m/10s", "session"]);
-    let (first, second) = pinned_events();
-    let mut fresh = Engine::new(c.clone());
-    let mut rows = Vec::new();
-    for e in &first {
-        fresh.process(e, 0, &mut rows);
-    }
+    let (fresh, second) = pinned_first_half(&c);
     if std::env::var_os("LIVEFUNNEL_BLESS_STATE").is_some() {
         std::fs::write(&path, fresh.snapshot()).unwrap();
     }
@@ -424,17 +430,8 @@ fn restores_the_pinned_snapshot(version: u16) {
         fresh.snapshot(),
         "{path}: the same engine writes other bytes: bump STATE_FORMAT_VERSION"
     );
-    let mut restored = Engine::restore_exact(c, &pinned).unwrap_or_else(|e| {
+    let restored = Engine::restore_exact(c, &pinned).unwrap_or_else(|e| {
         panic!("format {version}: {e}: the state format changed: bump STATE_FORMAT_VERSION")
     });
-    let (mut want, mut got) = (Vec::new(), Vec::new());
-    for e in &second {
-        fresh.process(e, 0, &mut want);
-        restored.process(e, 0, &mut got);
-    }
-    fresh.finish(&mut want);
-    restored.finish(&mut got);
-    assert!(want.len() > 10, "the scenario emits rows: {want:?}");
-    assert_eq!(got, want, "format {version}: the pinned state restores to another engine");
-    assert_eq!(restored.stats(), fresh.stats());
+    assert_same_future(fresh, restored, &second, &format!("format {version}: the pinned state"));
 }

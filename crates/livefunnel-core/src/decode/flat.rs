@@ -110,34 +110,40 @@ impl<'a> Flat<'a> {
     /// end and no second lookup. Any other key, or one spelt with escapes, is `None`,
     /// as [`Field::from_key`] would make it.
     fn key(&mut self) -> Option<Field> {
+        use Field::*;
         if self.s.get(self.i) != Some(&b'"') {
             return None;
         }
         let rest = &self.s[self.i + 1..];
-        let is = |name: &[u8]| rest.starts_with(name);
-        let (field, len) = match rest.first()? {
-            b'e' if is(b"event_id\"") => (Field::EventId, 9),
-            b't' if is(b"type\"") => (Field::Type, 5),
-            b't' if is(b"ts\"") => (Field::Ts, 3),
-            b'r' if is(b"room_id\"") => (Field::RoomId, 8),
-            b's' if is(b"session_id\"") => (Field::SessionId, 11),
-            b's' if is(b"source\"") => (Field::Source, 7),
-            b's' if is(b"source_raw\"") => (Field::SourceRaw, 11),
-            b'o' if is(b"org_id\"") => (Field::OrgId, 7),
-            b'o' if is(b"order_id\"") => (Field::OrderId, 9),
-            b'a' if is(b"account_id\"") => (Field::AccountId, 11),
-            b'a' if is(b"amount_cents\"") => (Field::AmountCents, 13),
-            b'p' if is(b"platform\"") => (Field::Platform, 9),
-            b'p' if is(b"plan_id\"") => (Field::PlanId, 8),
-            b'p' if is(b"product_id\"") => (Field::ProductId, 11),
-            b'u' if is(b"user_id\"") => (Field::UserId, 8),
-            b'i' if is(b"is_follower\"") => (Field::IsFollower, 12),
-            b'q' if is(b"quantity\"") => (Field::Quantity, 9),
-            b'b' if is(b"buyer_city\"") => (Field::BuyerCity, 11),
-            b'h' if is(b"home_city\"") => (Field::HomeCity, 10),
+        // Each field is a constant in its arm, so its name is too.
+        let is = |f: Field| {
+            let name = f.name().as_bytes();
+            rest.starts_with(name) && rest.get(name.len()) == Some(&b'"')
+        };
+        let field = match rest.first()? {
+            b'e' if is(EventId) => EventId,
+            b't' if is(Type) => Type,
+            b't' if is(Ts) => Ts,
+            b'r' if is(RoomId) => RoomId,
+            b's' if is(SessionId) => SessionId,
+            b's' if is(Source) => Source,
+            b's' if is(SourceRaw) => SourceRaw,
+            b'o' if is(OrgId) => OrgId,
+            b'o' if is(OrderId) => OrderId,
+            b'a' if is(AccountId) => AccountId,
+            b'a' if is(AmountCents) => AmountCents,
+            b'p' if is(Platform) => Platform,
+            b'p' if is(PlanId) => PlanId,
+            b'p' if is(ProductId) => ProductId,
+            b'u' if is(UserId) => UserId,
+            b'i' if is(IsFollower) => IsFollower,
+            b'q' if is(Quantity) => Quantity,
+            b'b' if is(BuyerCity) => BuyerCity,
+            b'h' if is(HomeCity) => HomeCity,
             _ => return None,
         };
-        self.i += 1 + len;
+        // The opening and closing quotes.
+        self.i += field.name().len() + 2;
         Some(field)
     }
 

@@ -68,6 +68,32 @@ enum Field {
 const FIELD_COUNT: usize = 19;
 
 impl Field {
+    /// Every field, in `Fields` order.
+    #[cfg(test)]
+    const ALL: [Field; FIELD_COUNT] = [
+        Field::EventId,
+        Field::Type,
+        Field::Ts,
+        Field::RoomId,
+        Field::SessionId,
+        Field::OrgId,
+        Field::AccountId,
+        Field::Platform,
+        Field::UserId,
+        Field::Source,
+        Field::SourceRaw,
+        Field::PlanId,
+        Field::IsFollower,
+        Field::ProductId,
+        Field::OrderId,
+        Field::AmountCents,
+        Field::Quantity,
+        Field::BuyerCity,
+        Field::HomeCity,
+    ];
+}
+
+impl Field {
     fn name(self) -> &'static str {
         match self {
             Field::EventId => "event_id",
