@@ -11,7 +11,7 @@ use common::upgrade::{
 use common::{config_for, query_text, reorg, row_json};
 use livefunnel_clickhouse::{
     latest_rows, migrate, migrate_on, ClickHouseConfig, ClickHouseError, ClickHouseMetrics, ClickHouseSink,
-    MovedTable, Table, MIGRATIONS,
+    MigrationTarget, MovedTable, Table, MIGRATIONS,
 };
 use livefunnel_core::Row;
 use livefunnel_testkit::ClickHouseServer;
@@ -162,14 +162,6 @@ async fn a_previous_release_database_moves_to_the_new_keys_and_keeps_the_latest_
 /// How the statement a run dies after is changed.
 type Mangle = fn(&str) -> String;
 
-/// Half of `RENAME TABLE a TO b, c TO d`: what 18.16 leaves when it stops between pairs.
-fn first_rename_only(sql: &str) -> String {
-    match sql.split_once(", ") {
-        Some((first, _)) if sql.starts_with("RENAME TABLE") => first.to_string(),
-        _ => sql.to_string(),
-    }
-}
-
 /// A copy cut short: some rows reached the staging table.
 fn partial_copy(sql: &str) -> String {
     if sql.starts_with("INSERT INTO") {
@@ -193,9 +185,7 @@ async fn a_move_interrupted_after_any_statement_finishes_on_the_next_run() {
         (first..=last).map(|i| (i + 1, unchanged as Mangle, "")).collect();
     let copy =
         plan.iter().position(|s| s.starts_with("INSERT INTO `lf_crash_plan`.`room_session_stats__v12_new`"));
-    let swap = plan.iter().position(|s| s.starts_with("RENAME TABLE `lf_crash_plan`.`room_session_stats`"));
     cases.push((copy.unwrap() + 1, partial_copy, " (copy cut short)"));
-    cases.push((swap.unwrap() + 1, first_rename_only, " (half the swap)"));
     assert!(cases.len() >= 10, "{cases:?}", cases = cases.len());
 
     for (i, (call, mangle, how)) in cases.into_iter().enumerate() {
@@ -242,8 +232,10 @@ async fn a_staging_table_dropped_by_a_concurrent_run_is_not_an_error() {
     let plan_db = "lf_lost_drop_plan";
     fill_18(&server, &previous.fill(plan_db));
     let plan = migrate(&config_for(&server, plan_db)).await.unwrap().statements;
-    let swap =
-        plan.iter().position(|s| s.starts_with(&format!("RENAME TABLE `{plan_db}`.`annotations`"))).unwrap();
+    let swap = plan
+        .iter()
+        .position(|s| s.starts_with(&format!("RENAME TABLE `{plan_db}`.`annotations__v13_new`")))
+        .unwrap();
 
     let db = "lf_lost_drop";
     fill_18(&server, &previous.fill(db));
@@ -330,4 +322,172 @@ async fn rows_inserted_into_a_table_while_it_is_copied_stop_the_move_until_the_w
     migrate(&config_for(&server, db)).await.unwrap();
     previous.batches[1].push(late);
     assert_upgraded(&server, db, &previous).await;
+}
+
+/// A target on which the swap of `table` meets what several instances and a wall do
+/// at once: a long query reads the table when the swap is sent, and while the swap
+/// waits for it, another run's copy of the table arrives.
+struct Contended<'a> {
+    inner: HttpTarget,
+    server: &'a ClickHouseServer,
+    db: &'a str,
+    table: &'a str,
+    /// This run's copy of `table`, sent again as the other run's.
+    copy: std::sync::Mutex<Option<String>>,
+    /// What the other run's copy got, once the swap was contended.
+    other_copy: std::sync::Mutex<Option<Result<(), ClickHouseError>>>,
+}
+
+impl Contended<'_> {
+    async fn wait_running(&self, prefix: &str) {
+        for _ in 0..3000 {
+            let running = lines(self.server, "SELECT query FROM system.processes").await;
+            if running.iter().any(|q| q.starts_with(prefix)) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{prefix}… never ran");
+    }
+
+    async fn contend(&self, swap: &str) -> Result<(), ClickHouseError> {
+        let copy = self.copy.lock().unwrap().clone().expect("the copy comes before the swap");
+        let reader = format!("SELECT max(sleep(3)) FROM `{}`.`{}`", self.db, self.table);
+        let rest = async {
+            self.wait_running(&reader).await;
+            let other = async {
+                self.wait_running(swap).await;
+                self.inner.execute_long(&copy).await
+            };
+            tokio::join!(self.inner.execute(swap), other)
+        };
+        let all = async { tokio::join!(query_text(self.server, &reader), rest) };
+        let Ok((read, (swapped, other))) =
+            tokio::time::timeout(std::time::Duration::from_secs(60), all).await
+        else {
+            let running = lines(self.server, "SELECT query FROM system.processes").await;
+            panic!("the swap and the other run's copy still wait after 60 s: {running:#?}");
+        };
+        assert_eq!(read, "0", "the reader read");
+        *self.other_copy.lock().unwrap() = Some(other);
+        swapped
+    }
+}
+
+impl MigrationTarget for Contended<'_> {
+    async fn execute(&self, sql: &str) -> Result<(), ClickHouseError> {
+        let swap = format!("RENAME TABLE `{}`.`{}` TO", self.db, self.table);
+        if sql.starts_with(&swap) && self.other_copy.lock().unwrap().is_none() {
+            return self.contend(sql).await;
+        }
+        self.inner.execute(sql).await
+    }
+
+    async fn execute_long(&self, sql: &str) -> Result<(), ClickHouseError> {
+        if sql.starts_with(&format!("INSERT INTO `{}`.`{}__v", self.db, self.table)) {
+            *self.copy.lock().unwrap() = Some(sql.to_string());
+        }
+        self.inner.execute_long(sql).await
+    }
+
+    async fn fetch_lines(&self, sql: &str) -> Result<Vec<String>, ClickHouseError> {
+        self.inner.fetch_lines(sql).await
+    }
+}
+
+/// On 18.16 a RENAME of two pairs locks both tables, the table first; a copy into the
+/// staging table locks it, then the table. A swap queued behind a wall's query and a
+/// copy by another run arriving meanwhile then wait for each other forever (seen as
+/// a hang of `concurrent_upgrades_move_each_table_once`), and 18.16 cannot kill a
+/// query waiting for a lock.
+#[tokio::test]
+async fn a_swap_queued_behind_a_reader_does_not_deadlock_with_another_runs_copy() {
+    let server = ClickHouseServer::spawn();
+    let db = "lf_upgrade_contended";
+    let previous = Previous::from_sample();
+    fill_18(&server, &previous.fill(db));
+    let target = Contended {
+        inner: HttpTarget::new(&server, db),
+        server: &server,
+        db,
+        table: "room_window_stats",
+        copy: Default::default(),
+        other_copy: Default::default(),
+    };
+    let report = migrate_on(&target, db).await.unwrap();
+    let other = target.other_copy.lock().unwrap().take().expect("the swap was contended");
+    // The other run's copy either read the table before the swap or found it gone.
+    assert!(
+        matches!(other, Ok(()) | Err(ClickHouseError::Missing { .. })),
+        "the other run's copy: {other:?}"
+    );
+    assert!(report.applied.contains(&13), "{:?}", report.applied);
+    assert_upgraded(&server, db, &previous).await;
+}
+
+/// A target whose first state read of `room_window_stats` lists the table under its
+/// backup name too, as 18.16 lists a table in the middle of a rename: it attaches
+/// the new name before it detaches the old one.
+struct MidRename {
+    inner: HttpTarget,
+    listed: std::sync::atomic::AtomicBool,
+}
+
+impl MigrationTarget for MidRename {
+    async fn execute(&self, sql: &str) -> Result<(), ClickHouseError> {
+        self.inner.execute(sql).await
+    }
+
+    async fn execute_long(&self, sql: &str) -> Result<(), ClickHouseError> {
+        self.inner.execute_long(sql).await
+    }
+
+    async fn fetch_lines(&self, sql: &str) -> Result<Vec<String>, ClickHouseError> {
+        let mut lines = self.inner.fetch_lines(sql).await?;
+        if sql.contains("'room_window_stats__before_v8')")
+            && !self.listed.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            let table = lines.iter().find_map(|l| l.strip_prefix("room_window_stats\t")).map(str::to_string);
+            if let Some(key) = table {
+                lines.push(format!("room_window_stats__before_v8\t{key}"));
+                self.listed.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        Ok(lines)
+    }
+}
+
+/// Another run's retire seen half done is not "an instance of the previous version
+/// created the table again": the next read shows one of the two names.
+#[tokio::test]
+async fn a_table_listed_under_both_names_mid_rename_is_read_again() {
+    let server = ClickHouseServer::spawn();
+    let db = "lf_upgrade_mid_rename";
+    let previous = Previous::from_sample();
+    fill_18(&server, &previous.fill(db));
+    let target = MidRename { inner: HttpTarget::new(&server, db), listed: Default::default() };
+    let report = migrate_on(&target, db).await.unwrap();
+    assert!(target.listed.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(report.applied.contains(&13), "{:?}", report.applied);
+    assert_upgraded(&server, db, &previous).await;
+}
+
+/// A table with the older key beside its backup, read so every time, is what an
+/// instance of the previous version leaves when it creates the table again.
+#[tokio::test]
+async fn a_table_created_again_beside_its_backup_stops_the_move() {
+    let server = ClickHouseServer::spawn();
+    let db = "lf_upgrade_created_again";
+    let previous = Previous::from_sample();
+    fill_18(&server, &previous.fill(db));
+    fill_18(
+        &server,
+        &[Fill::Sql(format!(
+            "CREATE TABLE `{db}`.`room_window_stats__before_v8` AS `{db}`.`room_window_stats`"
+        ))],
+    );
+    let err = migrate(&config_for(&server, db)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ClickHouseError::Migration { .. }) && !err.is_retryable(), "{err:?}");
+    assert!(text.contains("room_window_stats__before_v8 exists too"), "{text}");
 }

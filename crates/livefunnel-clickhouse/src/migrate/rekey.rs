@@ -12,15 +12,24 @@
 //! |-------------|---------|--------|-----------------------------------------------|
 //! | today's key | -       | any    | done                                          |
 //! | today's key | yes     | any    | drop the staging table (left by a lost race)   |
-//! | older key   | any     | no     | stage and copy, then (next round) swap         |
+//! | older key   | any     | no     | stage and copy, then (next round) retire it   |
 //! | older key   | any     | yes    | error: someone recreated the table             |
-//! | missing     | yes     | yes    | finish the swap (crash between its renames)    |
+//! | missing     | yes     | yes    | finish: the staging table takes the name       |
 //! | missing     | yes     | no     | error: the staging table's origin is unknown   |
 //! | missing     | no      | any    | nothing to move (the table is created again)   |
 //!
 //! Copying again into a staging table that holds part of the rows is harmless: it
 //! is a `ReplacingMergeTree(version)` keyed like the final table, so `FINAL` (and
 //! merges) keep one row per key, the highest version.
+//!
+//! The swap is two renames of one table each, the table to its backup, then the
+//! staging table to the table's name, never one `RENAME` of two pairs: 18.16 locks
+//! every table of a `RENAME` before renaming any, the table first, while a copy locks
+//! the staging table first, then the table. A swap queued behind a long query on the
+//! table and a copy by another run arriving meanwhile would wait for each other
+//! forever, and 18.16 cannot kill a query waiting for a lock. A pair `RENAME` is not
+//! atomic on 18.16 either (it renames pair by pair), so splitting it loses nothing:
+//! between the two renames the table is missing and the next round finishes.
 //!
 //! The old table is kept as the backup, not dropped. RENAME on 18.16 refuses a target
 //! name that exists, and that is the only compare-and-set ClickHouse offers here (no
@@ -49,10 +58,10 @@ pub enum MoveStep {
     /// old key; the staging table keeps the highest version among those sharing a
     /// new key (a room whose `org_id` changed).
     Copy,
-    /// `RENAME TABLE <table> TO <backup>, <staging> TO <table>`.
-    Swap,
-    /// `RENAME TABLE <staging> TO <table>`: finishes a swap interrupted between its
-    /// two renames (18.16 renames pair by pair).
+    /// `RENAME TABLE <table> TO <backup>`: the first half of the swap.
+    Retire,
+    /// `RENAME TABLE <staging> TO <table>`: the second half, in the round after the
+    /// first, by whichever run reads the table missing.
     Finish,
     /// `DROP TABLE IF EXISTS <staging>`: a staging table left by a run that lost a
     /// race, once the table has today's key (nothing renames such a table away).
@@ -64,7 +73,7 @@ impl MoveStep {
         MoveStep::Stage,
         MoveStep::Inserts,
         MoveStep::Copy,
-        MoveStep::Swap,
+        MoveStep::Retire,
         MoveStep::Finish,
         MoveStep::Cleanup,
     ];
@@ -82,9 +91,15 @@ pub struct MovedTable {
     pub backup: String,
 }
 
-/// More rounds than an uninterrupted move takes (copy, swap, check) plus a few lost
-/// races; beyond that something keeps changing the tables.
+/// More rounds than an uninterrupted move takes (copy, retire, finish, check) plus a
+/// few lost races; beyond that something keeps changing the tables.
 const MAX_ROUNDS: usize = 10;
+
+/// How often a table listed under its own and its backup name is read again before
+/// that is believed, and the pause before each read: a rename holds both names for
+/// microseconds.
+const MID_RENAME_READS: usize = 3;
+const MID_RENAME_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The names one move works with.
 pub(super) struct Names {
@@ -122,7 +137,7 @@ impl Names {
                 "SELECT max(max_block_number) FROM system.parts WHERE database = '{db}' AND table = '{t}' AND active"
             ),
             MoveStep::Copy => format!("INSERT INTO `{db}`.`{n}` SELECT * FROM `{db}`.`{t}` FINAL"),
-            MoveStep::Swap => format!("RENAME TABLE `{db}`.`{t}` TO `{db}`.`{b}`, `{db}`.`{n}` TO `{db}`.`{t}`"),
+            MoveStep::Retire => format!("RENAME TABLE `{db}`.`{t}` TO `{db}`.`{b}`"),
             MoveStep::Finish => format!("RENAME TABLE `{db}`.`{n}` TO `{db}`.`{t}`"),
             MoveStep::Cleanup => format!("DROP TABLE IF EXISTS `{db}`.`{n}`"),
         }
@@ -178,7 +193,8 @@ pub(super) async fn rekey<T: MigrationTarget>(
     let fail = |detail: String| ClickHouseError::Migration { table: table.name().to_string(), detail };
     // Once this run copied: the table's highest block number before the copy.
     let mut copied_after_block: Option<Vec<String>> = None;
-    for _ in 0..MAX_ROUNDS {
+    let mut both_names_seen = 0;
+    for _ in 0..MAX_ROUNDS + MID_RENAME_READS {
         let mut blocks_before_copy = None;
         let state_sql = names.state_sql(db);
         let state = State::parse(&names, &target.fetch_lines(&state_sql).await?);
@@ -195,6 +211,13 @@ pub(super) async fn rekey<T: MigrationTarget>(
                     }
                 }
                 return Ok(());
+            }
+            (Some(_), _, true) if both_names_seen < MID_RENAME_READS => {
+                // 18.16 attaches a renamed table's new name before it detaches the old
+                // one: another run's retire, half done, lists the table under both.
+                both_names_seen += 1;
+                tokio::time::sleep(MID_RENAME_PAUSE).await;
+                continue;
             }
             (Some(key), _, true) => {
                 return Err(fail(format!(
@@ -243,7 +266,7 @@ pub(super) async fn rekey<T: MigrationTarget>(
                              stop every instance of the previous version, then start again"
                         )));
                     }
-                    MoveStep::Swap
+                    MoveStep::Retire
                 }
             },
             (None, true, true) => MoveStep::Finish,
@@ -266,7 +289,7 @@ pub(super) async fn rekey<T: MigrationTarget>(
         };
         report.statements.push(sql);
         match sent {
-            Ok(()) if matches!(step, MoveStep::Swap | MoveStep::Finish) => {
+            Ok(()) if step == MoveStep::Finish => {
                 tracing::info!(
                     table = table.name(),
                     backup = %names.backup,
