@@ -1,25 +1,127 @@
-//! The fast path of parsing: one pass over the bytes of the flat objects producers
-//! send (known keys, strings without escapes, integers, `true`, `false`, `null`).
-//! Anything else, valid or not, makes it give up, and [`super::parse::parse`] reads
-//! the message again from the start: so every rejection, and every detail of it,
-//! still comes from one place. What it captures is what that parser captures for the
-//! same bytes (`tests::the_flat_parser_agrees_with_the_general_one`).
+//! The fast path of decoding: one pass over the bytes of a valid event sent as the
+//! flat object producers send (known keys once each, strings without escapes,
+//! integers, `true`, `false`), typed and checked as it is read. Anything else, valid
+//! or not (a `null`, a float, an escape, a missing field, an unknown value, an empty
+//! or long string), makes it give up, and [`super::parse::parse`] and
+//! [`super::validate::validate`] read the message again from the start: so every
+//! rejection, and every detail of it, still comes from one place. What it accepts
+//! is what those accept for the same bytes, as the same event
+//! (`tests::the_flat_path_agrees_with_the_general_one`).
 
 use std::borrow::Cow;
 
-use super::{Field, Fields, Raw};
+use super::validate::max_len;
+use super::{Field, FIELD_COUNT};
+use crate::event::{Event, EventType};
 use crate::json::special;
 
-/// Fills `fields` from `text` if it is a flat object of the simple kind; `false`
-/// otherwise, with `fields` left partly filled (the caller starts afresh).
-pub(super) fn parse_flat<'a>(text: &'a str, fields: &mut Fields<'a>) -> bool {
-    let mut p = Flat { s: text.as_bytes(), text, i: 0 };
-    p.object(fields).is_some()
+/// The event in `text` if it is a valid event in a flat object of the simple kind.
+pub(super) fn event(text: &str) -> Option<Event<'_>> {
+    let mut p = Flat { s: text.as_bytes(), i: 0 };
+    let mut values = Values::default();
+    p.object(&mut values)?;
+    values.event(text)
+}
+
+/// What a field's value must be on the fast path.
+enum Kind {
+    Str,
+    Int,
+    Bool,
+}
+
+fn kind(field: Field) -> Kind {
+    match field {
+        Field::Ts | Field::AmountCents | Field::Quantity => Kind::Int,
+        Field::IsFollower => Kind::Bool,
+        _ => Kind::Str,
+    }
+}
+
+/// The fields read: a string as its byte range in the text (a message is at most
+/// 64 KiB), an integer as itself, a bool as 0 or 1.
+#[derive(Default)]
+struct Values {
+    seen: u32,
+    value: [u64; FIELD_COUNT],
+}
+
+impl Values {
+    fn has(&self, field: Field) -> bool {
+        self.seen >> field as u32 & 1 != 0
+    }
+
+    fn str<'a>(&self, text: &'a str, field: Field) -> Option<&'a str> {
+        let v = self.value[field as usize];
+        // Both ends are ASCII quotes' neighbours in valid UTF-8: char boundaries.
+        self.has(field).then(|| text.get((v >> 32) as usize..v as u32 as usize)).flatten()
+    }
+
+    fn cow<'a>(&self, text: &'a str, field: Field) -> Option<Cow<'a, str>> {
+        self.str(text, field).map(Cow::Borrowed)
+    }
+
+    fn int(&self, field: Field) -> Option<i64> {
+        self.has(field).then_some(self.value[field as usize] as i64)
+    }
+
+    fn event<'a>(&self, text: &'a str) -> Option<Event<'a>> {
+        use Field::*;
+        // `Platform` and `Source` below are fields; their types are named by path.
+        let kind = EventType::parse(self.str(text, Type)?)?;
+        let own = [
+            (true, EventId),
+            (true, Ts),
+            (true, RoomId),
+            (true, SessionId),
+            (kind.is_viewer_event(), UserId),
+            (kind.requires_source(), Source),
+            (kind.requires_product_id(), ProductId),
+            (kind.requires_order_id(), OrderId),
+            (kind.requires_amount(), AmountCents),
+        ];
+        if own.iter().any(|&(required, field)| required && !self.has(field)) {
+            return None;
+        }
+        let platform = match self.str(text, Platform) {
+            Some(s) => Some(crate::event::Platform::parse(s)?),
+            None => None,
+        };
+        let source = match self.str(text, Source) {
+            Some(s) => Some(crate::event::Source::parse(s)?),
+            None => None,
+        };
+        let amount_cents = self.int(AmountCents);
+        let quantity = self.int(Quantity);
+        if amount_cents.is_some_and(|a| a < 0) || quantity.is_some_and(|q| q < 1) {
+            return None;
+        }
+        Some(Event {
+            event_id: self.cow(text, EventId)?,
+            kind,
+            ts: self.int(Ts)?,
+            room_id: self.cow(text, RoomId)?,
+            session_id: self.cow(text, SessionId)?,
+            org_id: self.cow(text, OrgId),
+            account_id: self.cow(text, AccountId),
+            platform,
+            user_id: self.cow(text, UserId),
+            source,
+            source_raw: self.cow(text, SourceRaw),
+            plan_id: self.cow(text, PlanId),
+            is_follower: self.int(IsFollower) == Some(1),
+            product_id: self.cow(text, ProductId),
+            order_id: self.cow(text, OrderId),
+            amount_cents,
+            quantity,
+            buyer_city: self.cow(text, BuyerCity),
+            home_city: self.cow(text, HomeCity),
+        })
+    }
 }
 
 struct Flat<'a> {
     s: &'a [u8],
-    text: &'a str,
     i: usize,
 }
 
@@ -35,39 +137,45 @@ impl<'a> Flat<'a> {
         (self.s.get(self.i) == Some(&b)).then(|| self.i += 1)
     }
 
-    fn object(&mut self, fields: &mut Fields<'a>) -> Option<()> {
+    fn object(&mut self, values: &mut Values) -> Option<()> {
         self.eat(b'{')?;
-        self.ws();
-        if self.s.get(self.i) == Some(&b'}') {
-            self.i += 1;
-        } else {
-            loop {
-                self.ws();
-                let field = self.key()?;
-                self.eat(b':')?;
-                let value = self.value()?;
-                let slot = &mut fields[field as usize];
-                if slot.is_some() {
-                    return None;
-                }
-                *slot = Some(value);
-                self.ws();
-                match self.s.get(self.i)? {
-                    b',' => self.i += 1,
-                    b'}' => {
-                        self.i += 1;
-                        break;
+        loop {
+            self.ws();
+            let field = self.key()?;
+            if values.has(field) {
+                return None;
+            }
+            self.eat(b':')?;
+            self.ws();
+            let value = match kind(field) {
+                Kind::Str => {
+                    let (start, end) = self.string()?;
+                    if start == end || end - start > max_len(field) {
+                        return None;
                     }
-                    _ => return None,
+                    (start as u64) << 32 | end as u64
                 }
+                Kind::Int => self.int()? as u64,
+                Kind::Bool => self.bool()? as u64,
+            };
+            values.seen |= 1 << field as u32;
+            values.value[field as usize] = value;
+            self.ws();
+            match self.s.get(self.i)? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    break;
+                }
+                _ => return None,
             }
         }
         self.ws();
         (self.i == self.s.len()).then_some(())
     }
 
-    /// A string without escapes or control characters, borrowed from the input.
-    fn string(&mut self) -> Option<&'a str> {
+    /// The byte range of a string without escapes or control characters.
+    fn string(&mut self) -> Option<(usize, usize)> {
         if self.s.get(self.i) != Some(&b'"') {
             return None;
         }
@@ -77,33 +185,31 @@ impl<'a> Flat<'a> {
             return None;
         }
         self.i = end + 1;
-        // Both ends are ASCII bytes of valid UTF-8: char boundaries.
-        self.text.get(start..end)
+        Some((start, end))
     }
 
-    fn value(&mut self) -> Option<Raw<'a>> {
-        self.ws();
-        match *self.s.get(self.i)? {
-            b'"' => self.string().map(|s| Raw::Str(Cow::Borrowed(s))),
-            b't' => self.word(b"true", Raw::Bool(true)),
-            b'f' => self.word(b"false", Raw::Bool(false)),
-            b'n' => self.word(b"null", Raw::Null),
-            b'-' => {
-                self.i += 1;
-                // As serde_json: a negative integer is an `i64`; `-0` is a float there.
-                let m = self.digits()?;
-                (m != 0 && m <= i64::MAX as u64).then(|| Raw::I64(-(m as i64)))
-            }
-            b'0'..=b'9' => self.digits().map(Raw::U64),
-            _ => None,
+    /// An integer that is an `i64` as serde_json reads it (`-0` is a float there).
+    fn int(&mut self) -> Option<i64> {
+        let negative = self.s.get(self.i) == Some(&b'-');
+        self.i += usize::from(negative);
+        let m = i64::try_from(self.digits()?).ok()?;
+        match negative {
+            true if m == 0 => None,
+            true => Some(-m),
+            false => Some(m),
         }
     }
 
-    fn word(&mut self, w: &[u8], v: Raw<'a>) -> Option<Raw<'a>> {
-        self.s[self.i..].starts_with(w).then(|| {
-            self.i += w.len();
-            v
-        })
+    fn bool(&mut self) -> Option<bool> {
+        if self.s[self.i..].starts_with(b"true") {
+            self.i += 4;
+            Some(true)
+        } else if self.s[self.i..].starts_with(b"false") {
+            self.i += 5;
+            Some(false)
+        } else {
+            None
+        }
     }
 
     /// A known key, compared in place with its closing quote: no scan for the string's

@@ -31,11 +31,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, Rejection> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Rejection::new(Reason::MalformedJson, format!("invalid utf-8 at byte {}", e.valid_up_to()))
     })?;
-    let mut fields: Fields<'_> = Default::default();
-    if !flat::parse_flat(text, &mut fields) {
-        fields = Default::default();
-        parse::parse(text, &mut fields)?;
+    if let Some(event) = flat::event(text) {
+        return Ok(event);
     }
+    let mut fields: Fields<'_> = Default::default();
+    parse::parse(text, &mut fields)?;
     validate::validate(&mut fields)
 }
 

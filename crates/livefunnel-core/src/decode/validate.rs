@@ -4,7 +4,7 @@
 use super::*;
 
 /// Byte limits of §1.1; the minimum is 1 for every string field.
-fn max_len(field: Field) -> usize {
+pub(super) fn max_len(field: Field) -> usize {
     match field {
         Field::OrgId | Field::BuyerCity | Field::HomeCity => 64,
         _ => 128,
