@@ -17,6 +17,8 @@ use crate::json::special;
 
 /// The event in `text` if it is a valid event in a flat object of the simple kind.
 pub(super) fn event(text: &str) -> Option<Event<'_>> {
+    // String ranges are kept in 32 bits each.
+    debug_assert!(text.len() <= super::MAX_EVENT_BYTES);
     let mut p = Flat { s: text.as_bytes(), i: 0 };
     let mut values = Values::default();
     p.object(&mut values)?;
