@@ -6,10 +6,6 @@
 pub mod config;
 pub mod decode;
 pub mod engine;
-/// The first engine, the differential test's reference (test builds only).
-#[cfg(feature = "engine-v1")]
-#[doc(hidden)]
-pub mod engine_v1;
 pub mod event;
 mod json;
 pub mod row;
