@@ -84,7 +84,7 @@ pub async fn apply_ttl_on<T: MigrationTarget>(
             "SELECT engine_full FROM system.tables WHERE database = '{database}' AND name = '{}'",
             table.name()
         );
-        let engine = target.fetch_lines(&read).await?.join(" ");
+        let engine = crate::migrate::read_system(target, &read).await?.join(" ");
         let has = engine.contains(" TTL ");
         let sql = match ttl_clause(cfg, table) {
             Some(clause) if engine.contains(&clause) => continue,
@@ -160,7 +160,7 @@ pub async fn prune_on<T: MigrationTarget>(
              AND active ORDER BY partition",
             table.name()
         );
-        for line in target.fetch_lines(&read).await? {
+        for line in crate::migrate::read_system(target, &read).await? {
             let month: u32 = line.trim_matches('\'').parse().map_err(|_| {
                 ClickHouseError::Protocol(format!(
                     "{} has a partition {line:?} that is not a month",

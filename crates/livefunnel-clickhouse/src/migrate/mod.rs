@@ -283,7 +283,7 @@ pub async fn migrate_on<T: MigrationTarget>(
                 match m.step {
                     Step::AddColumn(table, column) => {
                         report.statements.push(statement.sql.clone());
-                        let existing = columns::parse_columns(&target.fetch_lines(sql).await?);
+                        let existing = columns::parse_columns(&read_system(target, sql).await?);
                         columns::add_one(target, db, table, column, &existing, &mut report).await?;
                     }
                     Step::Rekey(table) => rekey::rekey(target, db, table, version, &mut report).await?,
@@ -303,7 +303,7 @@ pub async fn migrate_on<T: MigrationTarget>(
                 report.applied.push(version);
             }
             StatementRole::Columns(table) => {
-                let existing = target.fetch_lines(sql).await?;
+                let existing = read_system(target, sql).await?;
                 report.statements.push(statement.sql);
                 columns::reconcile(target, db, table, &existing, &mut report).await?;
                 continue;
@@ -345,6 +345,33 @@ const ALREADY_EXISTS: &[u32] = &[
 
 fn already_exists(e: &ClickHouseError) -> bool {
     e.code().is_some_and(|c| ALREADY_EXISTS.contains(&c))
+}
+
+/// How often a read of a system table that found a table missing is sent again, and the
+/// pause before each.
+const SYSTEM_READ_TRIES: usize = 5;
+const SYSTEM_READ_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Reads `system.tables`, `system.columns` or `system.parts`. 18.16 lists a database's
+/// tables, then looks each up by name: a table renamed in between (another instance
+/// moving it) fails the whole read with "doesn't exist", though the read named no
+/// table. Seen by hand in 3 reads of 1,500 during a loop of renames; sent again.
+pub(crate) async fn read_system<T: MigrationTarget>(
+    target: &T,
+    sql: &str,
+) -> Result<Vec<String>, ClickHouseError> {
+    debug_assert!(sql.contains("FROM system."), "{sql}");
+    let mut tries = 1;
+    loop {
+        match target.fetch_lines(sql).await {
+            Err(e @ ClickHouseError::Missing { .. }) if tries < SYSTEM_READ_TRIES => {
+                tracing::debug!(error = %e, "a system table read raced a rename; reading again");
+                tries += 1;
+                tokio::time::sleep(SYSTEM_READ_PAUSE).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn idempotent<T: MigrationTarget>(target: &T, sql: &str) -> Result<(), ClickHouseError> {

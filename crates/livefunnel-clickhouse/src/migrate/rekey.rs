@@ -39,7 +39,7 @@
 //! program is irreversible. The backup is named in the log and in
 //! [`MigrationReport::moved`]; docs/runbook.md says how to check it and drop it.
 
-use super::{already_exists, MigrationReport, MigrationTarget};
+use super::{already_exists, read_system, MigrationReport, MigrationTarget};
 use crate::error::ClickHouseError;
 use crate::schema::Table;
 
@@ -197,7 +197,7 @@ pub(super) async fn rekey<T: MigrationTarget>(
     for _ in 0..MAX_ROUNDS + MID_RENAME_READS {
         let mut blocks_before_copy = None;
         let state_sql = names.state_sql(db);
-        let state = State::parse(&names, &target.fetch_lines(&state_sql).await?);
+        let state = State::parse(&names, &read_system(target, &state_sql).await?);
         report.statements.push(state_sql);
         let step = match (&state.table, state.staging, state.backup) {
             (Some(key), staging, _) if is_todays_key(table, key) => {
@@ -256,7 +256,7 @@ pub(super) async fn rekey<T: MigrationTarget>(
                         // the table never goes back to an older key, so a state read
                         // now tells them apart.
                         let state_sql = names.state_sql(db);
-                        let again = State::parse(&names, &target.fetch_lines(&state_sql).await?);
+                        let again = State::parse(&names, &read_system(target, &state_sql).await?);
                         report.statements.push(state_sql);
                         if again != state {
                             continue;
@@ -337,7 +337,7 @@ async fn read<T: MigrationTarget>(
     report: &mut MigrationReport,
 ) -> Result<Vec<String>, ClickHouseError> {
     let sql = names.sql(db, step);
-    let lines = target.fetch_lines(&sql).await?;
+    let lines = read_system(target, &sql).await?;
     report.statements.push(sql);
     Ok(lines)
 }
