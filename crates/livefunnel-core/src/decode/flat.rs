@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use super::validate::max_len;
+use super::validate::{max_len, required_by, ALWAYS_REQUIRED};
 use super::{Field, FIELD_COUNT};
 use crate::event::{Event, EventType};
 use crate::json::special;
@@ -71,18 +71,9 @@ impl Values {
         use Field::*;
         // `Platform` and `Source` below are fields; their types are named by path.
         let kind = EventType::parse(self.str(text, Type)?)?;
-        let own = [
-            (true, EventId),
-            (true, Ts),
-            (true, RoomId),
-            (true, SessionId),
-            (kind.is_viewer_event(), UserId),
-            (kind.requires_source(), Source),
-            (kind.requires_product_id(), ProductId),
-            (kind.requires_order_id(), OrderId),
-            (kind.requires_amount(), AmountCents),
-        ];
-        if own.iter().any(|&(required, field)| required && !self.has(field)) {
+        let missing = ALWAYS_REQUIRED.iter().any(|&field| !self.has(field))
+            || required_by(kind).iter().any(|&(required, field)| required && !self.has(field));
+        if missing {
             return None;
         }
         let platform = match self.str(text, Platform) {

@@ -11,6 +11,21 @@ pub(super) fn max_len(field: Field) -> usize {
     }
 }
 
+/// The fields every event carries (§1.1), in the order a missing one is reported.
+pub(super) const ALWAYS_REQUIRED: [Field; 5] =
+    [Field::EventId, Field::Type, Field::Ts, Field::RoomId, Field::SessionId];
+
+/// The fields an event of `kind` carries besides those, each with whether it must.
+pub(super) fn required_by(kind: EventType) -> [(bool, Field); 5] {
+    [
+        (kind.is_viewer_event(), Field::UserId),
+        (kind.requires_source(), Field::Source),
+        (kind.requires_product_id(), Field::ProductId),
+        (kind.requires_order_id(), Field::OrderId),
+        (kind.requires_amount(), Field::AmountCents),
+    ]
+}
+
 pub(super) fn validate<'a>(fields: &mut Fields<'a>) -> Result<Event<'a>, Rejection> {
     // Reason 3. A null counts as absent everywhere; the detail still tells
     // the two apart for whoever debugs the producer.
@@ -29,7 +44,7 @@ pub(super) fn validate<'a>(fields: &mut Fields<'a>) -> Result<Event<'a>, Rejecti
         };
         Rejection::new(Reason::MissingField, detail)
     };
-    for field in [Field::EventId, Field::Type, Field::Ts, Field::RoomId, Field::SessionId] {
+    for field in ALWAYS_REQUIRED {
         if fields[field as usize].is_none() {
             return Err(missing(field, None));
         }
@@ -39,14 +54,7 @@ pub(super) fn validate<'a>(fields: &mut Fields<'a>) -> Result<Event<'a>, Rejecti
         _ => None,
     };
     if let Some(kind) = kind {
-        let own = [
-            (kind.is_viewer_event(), Field::UserId),
-            (kind.requires_source(), Field::Source),
-            (kind.requires_product_id(), Field::ProductId),
-            (kind.requires_order_id(), Field::OrderId),
-            (kind.requires_amount(), Field::AmountCents),
-        ];
-        for (required, field) in own {
+        for (required, field) in required_by(kind) {
             if required && fields[field as usize].is_none() {
                 return Err(missing(field, Some(kind)));
             }
