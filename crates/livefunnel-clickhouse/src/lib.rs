@@ -61,4 +61,4 @@ pub use migrate::{
 pub use retention::{prune, DroppedPartition, RetentionConfig};
 pub use schema::{Column, ColumnType, Table};
 pub use secret::{redact_url, Secret, REDACTED};
-pub use sink::{ClickHouseSink, FlushStats};
+pub use sink::{ClickHouseSink, FlushStats, SealedBatch};

@@ -2,8 +2,11 @@
 //! arrive, and flushed in batches with retries.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use livefunnel_core::Row;
 use rand::Rng;
 
@@ -25,10 +28,21 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// clones of rows. A table's buffer is cleared only once ClickHouse has acknowledged
 /// its insert: a failed flush loses nothing, and sending a batch twice is harmless
 /// because the tables keep one row per key and version (contract §5).
+///
+/// The tables of a batch are inserted in parallel. [`ClickHouseSink::seal`] takes the
+/// buffered rows out as a [`SealedBatch`], so a caller can keep encoding the next batch
+/// while earlier ones are inserted; batches may then land out of order, which the
+/// versions make harmless too.
 pub struct ClickHouseSink {
     conn: Conn,
     metrics: ClickHouseMetrics,
-    /// Indexed like [`Table::ALL`].
+    open: Batch,
+    /// Table inserts, of this sink and its sealed batches, failing and being retried.
+    failing: Arc<AtomicUsize>,
+}
+
+/// One buffer per table, indexed like [`Table::ALL`].
+struct Batch {
     buffers: Vec<TableBuffer>,
     rows: u64,
     /// When the oldest buffered row was pushed.
@@ -40,6 +54,16 @@ struct TableBuffer {
     sql: String,
     bytes: Vec<u8>,
     rows: u64,
+}
+
+/// Rows taken out of a [`ClickHouseSink`] by [`ClickHouseSink::seal`], to be inserted
+/// on their own. Rows stay in it until ClickHouse acknowledges them, so a failed
+/// [`SealedBatch::insert`] can be sent again.
+pub struct SealedBatch {
+    conn: Conn,
+    metrics: ClickHouseMetrics,
+    batch: Batch,
+    failing: Arc<AtomicUsize>,
 }
 
 /// What one flush did.
@@ -60,16 +84,8 @@ impl ClickHouseSink {
     /// [`crate::migrate`] first so the tables exist.
     pub fn new(cfg: ClickHouseConfig, metrics: ClickHouseMetrics) -> Result<ClickHouseSink, ClickHouseError> {
         let conn = Conn::new(&cfg)?;
-        let buffers = Table::ALL
-            .iter()
-            .map(|&table| TableBuffer {
-                table,
-                sql: table.insert_sql(&cfg.database),
-                bytes: Vec::new(),
-                rows: 0,
-            })
-            .collect();
-        Ok(ClickHouseSink { conn, metrics, buffers, rows: 0, oldest: None })
+        let open = Batch::new(&cfg.database);
+        Ok(ClickHouseSink { conn, metrics, open, failing: Arc::default() })
     }
 
     pub fn config(&self) -> &ClickHouseConfig {
@@ -80,114 +96,70 @@ impl ClickHouseSink {
     #[inline]
     pub fn push(&mut self, row: &Row) {
         let table = Table::of_row(row);
-        let buffer = &mut self.buffers[table as usize];
+        let buffer = &mut self.open.buffers[table as usize];
         let encoded = encode_row(row, &mut buffer.bytes);
         debug_assert_eq!(encoded, table);
         buffer.rows += 1;
-        self.pushed();
+        self.open.pushed();
     }
 
     /// Encodes an annotation into the `annotations` buffer.
     pub fn push_annotation(&mut self, annotation: &Annotation) {
-        let buffer = &mut self.buffers[Table::Annotations as usize];
+        let buffer = &mut self.open.buffers[Table::Annotations as usize];
         encode_annotation(annotation, &mut buffer.bytes);
         buffer.rows += 1;
-        self.pushed();
-    }
-
-    #[inline]
-    fn pushed(&mut self) {
-        self.rows += 1;
-        if self.oldest.is_none() {
-            self.oldest = Some(Instant::now());
-        }
+        self.open.pushed();
     }
 
     /// Rows waiting for a flush, all tables together.
     pub fn buffered_rows(&self) -> u64 {
-        self.rows
+        self.open.rows
     }
 
     /// Rows of one table waiting for a flush.
     pub fn buffered_rows_of(&self, table: Table) -> u64 {
-        self.buffers[table as usize].rows
+        self.open.buffers[table as usize].rows
     }
 
     /// Encoded bytes waiting for a flush, for back-pressure while ClickHouse is down.
     pub fn buffered_bytes(&self) -> usize {
-        self.buffers.iter().map(|b| b.bytes.len()).sum()
+        self.open.bytes()
     }
 
     /// Whether `batch_rows` rows are buffered or the oldest is `batch_interval_ms` old.
     pub fn should_flush(&self, now: Instant) -> bool {
-        self.rows >= self.conn.cfg.batch_rows as u64
-            || self.oldest.is_some_and(|t| now.saturating_duration_since(t) >= self.conn.cfg.batch_interval())
+        self.open.rows >= self.conn.cfg.batch_rows as u64
+            || self
+                .open
+                .oldest
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.conn.cfg.batch_interval())
     }
 
     /// Inserts every buffered row, retrying retryable errors with backoff until they
-    /// succeed or `retry.max_elapsed_ms` passes. A fatal error returns at once and
-    /// keeps the rows of the failed table (and of the tables after it) buffered.
+    /// succeed or `retry.max_elapsed_ms` passes. The tables are inserted in parallel; a
+    /// fatal error returns at once and keeps the rows of every table not acknowledged.
     ///
     /// Cancel-safe: dropping the future keeps every row not yet acknowledged.
     pub async fn flush(&mut self) -> Result<FlushStats, ClickHouseError> {
-        let started = Instant::now();
-        let mut stats = FlushStats::default();
-        for i in 0..self.buffers.len() {
-            if self.buffers[i].rows == 0 {
-                continue;
-            }
-            let table = self.buffers[i].table;
-            let mut attempt = 0u32;
-            let mut failing_since: Option<Instant> = None;
-            loop {
-                let buffer = &self.buffers[i];
-                let t0 = Instant::now();
-                let result = insert(&self.conn, &buffer.sql, &buffer.bytes).await;
-                let seconds = t0.elapsed().as_secs_f64();
-                let err = match result {
-                    Ok(()) => {
-                        self.metrics.inserted(table, buffer.rows, seconds);
-                        tracing::debug!(
-                            table = table.name(),
-                            rows = buffer.rows,
-                            seconds,
-                            "clickhouse insert"
-                        );
-                        stats.rows += buffer.rows;
-                        stats.bytes += buffer.bytes.len() as u64;
-                        stats.inserts += 1;
-                        self.clear(i);
-                        break;
-                    }
-                    Err(err) => err,
-                };
-                let retryable = err.is_retryable();
-                self.metrics.failed(table, retryable, seconds);
-                if !retryable {
-                    tracing::error!(table = table.name(), rows = buffer.rows, error = %err, "clickhouse insert failed");
-                    return Err(err);
-                }
-                let since = *failing_since.get_or_insert(t0);
-                let elapsed_ms = since.elapsed().as_millis() as u64;
-                if self.conn.cfg.retry.max_elapsed_ms.is_some_and(|max| elapsed_ms >= max) {
-                    return Err(ClickHouseError::RetriesExhausted { elapsed_ms, last: Box::new(err) });
-                }
-                let wait = backoff(&self.conn.cfg.retry, attempt);
-                tracing::warn!(
-                    table = table.name(),
-                    rows = buffer.rows,
-                    attempt,
-                    wait_ms = wait.as_millis() as u64,
-                    error = %err,
-                    "clickhouse insert failed, retrying"
-                );
-                attempt = attempt.saturating_add(1);
-                stats.retries += 1;
-                tokio::time::sleep(wait).await;
-            }
+        insert_batch(&self.conn, &self.metrics, &self.failing, &mut self.open).await
+    }
+
+    /// Whether an insert of this sink or of a batch it sealed is failing and being
+    /// retried: ClickHouse is down or refusing, and more rows would only wait in memory.
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed) > 0
+    }
+
+    /// Takes the buffered rows out, to be inserted by [`SealedBatch::insert`] while
+    /// the sink buffers the next rows.
+    pub fn seal(&mut self) -> SealedBatch {
+        let batch = std::mem::replace(&mut self.open, Batch::new(&self.conn.cfg.database));
+        SealedBatch {
+            conn: self.conn.clone(),
+            metrics: self.metrics.clone(),
+            batch,
+            failing: self.failing.clone(),
         }
-        stats.elapsed = started.elapsed();
-        Ok(stats)
     }
 
     /// [`ClickHouseSink::flush`], given up when `shutdown` completes first: then the
@@ -206,7 +178,46 @@ impl ClickHouseSink {
                 () = &mut shutdown => None,
             }
         };
-        outcome.unwrap_or(Err(ClickHouseError::ShutDown { rows: self.rows }))
+        outcome.unwrap_or(Err(ClickHouseError::ShutDown { rows: self.open.rows }))
+    }
+}
+
+impl SealedBatch {
+    /// Rows not yet acknowledged.
+    pub fn rows(&self) -> u64 {
+        self.batch.rows
+    }
+
+    /// Encoded bytes not yet acknowledged.
+    pub fn bytes(&self) -> usize {
+        self.batch.bytes()
+    }
+
+    /// Inserts the batch's tables in parallel, as [`ClickHouseSink::flush`] does.
+    pub async fn insert(&mut self) -> Result<FlushStats, ClickHouseError> {
+        insert_batch(&self.conn, &self.metrics, &self.failing, &mut self.batch).await
+    }
+}
+
+impl Batch {
+    fn new(database: &str) -> Batch {
+        let buffers = Table::ALL
+            .iter()
+            .map(|&table| TableBuffer { table, sql: table.insert_sql(database), bytes: Vec::new(), rows: 0 })
+            .collect();
+        Batch { buffers, rows: 0, oldest: None }
+    }
+
+    #[inline]
+    fn pushed(&mut self) {
+        self.rows += 1;
+        if self.oldest.is_none() {
+            self.oldest = Some(Instant::now());
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.buffers.iter().map(|b| b.bytes.len()).sum()
     }
 
     fn clear(&mut self, i: usize) {
@@ -221,6 +232,124 @@ impl ClickHouseSink {
         if self.rows == 0 {
             self.oldest = None;
         }
+    }
+}
+
+/// Inserts every non-empty table of `batch` at once, each with its own retries, and
+/// clears the tables ClickHouse acknowledged. The first fatal error (or exhausted
+/// retries) is returned at once; the other tables' inserts are then dropped, their
+/// rows kept (one that had landed already is sent again later, harmlessly).
+async fn insert_batch(
+    conn: &Conn,
+    metrics: &ClickHouseMetrics,
+    failing: &AtomicUsize,
+    batch: &mut Batch,
+) -> Result<FlushStats, ClickHouseError> {
+    let started = Instant::now();
+    let mut stats = FlushStats::default();
+    let mut acknowledged = Vec::new();
+    let failure = {
+        let mut inserts: FuturesUnordered<_> = batch
+            .buffers
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.rows > 0)
+            .map(|(i, b)| async move { (i, insert_with_retry(conn, metrics, failing, b).await) })
+            .collect();
+        let mut failure = None;
+        while let Some((i, result)) = inserts.next().await {
+            match result {
+                Ok(retries) => {
+                    let b = &batch.buffers[i];
+                    stats.rows += b.rows;
+                    stats.bytes += b.bytes.len() as u64;
+                    stats.inserts += 1;
+                    stats.retries += retries;
+                    acknowledged.push(i);
+                }
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            }
+        }
+        failure
+    };
+    for i in acknowledged {
+        batch.clear(i);
+    }
+    stats.elapsed = started.elapsed();
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(stats),
+    }
+}
+
+/// Inserts one table's buffer, retrying retryable errors with backoff until they
+/// succeed or `retry.max_elapsed_ms` passes; returns the number of retries.
+async fn insert_with_retry(
+    conn: &Conn,
+    metrics: &ClickHouseMetrics,
+    failing: &AtomicUsize,
+    buffer: &TableBuffer,
+) -> Result<u32, ClickHouseError> {
+    let table = buffer.table;
+    let mut attempt = 0u32;
+    let mut failing_since: Option<Instant> = None;
+    let mut _counted: Option<Failing<'_>> = None;
+    loop {
+        let t0 = Instant::now();
+        let result = insert(conn, &buffer.sql, &buffer.bytes).await;
+        let seconds = t0.elapsed().as_secs_f64();
+        let err = match result {
+            Ok(()) => {
+                metrics.inserted(table, buffer.rows, seconds);
+                tracing::debug!(table = table.name(), rows = buffer.rows, seconds, "clickhouse insert");
+                return Ok(attempt);
+            }
+            Err(err) => err,
+        };
+        let retryable = err.is_retryable();
+        metrics.failed(table, retryable, seconds);
+        if !retryable {
+            tracing::error!(table = table.name(), rows = buffer.rows, error = %err, "clickhouse insert failed");
+            return Err(err);
+        }
+        if _counted.is_none() {
+            _counted = Some(Failing::count(failing));
+        }
+        let since = *failing_since.get_or_insert(t0);
+        let elapsed_ms = since.elapsed().as_millis() as u64;
+        if conn.cfg.retry.max_elapsed_ms.is_some_and(|max| elapsed_ms >= max) {
+            return Err(ClickHouseError::RetriesExhausted { elapsed_ms, last: Box::new(err) });
+        }
+        let wait = backoff(&conn.cfg.retry, attempt);
+        tracing::warn!(
+            table = table.name(),
+            rows = buffer.rows,
+            attempt,
+            wait_ms = wait.as_millis() as u64,
+            error = %err,
+            "clickhouse insert failed, retrying"
+        );
+        attempt = attempt.saturating_add(1);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// A table insert counted as failing until it ends, however it ends.
+struct Failing<'a>(&'a AtomicUsize);
+
+impl<'a> Failing<'a> {
+    fn count(n: &'a AtomicUsize) -> Failing<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        Failing(n)
+    }
+}
+
+impl Drop for Failing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

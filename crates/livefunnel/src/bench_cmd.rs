@@ -53,7 +53,8 @@ pub struct BenchArgs {
     /// configuration's so a bench never writes into production tables.
     #[arg(long, default_value = "livefunnel_bench")]
     pub database: String,
-    /// Where rows go: `clickhouse`, or `jsonl` files in the data directory (to compare).
+    /// Where rows go: `clickhouse`, `jsonl` files in the data directory, or `null`
+    /// (rows dropped: the pipeline's own cost, to compare).
     #[arg(long, value_enum, default_value_t = BenchSink::Clickhouse)]
     pub sink: BenchSink,
     /// Configuration file (windows, time, checkpoint interval, clickhouse batching);
@@ -112,6 +113,7 @@ pub struct BenchArgs {
 pub enum BenchSink {
     Clickhouse,
     Jsonl,
+    Null,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +138,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             c.database = args.database.clone();
             Some(c)
         }
-        BenchSink::Jsonl => None,
+        BenchSink::Jsonl | BenchSink::Null => None,
     };
     let rt = crate::run_cmd::runtime()?;
     if let Some(c) = &clickhouse {
@@ -161,6 +163,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             Some(c) => {
                 format!("clickhouse {} (database {})", livefunnel_clickhouse::redact_url(&c.url), c.database)
             }
+            None if args.sink == BenchSink::Null => "null (rows dropped)".to_owned(),
             None => "jsonl".to_owned(),
         },
         windows: loaded.config.windows.set.0.clone(),
@@ -284,6 +287,7 @@ impl Bench<'_> {
         loaded.config.checkpoint.dir = self.data_dir.join(phase).join("state");
         let sink = match self.clickhouse {
             Some(c) => SinkKind::ClickHouse(c.clone()),
+            None if self.args.sink == BenchSink::Null => SinkKind::Null,
             None => SinkKind::Jsonl(self.data_dir.join(phase).join("output")),
         };
         Settings::from_config(&loaded, sink)

@@ -144,6 +144,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 "sink:     jsonl files in {} (no ClickHouse answered on 127.0.0.1:8123; pass --clickhouse-url to use one)",
                 d.display()
             ),
+            SinkKind::Null => println!("sink:     none (rows are dropped)"),
         }
         println!("kafka:    mock cluster at {brokers}, topic {TOPIC} ({} partitions)", args.partitions);
         println!("metrics:  http://{addr}/metrics");

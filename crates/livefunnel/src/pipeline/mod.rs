@@ -24,7 +24,6 @@ mod consumer;
 mod dead_letters;
 mod fence;
 mod http;
-mod jsonl;
 mod partition;
 mod sink;
 mod test_hooks;
@@ -316,7 +315,7 @@ pub async fn run_with_metrics(
 pub fn clickhouse_config(kind: &SinkKind) -> Option<&ClickHouseConfig> {
     match kind {
         SinkKind::ClickHouse(c) => Some(c),
-        SinkKind::Jsonl(_) => None,
+        SinkKind::Jsonl(_) | SinkKind::Null => None,
     }
 }
 

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::dead_letters::Outbox;
 use super::fence::Fence;
-use super::sink::{SinkMsg, SinkStopped};
+use super::sink::{SinkError, SinkMsg, SinkStopped};
 use super::{fail, now_ms, panic_message, Metrics, Settings, Status};
 
 /// How often running values, idle partitions and series expiry are looked at: well
@@ -97,7 +97,7 @@ pub struct Ctx {
 /// A checkpoint whose rows are on their way to the sink.
 struct Pending {
     ck: Checkpoint,
-    ack: oneshot::Receiver<Result<(), String>>,
+    ack: oneshot::Receiver<Result<(), Arc<SinkError>>>,
     started: Instant,
 }
 
@@ -192,7 +192,7 @@ async fn run(
                 if pending.is_none()
                     && t.last_checkpoint.elapsed().as_millis() as i64 >= t.ctx.checkpoint_interval_ms
                 {
-                    pending = t.begin_checkpoint().await?;
+                    pending = t.begin_checkpoint(false).await?;
                 }
             }
         }
@@ -210,7 +210,7 @@ async fn run(
         let p2 = Pending { ck: p.ck, ack: oneshot::channel().1, started: p.started };
         t.complete_checkpoint(p2, ack).await?;
     }
-    let last = match t.begin_checkpoint().await? {
+    let last = match t.begin_checkpoint(true).await? {
         Some(p) => {
             let ack = tokio::select! {
                 a = p.ack => a,
@@ -412,8 +412,10 @@ impl Task {
         Ok(())
     }
 
-    /// Snapshots the state and sends a barrier behind the rows emitted so far.
-    async fn begin_checkpoint(&mut self) -> anyhow::Result<Option<Pending>> {
+    /// Snapshots the state and sends a barrier behind the rows emitted so far; `drain`
+    /// has the sink write them at once (a final checkpoint) rather than with its next
+    /// batch.
+    async fn begin_checkpoint(&mut self, drain: bool) -> anyhow::Result<Option<Pending>> {
         let Some(next_offset) = self.s.next_offset else {
             self.last_checkpoint = Instant::now();
             self.checkpoint_succeeded();
@@ -435,14 +437,14 @@ impl Task {
         };
         let (tx, rx) = oneshot::channel();
         let stopped = |_| SinkStopped("checkpoint barrier not handed over".into());
-        self.ctx.sink.send(SinkMsg::Barrier(tx)).await.map_err(stopped)?;
+        self.ctx.sink.send(SinkMsg::Barrier { ack: tx, drain }).await.map_err(stopped)?;
         Ok(Some(Pending { ck, ack: rx, started }))
     }
 
     async fn complete_checkpoint(
         &mut self,
         p: Pending,
-        ack: Result<Result<(), String>, oneshot::error::RecvError>,
+        ack: Result<Result<(), Arc<SinkError>>, oneshot::error::RecvError>,
     ) -> anyhow::Result<()> {
         match ack {
             Ok(Ok(())) => {}

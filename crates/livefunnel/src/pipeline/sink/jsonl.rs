@@ -5,8 +5,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 
-use livefunnel_clickhouse::Annotation;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use livefunnel_clickhouse::{Annotation, FlushStats};
 use livefunnel_core::Row;
+
+use super::row_sink::{RowSink, SinkError};
 
 const FLUSH_BYTES: usize = 1 << 20;
 
@@ -15,6 +19,8 @@ pub struct JsonlSink {
     annotations: File,
     rows_buf: Vec<u8>,
     ann_buf: Vec<u8>,
+    /// Rows and annotations buffered.
+    buffered: u64,
     last_flush: std::time::Instant,
 }
 
@@ -27,11 +33,13 @@ impl JsonlSink {
             annotations: open("annotations.jsonl")?,
             rows_buf: Vec::new(),
             ann_buf: Vec::new(),
+            buffered: 0,
             last_flush: std::time::Instant::now(),
         })
     }
 
-    pub fn push(&mut self, rows: &[Row], annotations: &[Annotation]) {
+    fn push_rows(&mut self, rows: &[Row], annotations: &[Annotation]) {
+        self.buffered += (rows.len() + annotations.len()) as u64;
         for r in rows {
             r.write_jsonl(&mut self.rows_buf);
         }
@@ -46,12 +54,8 @@ impl JsonlSink {
         }
     }
 
-    pub fn should_flush(&self) -> bool {
-        self.rows_buf.len() >= FLUSH_BYTES || self.last_flush.elapsed().as_secs() >= 1
-    }
-
     /// Writes and syncs: a barrier after this is durable.
-    pub fn flush(&mut self) -> io::Result<()> {
+    fn flush(&mut self) -> io::Result<()> {
         self.last_flush = std::time::Instant::now();
         if !self.rows_buf.is_empty() {
             self.rows.write_all(&self.rows_buf)?;
@@ -63,6 +67,29 @@ impl JsonlSink {
             self.annotations.sync_data()?;
             self.ann_buf.clear();
         }
+        self.buffered = 0;
         Ok(())
+    }
+}
+
+/// Appends in order: each seal writes and syncs before it returns.
+impl RowSink for JsonlSink {
+    fn push(&mut self, rows: &[Row], annotations: &[Annotation]) {
+        self.push_rows(rows, annotations);
+    }
+
+    fn buffered_rows(&self) -> u64 {
+        self.buffered
+    }
+
+    fn should_flush(&self, now: std::time::Instant) -> bool {
+        self.buffered > 0
+            && (self.rows_buf.len() >= FLUSH_BYTES
+                || now.saturating_duration_since(self.last_flush).as_secs() >= 1)
+    }
+
+    fn seal(&mut self) -> BoxFuture<'static, Result<FlushStats, SinkError>> {
+        let written = self.flush().map(|()| FlushStats::default()).map_err(SinkError::from);
+        futures::future::ready(written).boxed()
     }
 }

@@ -1,6 +1,11 @@
 //! The sink task: rows from every partition, batched by rows and time, written to
 //! ClickHouse (or JSONL files); a barrier is acknowledged once everything before it
 //! is durable.
+//!
+//! Writes overlap: a batch is sealed and written while the next one fills, up to
+//! [`MAX_WRITES`] at once (ClickHouse inserts a batch's tables in parallel too). A
+//! batch may then land before an earlier one, which is harmless: every table keeps the
+//! highest version of a key (contract §5), and annotations are identical copies.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -8,16 +13,27 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
-use livefunnel_clickhouse::{Annotation, ClickHouseConfig, ClickHouseMetrics, ClickHouseSink};
+use livefunnel_clickhouse::{Annotation, ClickHouseConfig, ClickHouseMetrics, ClickHouseSink, FlushStats};
 use livefunnel_core::Row;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+mod jsonl;
+mod row_sink;
+#[cfg(test)]
+mod tests;
+
 use super::fence::Fence;
-use super::jsonl::JsonlSink;
 use super::{fail, panic_message, Metrics, Status};
+use jsonl::JsonlSink;
+pub use row_sink::{NullSink, RowSink, SinkError};
 
 /// Batches queued towards the sink before the partition tasks wait.
 pub const CHANNEL_BATCHES: usize = 64;
@@ -28,6 +44,8 @@ pub enum SinkKind {
     ClickHouse(ClickHouseConfig),
     /// JSONL files in a directory: the demo without a ClickHouse server.
     Jsonl(PathBuf),
+    /// Rows are dropped: the pipeline's own cost, for benches.
+    Null,
 }
 
 impl SinkKind {
@@ -36,63 +54,29 @@ impl SinkKind {
         match self {
             SinkKind::ClickHouse(c) => format!("clickhouse at {}", c.url),
             SinkKind::Jsonl(dir) => format!("jsonl files in {}", dir.display()),
+            SinkKind::Null => "no sink (rows dropped)".into(),
         }
     }
 }
 
 pub enum SinkMsg {
     /// Rows of a partition task: dropped once its `fence` is closed.
-    Batch {
-        rows: Vec<Row>,
-        annotations: Vec<Annotation>,
-        fence: Fence,
-    },
-    Barrier(oneshot::Sender<Result<(), String>>),
+    Batch { rows: Vec<Row>, annotations: Vec<Annotation>, fence: Fence },
+    /// Acknowledged once every row sent before it is written. It does not start a
+    /// write of its own: the rows before it go out with the next batch, at the latest
+    /// after `batch_interval`, unless `drain` asks for them at once (a partition's final
+    /// checkpoint, on a stop or a revoke, which has a time limit).
+    Barrier { ack: BarrierAck, drain: bool },
 }
+
+/// Answers a barrier: the rows before it are written, or why they never will be.
+pub type BarrierAck = oneshot::Sender<Result<(), Arc<SinkError>>>;
 
 /// A partition task could not hand something to the sink: the sink has stopped, and
 /// reports why itself (the pipeline's fatal error).
 #[derive(Debug, thiserror::Error)]
 #[error("the sink stopped: {0}")]
 pub struct SinkStopped(pub String);
-
-enum Out {
-    ClickHouse(Box<ClickHouseSink>),
-    Jsonl(JsonlSink),
-}
-
-impl Out {
-    fn push(&mut self, rows: &[Row], annotations: &[Annotation]) {
-        match self {
-            Out::ClickHouse(s) => {
-                for r in rows {
-                    s.push(r);
-                }
-                for a in annotations {
-                    s.push_annotation(a);
-                }
-            }
-            Out::Jsonl(s) => s.push(rows, annotations),
-        }
-    }
-
-    fn should_flush(&self) -> bool {
-        match self {
-            Out::ClickHouse(s) => s.should_flush(std::time::Instant::now()),
-            Out::Jsonl(s) => s.should_flush(),
-        }
-    }
-
-    async fn flush(&mut self, abort: &CancellationToken) -> Result<(), String> {
-        match self {
-            Out::ClickHouse(s) => tokio::select! {
-                r = s.flush() => r.map(|_| ()).map_err(|e| format!("{e}")),
-                _ = abort.cancelled() => Err("aborted while writing to clickhouse".into()),
-            },
-            Out::Jsonl(s) => s.flush().map_err(|e| format!("writing jsonl output: {e}")),
-        }
-    }
-}
 
 /// Writes what the partition tasks send until they all stop. A failure, or a panic,
 /// is the pipeline's fatal error: reported with [`fail`] before the channel closes, so
@@ -127,7 +111,7 @@ async fn serve(
     status: &Arc<Status>,
     abort: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut out = match &kind {
+    let (out, name): (Box<dyn RowSink>, &'static str) = match &kind {
         SinkKind::ClickHouse(cfg) => {
             tokio::spawn(watch_clickhouse(
                 cfg.clone(),
@@ -139,19 +123,28 @@ async fn serve(
             // channel, and nothing is committed meanwhile.
             migrate_until_done(cfg, status, abort).await?;
             tokio::spawn(prune_daily(cfg.clone(), abort.clone()));
-            Out::ClickHouse(Box::new(ClickHouseSink::new(cfg.clone(), metrics.clickhouse.clone())?))
+            (Box::new(ClickHouseSink::new(cfg.clone(), metrics.clickhouse.clone())?), "clickhouse")
         }
         SinkKind::Jsonl(dir) => {
             status.sink_reachable.store(true, Ordering::Relaxed);
             *status.sink_detail.lock().expect("poisoned") = format!("jsonl files in {}", dir.display());
-            Out::Jsonl(JsonlSink::open(dir)?)
+            (Box::new(JsonlSink::open(dir)?), "jsonl files")
+        }
+        SinkKind::Null => {
+            status.sink_reachable.store(true, Ordering::Relaxed);
+            *status.sink_detail.lock().expect("poisoned") = "no sink: rows are dropped".into();
+            (Box::<NullSink>::default(), "nowhere")
         }
     };
+    let mut writer = Writer::new(out);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let mut open = true;
+    while open || writer.busy() {
         tokio::select! {
-            m = rx.recv() => match m {
+            biased;
+            Some((seq, written)) = writer.writes.next() => writer.written(seq, written)?,
+            m = rx.recv(), if open && writer.takes_rows() => match m {
                 Some(SinkMsg::Batch { rows, annotations, fence }) => {
                     // Queued by a partition task given up since (its revoke timed out):
                     // the partition's new owner computes these rows again.
@@ -159,32 +152,131 @@ async fn serve(
                         debug!(rows = rows.len(), "rows of a fenced partition task dropped");
                         continue;
                     }
-                    out.push(&rows, &annotations);
-                    if out.should_flush() {
-                        out.flush(abort).await.map_err(anyhow::Error::msg)?;
-                    }
+                    writer.out.push(&rows, &annotations);
                 }
-                Some(SinkMsg::Barrier(ack)) => {
-                    let r = out.flush(abort).await;
-                    let fatal = r.as_ref().err().cloned();
-                    let _ = ack.send(r);
-                    if let Some(e) = fatal {
-                        anyhow::bail!(e);
-                    }
+                Some(SinkMsg::Barrier { ack, drain }) => writer.barrier(ack, drain),
+                None => {
+                    open = false;
+                    writer.drain = true;
                 }
-                None => break,
             },
-            _ = tick.tick() => {
-                if out.should_flush() {
-                    out.flush(abort).await.map_err(anyhow::Error::msg)?;
-                }
+            _ = tick.tick() => {}
+            _ = abort.cancelled(), if writer.busy() => {
+                let e = Arc::new(SinkError::Aborted(name));
+                writer.fail_barriers(&e);
+                return Err(anyhow::Error::new(ArcError(e)));
             }
         }
+        writer.seal_if_due();
     }
-    out.flush(abort).await.map_err(anyhow::Error::msg)?;
     info!("sink drained");
     Ok(())
 }
+
+/// Batches written at once. At this many the sink stops taking rows, so partitions wait
+/// and the consumer pauses: back-pressure, with memory bounded by this many batches.
+const MAX_WRITES: usize = 3;
+
+/// The writes in flight and the barriers waiting for them. Batches are numbered as
+/// they are sealed; a barrier waits for every batch up to the one its rows went into.
+struct Writer {
+    out: Box<dyn RowSink>,
+    writes: FuturesOrdered<BoxFuture<'static, (u64, Result<FlushStats, SinkError>)>>,
+    /// Batches sealed so far.
+    sealed: u64,
+    /// Batches written so far: all of `0..written`, as `writes` yields in order.
+    written: u64,
+    /// Barriers and how many batches must be written before each is acknowledged.
+    barriers: VecDeque<(u64, BarrierAck)>,
+    /// Seal the buffered rows without waiting for a batch to fill.
+    drain: bool,
+}
+
+impl Writer {
+    fn new(out: Box<dyn RowSink>) -> Writer {
+        Writer {
+            out,
+            writes: FuturesOrdered::new(),
+            sealed: 0,
+            written: 0,
+            barriers: VecDeque::new(),
+            drain: false,
+        }
+    }
+
+    fn busy(&self) -> bool {
+        !self.writes.is_empty() || self.out.buffered_rows() > 0
+    }
+
+    fn has_room(&self) -> bool {
+        self.writes.len() < MAX_WRITES
+    }
+
+    /// Whether to take more rows: not at [`MAX_WRITES`], and not while a write fails.
+    fn takes_rows(&self) -> bool {
+        self.has_room() && !self.out.is_failing()
+    }
+
+    fn barrier(&mut self, ack: BarrierAck, drain: bool) {
+        let needed = self.sealed + u64::from(self.out.buffered_rows() > 0);
+        if needed <= self.written {
+            let _ = ack.send(Ok(()));
+            return;
+        }
+        self.drain |= drain && needed > self.sealed;
+        self.barriers.push_back((needed, ack));
+    }
+
+    fn seal_if_due(&mut self) {
+        let rows = self.out.buffered_rows();
+        if rows == 0 || !self.has_room() || !(self.drain || self.out.should_flush(Instant::now())) {
+            return;
+        }
+        self.drain = false;
+        let seq = self.sealed;
+        self.sealed += 1;
+        let write = self.out.seal();
+        self.writes.push_back(async move { (seq, write.await) }.boxed());
+    }
+
+    fn written(&mut self, seq: u64, result: Result<FlushStats, SinkError>) -> anyhow::Result<()> {
+        debug_assert_eq!(seq, self.written, "batches are written in order");
+        match result {
+            Ok(stats) => {
+                debug!(
+                    seq,
+                    rows = stats.rows,
+                    inserts = stats.inserts,
+                    ms = stats.elapsed.as_millis() as u64,
+                    "batch written"
+                );
+                self.written = seq + 1;
+                while self.barriers.front().is_some_and(|(needed, _)| *needed <= self.written) {
+                    let (_, ack) = self.barriers.pop_front().expect("checked");
+                    let _ = ack.send(Ok(()));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                warn!(error = %e, retryable = e.is_retryable(), "sink write failed");
+                let e = Arc::new(e);
+                self.fail_barriers(&e);
+                Err(anyhow::Error::new(ArcError(e)))
+            }
+        }
+    }
+
+    fn fail_barriers(&mut self, e: &Arc<SinkError>) {
+        for (_, ack) in self.barriers.drain(..) {
+            let _ = ack.send(Err(e.clone()));
+        }
+    }
+}
+
+/// A shared sink error as the pipeline's error.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct ArcError(Arc<SinkError>);
 
 async fn migrate_until_done(
     cfg: &ClickHouseConfig,
