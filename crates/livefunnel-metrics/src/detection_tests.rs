@@ -113,7 +113,7 @@ fn minute_rows_and_paid_sources_feed_the_evidence_series() {
     steady(&mut t);
     t.observe_running(&m, &running(START + 100 * MIN + 5_000, true), 0);
     t.publish_signals(&m);
-    let text = render(&reg);
+    let text = render_all(&reg, &m);
     assert_eq!(value(&text, "livefunnel_room_signal_gpm_drop_evidence"), 0.0);
     assert_eq!(value(&text, "livefunnel_room_signal_sales_stall_evidence"), 0.0);
     // 8 organic orders per 100 viewer-minutes, of which 10/12 organic: 80 viewer-minutes
@@ -140,7 +140,7 @@ fn minute_rows_and_paid_sources_feed_the_evidence_series() {
         t.on_rows(&minute(m, 2, 2));
     }
     t.publish_signals(&m);
-    let text = render(&reg);
+    let text = render_all(&reg, &m);
     let stall = value(&text, "livefunnel_room_signal_sales_stall_evidence");
     assert!((stall - 24.0).abs() < 1.0, "three minutes of 8 expected orders: {stall}");
     assert!(value(&text, "livefunnel_room_signal_gpm_drop_evidence") > c.gpm_drop_threshold);
@@ -149,7 +149,7 @@ fn minute_rows_and_paid_sources_feed_the_evidence_series() {
     // The session ends: no evidence, no horizon; the counters stay.
     t.on_rows(&[session(Some(START + 104 * MIN))]);
     t.publish_signals(&m);
-    let text = render(&reg);
+    let text = render_all(&reg, &m);
     for name in
         ["livefunnel_room_signal_gpm_drop_evidence", "livefunnel_room_signal_gpm_drop_horizon_seconds"]
     {
@@ -166,7 +166,7 @@ fn a_small_room_is_pooled_and_its_counters_continue_after_a_restore() {
     }
     t.observe_running(&m, &running(START + 120 * MIN + 5_000, true), 0);
     t.publish_signals(&m);
-    let text = render(&reg);
+    let text = render_all(&reg, &m);
     assert_eq!(value(&text, "livefunnel_room_pooled_orders_observed_total"), 17.0, "minutes 50 to 119");
     let expected = value(&text, "livefunnel_room_pooled_orders_expected_total");
     assert!((10.0..25.0).contains(&expected), "{expected}");
@@ -180,7 +180,7 @@ fn a_small_room_is_pooled_and_its_counters_continue_after_a_restore() {
     t2.publish(&m2);
     t2.on_rows(&minute(120, 1, 0));
     t2.publish_signals(&m2);
-    let text = render(&reg2);
+    let text = render_all(&reg2, &m2);
     assert_eq!(value(&text, "livefunnel_room_pooled_orders_observed_total"), 18.0, "{text}");
 }
 
@@ -217,7 +217,7 @@ fn without_detectors_there_are_no_detector_series() {
     steady(&mut t);
     t.observe_running(&m, &running(START + 100 * MIN, true), 0);
     t.publish_signals(&m);
-    let text = render(&reg);
+    let text = render_all(&reg, &m);
     assert!(!text.contains("livefunnel_room_signal_gpm_drop_evidence{"), "{text}");
     assert!(!text.contains("livefunnel_detector_threshold{"), "{text}");
     assert_eq!(t.detectors("r"), Some(&RoomDetectors::default()), "rows do not reach detectors that are off");

@@ -23,6 +23,7 @@ mod room_reading;
 mod series;
 mod signal_series;
 pub mod signals;
+pub mod text_family;
 
 pub use clickhouse::ClickHouseMetrics;
 pub use detection::CheckpointError;
@@ -36,6 +37,13 @@ pub use room_info::{RoomInfo, RoomInfoMetrics};
 pub use room_metrics::{RoomMetrics, DEFAULT_MAX_ROOMS};
 pub use room_reading::RoomReading;
 pub use signals::{RoomSignals, SignalWindow, SignalWindows};
+
+/// Renders a registry and the room series in the Prometheus text format: `/metrics`.
+pub fn render_all(registry: &prometheus::Registry, rooms: &RoomMetrics) -> String {
+    let mut out = render(registry);
+    rooms.render_into(&mut out);
+    out
+}
 
 /// Renders a registry in the Prometheus text format.
 pub fn render(registry: &prometheus::Registry) -> String {

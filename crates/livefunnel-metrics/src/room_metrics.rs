@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use livefunnel_core::Counts;
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntGauge, Registry};
 
 use crate::products::ProductLine;
 use crate::room::{RoomKey, RoomTotals};
 use crate::room_reading::Running;
 use crate::signal_series::SignalGauges;
+use crate::text_family::{Kind, TextFamily};
 
 const ROOM: &[&str] = &["org_id", "room_id", "platform"];
 const ROOM_WINDOW: &[&str] = &["org_id", "room_id", "platform", "window"];
@@ -22,21 +23,23 @@ type Products = (RoomKey, Arc<[ProductLine]>);
 /// The default of `http.max_room_series`.
 pub const DEFAULT_MAX_ROOMS: usize = 20_000;
 
+/// The room series are [`TextFamily`]s, not registered vectors: `/metrics` renders
+/// them after the registry ([`crate::render_all`]), without `gather()`'s copies.
 #[derive(Clone)]
 pub struct RoomMetrics {
-    watch_entries: IntCounterVec,
-    product_clicks: IntCounterVec,
-    orders_paid: IntCounterVec,
-    gmv_cents: IntCounterVec,
-    refund_cents: IntCounterVec,
-    comments: IntCounterVec,
-    online_viewers: IntGaugeVec,
-    live: IntGaugeVec,
-    window_watch_uv: IntGaugeVec,
-    window_gpm: GaugeVec,
-    window_watch_to_pay_rate: GaugeVec,
-    window_product_click_rate: GaugeVec,
-    window_avg_watch_seconds: GaugeVec,
+    watch_entries: Arc<TextFamily>,
+    product_clicks: Arc<TextFamily>,
+    orders_paid: Arc<TextFamily>,
+    gmv_cents: Arc<TextFamily>,
+    refund_cents: Arc<TextFamily>,
+    comments: Arc<TextFamily>,
+    online_viewers: Arc<TextFamily>,
+    live: Arc<TextFamily>,
+    window_watch_uv: Arc<TextFamily>,
+    window_gpm: Arc<TextFamily>,
+    window_watch_to_pay_rate: Arc<TextFamily>,
+    window_product_click_rate: Arc<TextFamily>,
+    window_avg_watch_seconds: Arc<TextFamily>,
     pub(crate) signals: SignalGauges,
     /// The configured hop and tumble window names, for removing a room's series.
     pub(crate) windows: Vec<String>,
@@ -61,8 +64,13 @@ struct Budget {
 impl RoomMetrics {
     /// `windows`: the names of the configured hop and tumble windows (`5m/10s`, ...).
     pub fn new(registry: &Registry, windows: Vec<String>) -> Result<RoomMetrics, prometheus::Error> {
-        let counter = |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), ROOM);
-        let window = |name: &str, help: &str| GaugeVec::new(Opts::new(name, help), ROOM_WINDOW);
+        let counter = |name: &str, help: &str| {
+            Ok::<_, prometheus::Error>(Arc::new(TextFamily::new(name, help, Kind::Counter, ROOM)))
+        };
+        let window = |name: &str, help: &str| {
+            Ok::<_, prometheus::Error>(Arc::new(TextFamily::new(name, help, Kind::Gauge, ROOM_WINDOW)))
+        };
+        let gauge = |name: &str, help: &str| Arc::new(TextFamily::new(name, help, Kind::Gauge, ROOM));
         let m = RoomMetrics {
             watch_entries: counter("livefunnel_room_watch_entries_total", "accepted enter events")?,
             product_clicks: counter("livefunnel_room_product_clicks_total", "accepted product_click events")?,
@@ -76,15 +84,12 @@ impl RoomMetrics {
                 "amount_cents of accepted refund events",
             )?,
             comments: counter("livefunnel_room_comments_total", "accepted comment events")?,
-            online_viewers: IntGaugeVec::new(
-                Opts::new("livefunnel_room_online_viewers", "viewers online at the room's latest event"),
-                ROOM,
-            )?,
-            live: IntGaugeVec::new(Opts::new("livefunnel_room_live", "1 while a session is live"), ROOM)?,
-            window_watch_uv: IntGaugeVec::new(
-                Opts::new("livefunnel_room_window_watch_uv", "watch_uv of the latest open window"),
-                ROOM_WINDOW,
-            )?,
+            online_viewers: gauge(
+                "livefunnel_room_online_viewers",
+                "viewers online at the room's latest event",
+            ),
+            live: gauge("livefunnel_room_live", "1 while a session is live"),
+            window_watch_uv: window("livefunnel_room_window_watch_uv", "watch_uv of the latest open window")?,
             window_gpm: window(
                 "livefunnel_room_window_gpm",
                 "gpm of the latest open window (NaN: no views)",
@@ -117,23 +122,39 @@ impl RoomMetrics {
         };
         registry.register(Box::new(m.rooms_with_series.clone()))?;
         registry.register(Box::new(m.series_dropped.clone()))?;
-        for c in
-            [&m.watch_entries, &m.product_clicks, &m.orders_paid, &m.gmv_cents, &m.refund_cents, &m.comments]
-        {
-            registry.register(Box::new(c.clone()))?;
-        }
-        registry.register(Box::new(m.online_viewers.clone()))?;
-        registry.register(Box::new(m.live.clone()))?;
-        registry.register(Box::new(m.window_watch_uv.clone()))?;
-        for g in [
-            &m.window_gpm,
-            &m.window_watch_to_pay_rate,
-            &m.window_product_click_rate,
-            &m.window_avg_watch_seconds,
-        ] {
-            registry.register(Box::new(g.clone()))?;
-        }
         Ok(m)
+    }
+
+    /// Every room family, and the signal families, in name order.
+    fn families(&self) -> Vec<&TextFamily> {
+        let mut all: Vec<&TextFamily> = [
+            &self.watch_entries,
+            &self.product_clicks,
+            &self.orders_paid,
+            &self.gmv_cents,
+            &self.refund_cents,
+            &self.comments,
+            &self.online_viewers,
+            &self.live,
+            &self.window_watch_uv,
+            &self.window_gpm,
+            &self.window_watch_to_pay_rate,
+            &self.window_product_click_rate,
+            &self.window_avg_watch_seconds,
+        ]
+        .into_iter()
+        .map(|f| &**f)
+        .chain(self.signals.families())
+        .collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
+    /// Appends the room series in the text format.
+    pub fn render_into(&self, out: &mut String) {
+        for f in self.families() {
+            f.render_into(out);
+        }
     }
 
     /// Exports the detectors' thresholds and design ratio, which the shipped rules
@@ -194,20 +215,20 @@ impl RoomMetrics {
         ];
         for (c, v) in pairs {
             if touch_all || v > 0 {
-                c.with_label_values(&l).inc_by(v);
+                c.with_label_values(&l).inc_by(v as f64);
             }
         }
     }
 
     /// The counter vectors, in the order of [`RoomTotals`]' fields.
-    pub(crate) fn counters(&self) -> [&IntCounterVec; 6] {
+    pub(crate) fn counters(&self) -> [&TextFamily; 6] {
         [
-            &self.watch_entries,
-            &self.product_clicks,
-            &self.orders_paid,
-            &self.gmv_cents,
-            &self.refund_cents,
-            &self.comments,
+            &*self.watch_entries,
+            &*self.product_clicks,
+            &*self.orders_paid,
+            &*self.gmv_cents,
+            &*self.refund_cents,
+            &*self.comments,
         ]
     }
 
@@ -215,12 +236,14 @@ impl RoomMetrics {
     pub(crate) fn set_running(&self, key: &RoomKey, online: u64, live: bool, windows: &[(&str, &Counts)]) {
         self.keep_running(key, online, live, windows);
         let l = key.labels();
-        self.online_viewers.with_label_values(&l).set(online.min(i64::MAX as u64) as i64);
-        self.live.with_label_values(&l).set(i64::from(live));
+        self.online_viewers.with_label_values(&l).set(online.min(i64::MAX as u64) as i64 as f64);
+        self.live.with_label_values(&l).set(f64::from(u8::from(live)));
         for (name, counts) in windows {
             let lw = [l[0], l[1], l[2], name];
             let r = counts.ratios();
-            self.window_watch_uv.with_label_values(&lw).set(counts.watch_uv.min(i64::MAX as u64) as i64);
+            self.window_watch_uv
+                .with_label_values(&lw)
+                .set(counts.watch_uv.min(i64::MAX as u64) as i64 as f64);
             self.window_gpm.with_label_values(&lw).set(r.gpm.unwrap_or(f64::NAN));
             self.window_watch_to_pay_rate.with_label_values(&lw).set(r.watch_to_pay_rate.unwrap_or(f64::NAN));
             self.window_product_click_rate

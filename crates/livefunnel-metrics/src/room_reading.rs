@@ -2,8 +2,8 @@
 //! `/metrics` shows of each room, from the same in-memory values, without a second
 //! computation.
 //!
-//! Counters and signal gauges are read from their registered vectors (a read never
-//! creates a series). The window gauges are ratios of the running `Counts` that
+//! Counters and signal gauges are read from their families (a read never creates a
+//! series). The window gauges are ratios of the running `Counts` that
 //! [`RoomMetrics::set_running`] received: those `Counts` are kept as they came, so a
 //! reader gets every measure of the running window (the funnel's impressions, the
 //! traffic split by source class), and the gauges' ratios by the same formula.
@@ -11,8 +11,6 @@
 use std::collections::HashMap;
 
 use livefunnel_core::Counts;
-use prometheus::core::Collector;
-use prometheus::proto::Metric;
 
 use crate::room::{RoomKey, RoomTotals};
 use crate::room_metrics::RoomMetrics;
@@ -66,41 +64,28 @@ impl RoomMetrics {
         let index: HashMap<&str, usize> =
             rooms.iter().enumerate().map(|(i, r)| (r.key.room_id.as_str(), i)).collect();
         // A room whose labels moved between the two reads is skipped: the next read sees it.
-        let find = |m: &Metric| -> Option<usize> {
-            let (mut org, mut room, mut platform) = ("", "", "");
-            for l in m.get_label() {
-                match l.name() {
-                    "org_id" => org = l.value(),
-                    "room_id" => room = l.value(),
-                    "platform" => platform = l.value(),
-                    _ => {}
-                }
-            }
+        let find = |labels: &[&str]| -> Option<usize> {
+            let (org, room, platform) = (labels[0], labels[1], labels[2]);
             let i = *index.get(room)?;
             let k = &rooms[i].key;
             (k.org_id == org && k.platform == platform).then_some(i)
         };
         let mut counters = Vec::new();
-        for (c, vec) in self.counters().into_iter().enumerate() {
-            for mf in vec.collect() {
-                for m in mf.get_metric() {
-                    if let Some(i) = find(m) {
-                        counters.push((i, c, m.get_counter().get_value() as u64));
-                    }
+        for (c, family) in self.counters().into_iter().enumerate() {
+            family.for_each(|labels, v| {
+                if let Some(i) = find(labels) {
+                    counters.push((i, c, v as u64));
                 }
-            }
+            });
         }
         let mut signals = Vec::new();
         // One series per room and signal: only the configured window's are ever set.
-        for (s, (vec, counter)) in self.signals.vectors().enumerate() {
-            for mf in vec.collect() {
-                for m in mf.get_metric() {
-                    if let Some(i) = find(m) {
-                        let v = if counter { m.get_counter().get_value() } else { m.get_gauge().get_value() };
-                        signals.push((i, s, v));
-                    }
+        for (s, family) in self.signals.families().enumerate() {
+            family.for_each(|labels, v| {
+                if let Some(i) = find(labels) {
+                    signals.push((i, s, v));
                 }
-            }
+            });
         }
         drop(index);
         for (i, c, v) in counters {
@@ -167,7 +152,7 @@ mod tests {
         assert_eq!((r.online, r.live), (7, true));
         assert_eq!((r.totals.gmv_cents, r.totals.orders_paid, r.totals.watch_entries), (19_900, 1, 1));
         assert_eq!(r.windows, vec![("5m/10s".to_owned(), counts.clone())]);
-        let text = crate::render(&reg);
+        let text = crate::render_all(&reg, &m);
         let gpm = counts.ratios().gpm.unwrap();
         assert!(
             text.contains(&format!(
@@ -184,10 +169,10 @@ mod tests {
         m.set_running(&key("r1"), 3, true, &[]);
         m.set_running(&key("r2"), 4, true, &[]);
         m.remove(&key("r1"));
-        let before = crate::render(&reg);
+        let before = crate::render_all(&reg, &m);
         let rooms = m.read();
         assert_eq!(rooms.iter().map(|r| r.key.room_id.as_str()).collect::<Vec<_>>(), ["r2"]);
-        assert_eq!(crate::render(&reg), before, "a read must not create series");
+        assert_eq!(crate::render_all(&reg, &m), before, "a read must not create series");
         // Labels that moved: the reading follows the room's current labels.
         let moved = RoomKey { org_id: "org-b".into(), ..key("r2") };
         m.remove(&key("r2"));

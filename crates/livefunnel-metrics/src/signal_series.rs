@@ -2,34 +2,22 @@
 //! ([`crate::detection`]), registered with the room series.
 
 use livefunnel_detectors::DetectorConfig;
-use prometheus::{CounterVec, Gauge, GaugeVec, Opts, Registry};
+use std::sync::Arc;
+
+use prometheus::{Gauge, GaugeVec, Opts, Registry};
 
 use crate::room::RoomKey;
 use crate::signals::{RoomSignals, Series, SeriesLabels, SignalValues, SignalWindows, SERIES_COUNT};
+use crate::text_family::{Kind, TextFamily};
 
 const ROOM: &[&str] = &["org_id", "room_id", "platform"];
 const ROOM_WINDOW: &[&str] = &["org_id", "room_id", "platform", "window"];
 
-#[derive(Clone)]
-enum Family {
-    Gauge(GaugeVec),
-    /// Shown at the room's total: created at the total, then increased by the difference.
-    Counter(CounterVec),
-}
-
-impl Family {
-    fn remove(&self, labels: &[&str]) {
-        let _ = match self {
-            Family::Gauge(g) => g.remove_label_values(labels),
-            Family::Counter(c) => c.remove_label_values(labels),
-        };
-    }
-}
-
-/// One vector per [`Series`], in its order, and the detectors' parameters.
+/// One family per [`Series`], in its order (rendered with the room series, not
+/// registered), and the detectors' parameters (registered).
 #[derive(Clone)]
 pub(crate) struct SignalGauges {
-    families: Vec<Family>,
+    families: Vec<Arc<TextFamily>>,
     /// `livefunnel_detector_threshold{detector}`: what the rules compare evidence with.
     thresholds: GaugeVec,
     design_ratio: Gauge,
@@ -42,21 +30,13 @@ impl SignalGauges {
         let mut families = Vec::with_capacity(SERIES_COUNT);
         for s in Series::ALL {
             let (name, help, labels) = s.describe();
-            let opts = Opts::new(name, help);
             let f = match labels {
-                SeriesLabels::RoomCounter => {
-                    let c = CounterVec::new(opts, ROOM)?;
-                    registry.register(Box::new(c.clone()))?;
-                    Family::Counter(c)
-                }
-                _ => {
-                    let label_names = if labels == SeriesLabels::Room { ROOM } else { ROOM_WINDOW };
-                    let g = GaugeVec::new(opts, label_names)?;
-                    registry.register(Box::new(g.clone()))?;
-                    Family::Gauge(g)
-                }
+                // Shown at the room's total: created at the total, then set to each new one.
+                SeriesLabels::RoomCounter => TextFamily::new(name, help, Kind::Counter, ROOM),
+                SeriesLabels::Room => TextFamily::new(name, help, Kind::Gauge, ROOM),
+                _ => TextFamily::new(name, help, Kind::Gauge, ROOM_WINDOW),
             };
-            families.push(f);
+            families.push(Arc::new(f));
         }
         let thresholds = GaugeVec::new(
             Opts::new(
@@ -78,11 +58,8 @@ impl SignalGauges {
 
     /// Each series' vector, in the order of [`Series::ALL`], and whether it is a counter
     /// (read by `room_reading.rs`).
-    pub(crate) fn vectors(&self) -> impl Iterator<Item = (&dyn prometheus::core::Collector, bool)> {
-        self.families.iter().map(|f| match f {
-            Family::Gauge(g) => (g as &dyn prometheus::core::Collector, false),
-            Family::Counter(c) => (c as &dyn prometheus::core::Collector, true),
-        })
+    pub(crate) fn families(&self) -> impl Iterator<Item = &TextFamily> {
+        self.families.iter().map(|f| &**f)
     }
 
     /// Exports the detectors' thresholds (once, at start-up).
@@ -137,17 +114,21 @@ impl SignalGauges {
                 // Not configured: such a series never has a value.
                 (_, None) => continue,
             };
-            match (&self.families[i], values.0[i]) {
-                (Family::Gauge(g), Some(v)) => g.with_label_values(labels).set(v),
-                (Family::Counter(c), Some(total)) => match before {
-                    Some(b) if total >= b => c.with_label_values(labels).inc_by(total - b),
-                    // First shown (or a total that went back, which a counter cannot).
+            let f = &self.families[i];
+            match (f.kind(), values.0[i]) {
+                (Kind::Gauge, Some(v)) => f.with_label_values(labels).set(v),
+                (Kind::Counter, Some(total)) => match before {
+                    Some(b) if total >= b => f.with_label_values(labels).set(total),
+                    // First shown (or a total that went back, which a counter cannot):
+                    // a new series, which `increase()` sees start.
                     _ => {
-                        let _ = c.remove_label_values(labels);
-                        c.with_label_values(labels).inc_by(total.max(0.0));
+                        f.remove_label_values(labels);
+                        f.with_label_values(labels).set(total.max(0.0));
                     }
                 },
-                (f, None) => f.remove(labels),
+                (_, None) => {
+                    f.remove_label_values(labels);
+                }
             }
         }
     }
@@ -158,10 +139,12 @@ impl SignalGauges {
         for (i, s) in Series::ALL.into_iter().enumerate() {
             let f = &self.families[i];
             match s.describe().2 {
-                SeriesLabels::Room | SeriesLabels::RoomCounter => f.remove(&base),
+                SeriesLabels::Room | SeriesLabels::RoomCounter => {
+                    f.remove_label_values(&base);
+                }
                 _ => {
                     for w in windows {
-                        f.remove(&[base[0], base[1], base[2], w.as_str()]);
+                        f.remove_label_values(&[base[0], base[1], base[2], w.as_str()]);
                     }
                 }
             }

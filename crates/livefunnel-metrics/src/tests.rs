@@ -31,7 +31,7 @@ fn counters_follow_accepted_events_and_continue_after_restore() {
     t.on_accepted(&m, &ev(EventType::OrderPaid, "r1", Some(100)), 0);
     t.on_accepted(&m, &ev(EventType::Enter, "r1", None), 0);
     t.on_accepted(&m, &ev(EventType::Refund, "r1", Some(500)), 0);
-    let text = render(&reg);
+    let text = render_all(&reg, &m);
     let gmv = r#"livefunnel_room_gmv_cents_total{org_id="default",platform="other",room_id="r1"}"#;
     assert_eq!(line(&text, gmv), Some(&*format!("{gmv} 20000")), "{text}");
     assert!(text
@@ -50,7 +50,7 @@ fn counters_follow_accepted_events_and_continue_after_restore() {
     assert_eq!(t2, t);
     t2.publish(&m2);
     t2.on_accepted(&m2, &ev(EventType::OrderPaid, "r1", Some(1)), 0);
-    let text = render(&reg2);
+    let text = render_all(&reg2, &m2);
     assert_eq!(line(&text, gmv), Some(&*format!("{gmv} 20001")), "{text}");
 }
 
@@ -61,7 +61,7 @@ fn window_gauges_show_running_values_and_nan_for_null_ratios() {
     let key = RoomKey { org_id: "o".into(), room_id: "r".into(), platform: "douyin".into() };
     let c = Counts { watch_pv: 4, watch_uv: 2, gmv_cents: 10_000, buyer_uv: 1, ..Counts::default() };
     t.observe(&m, &key, 7, true, &[("5m/10s", &c)], 0);
-    let text = render(&reg);
+    let text = render_all(&reg, &m);
     let labels = r#"{org_id="o",platform="douyin",room_id="r",window="5m/10s"}"#;
     assert!(text.contains(&format!("livefunnel_room_window_watch_uv{labels} 2")), "{text}");
     // gpm = 100 yuan / 4 views * 1000
@@ -85,9 +85,9 @@ fn series_go_ttl_after_the_session_ends() {
     // Observed again later, still ended: the end time does not move.
     t.observe(&m, &key, 0, false, &[("5m/10s", &c)], 1_500_000);
     assert_eq!(t.expire(&m, 1_899_999, 900_000), 0);
-    assert!(render(&reg).contains("room_id=\"r1\""));
+    assert!(render_all(&reg, &m).contains("room_id=\"r1\""));
     assert_eq!(t.expire(&m, 1_900_000, 900_000), 1);
-    let text = render(&reg);
+    let text = render_all(&reg, &m);
     assert!(!text.contains("room_id=\"r1\""), "{text}");
 }
 
@@ -226,10 +226,13 @@ fn signal_series_follow_the_rows_and_go_with_the_room() {
     ev.platform = Some(livefunnel_core::Platform::Douyin);
     t.on_accepted(&m, &ev, 1_767_225_600_000);
     t.publish_signals(&m);
-    assert!(!render(&reg).contains("livefunnel_room_signal_gpm{"), "not shown before the labels are known");
+    assert!(
+        !render_all(&reg, &m).contains("livefunnel_room_signal_gpm{"),
+        "not shown before the labels are known"
+    );
     t.observe_running(&m, &running(21 * MIN + 5_000, true), 0);
     t.publish_signals(&m);
-    let text = render(&reg);
+    let text = render_all(&reg, &m);
     let cw = r#"{org_id="o",platform="douyin",room_id="r",window="10m/1m"}"#;
     let ow = r#"{org_id="o",platform="douyin",room_id="r",window="5m/10s"}"#;
     let room = r#"{org_id="o",platform="douyin",room_id="r"}"#;
@@ -253,15 +256,19 @@ fn signal_series_follow_the_rows_and_go_with_the_room() {
     let mut t2 = RoomTracker::from_checkpoint(&t.to_checkpoint().unwrap()).unwrap();
     t2.set_signal_windows(signal_windows());
     t2.publish(&m2);
-    assert!(render(&reg2).contains(&format!("livefunnel_room_signal_gpm{cw} 2500")), "{}", render(&reg2));
+    assert!(
+        render_all(&reg2, &m2).contains(&format!("livefunnel_room_signal_gpm{cw} 2500")),
+        "{}",
+        render_all(&reg2, &m2)
+    );
     t2.unpublish(&m2);
-    assert!(!render(&reg2).contains("room_id=\"r\""), "{}", render(&reg2));
+    assert!(!render_all(&reg2, &m2).contains("room_id=\"r\""), "{}", render_all(&reg2, &m2));
 
     // The session ends: the series go `ttl` later, signals included, and the state too.
     t.observe_running(&m, &running(22 * MIN, false), 1_000);
     t.publish_signals(&m);
     assert_eq!(t.expire(&m, 1_000 + 900_000, 900_000), 1);
-    let text = render(&reg);
+    let text = render_all(&reg, &m);
     assert!(!text.contains("room_id=\"r\""), "{text}");
     assert!(t.signals("r").is_none());
 }
@@ -308,11 +315,11 @@ fn a_room_whose_labels_change_leaves_no_series_under_the_old_ones() {
     let c = Counts::default();
     t.on_accepted(&m, &room_event(EventType::OrderPaid, "r", "a", Some(100)), 0);
     t.observe(&m, &room_key("a", "r"), 3, true, &[("5m/10s", &c)], 0);
-    assert!(render(&reg).contains(r#"org_id="a""#));
+    assert!(render_all(&reg, &m).contains(r#"org_id="a""#));
     // The room's latest event now says org b: its series move there, its counters with them.
     t.on_accepted(&m, &room_event(EventType::OrderPaid, "r", "b", Some(50)), 0);
     t.observe(&m, &room_key("b", "r"), 4, true, &[("5m/10s", &c)], 0);
-    let text = render(&reg);
+    let text = render_all(&reg, &m);
     let series = series_of(&text, "r");
     assert!(series.iter().all(|l| l.contains(r#"org_id="b""#)), "{series:#?}");
     let gmv = r#"livefunnel_room_gmv_cents_total{org_id="b",platform="douyin",room_id="r"}"#;
@@ -321,13 +328,13 @@ fn a_room_whose_labels_change_leaves_no_series_under_the_old_ones() {
     assert_eq!(t.live_rooms(), 1);
     // A late event still carrying the old labels counts in the room, under its labels.
     t.on_accepted(&m, &room_event(EventType::OrderPaid, "r", "a", Some(1)), 0);
-    let text = render(&reg);
+    let text = render_all(&reg, &m);
     assert!(series_of(&text, "r").iter().all(|l| l.contains(r#"org_id="b""#)), "{text}");
     assert_eq!(line(&text, gmv), Some(&*format!("{gmv} 151")), "{text}");
     // It ends, and every series goes `ttl` later.
     t.observe(&m, &room_key("b", "r"), 0, false, &[("5m/10s", &c)], 1_000);
     assert_eq!(t.expire(&m, 1_000 + 900_000, 900_000), 1);
-    assert_eq!(series_of(&render(&reg), "r"), Vec::<String>::new());
+    assert_eq!(series_of(&render_all(&reg, &m), "r"), Vec::<String>::new());
 }
 
 #[test]
@@ -342,7 +349,7 @@ fn rooms_beyond_the_cap_get_no_series_and_are_counted() {
     b.on_accepted(&m, &room_event(EventType::Enter, "r3", "o", None), 0);
     b.observe(&m, &room_key("o", "r3"), 5, true, &[("5m/10s", &c)], 0);
     b.on_accepted(&m, &room_event(EventType::Enter, "r3", "o", None), 0);
-    let text = render(&reg);
+    let text = render_all(&reg, &m);
     assert_eq!(series_of(&text, "r3"), Vec::<String>::new());
     assert!(!series_of(&text, "r2").is_empty());
     assert!(text.contains("livefunnel_room_series_dropped_total 1\n"), "{text}");
@@ -353,7 +360,7 @@ fn rooms_beyond_the_cap_get_no_series_and_are_counted() {
     a.observe(&m, &room_key("o", "r1"), 0, false, &[("5m/10s", &c)], 0);
     assert_eq!(a.expire(&m, 900_000, 900_000), 1);
     b.on_accepted(&m, &room_event(EventType::OrderPaid, "r3", "o", Some(7)), 0);
-    let text = render(&reg);
+    let text = render_all(&reg, &m);
     let l = r#"{org_id="o",platform="douyin",room_id="r3"}"#;
     assert!(text.contains(&format!("livefunnel_room_watch_entries_total{l} 2\n")), "{text}");
     assert!(text.contains(&format!("livefunnel_room_gmv_cents_total{l} 7\n")), "{text}");
@@ -362,7 +369,7 @@ fn rooms_beyond_the_cap_get_no_series_and_are_counted() {
 
     // A revoked partition gives its rooms' places back.
     b.unpublish(&m);
-    assert!(render(&reg).contains("livefunnel_rooms_with_series 0\n"));
+    assert!(render_all(&reg, &m).contains("livefunnel_rooms_with_series 0\n"));
 }
 
 /// Checkpoints of versions that kept one entry per label set may hold a room twice:
@@ -382,6 +389,6 @@ fn a_checkpoint_with_a_room_under_two_label_sets_restores_one_room() {
     assert_eq!(t.totals(&room_key("a", "r")).map(|t| t.gmv_cents), Some(150));
     let (reg, m, _) = metrics();
     t.publish(&m);
-    let series = series_of(&render(&reg), "r");
+    let series = series_of(&render_all(&reg, &m), "r");
     assert!(!series.is_empty() && series.iter().all(|l| l.contains(r#"org_id="a""#)), "{series:#?}");
 }

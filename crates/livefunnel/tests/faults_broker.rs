@@ -319,11 +319,27 @@ fn faultsuite_broker_faults_lose_and_duplicate_nothing() {
         assert!(missing.is_empty(), "dead letters missing (partition, offset): {missing:?}");
         assert!(extra.is_empty(), "dead letters replay does not reject: {extra:?}");
         assert!(wrong.is_empty(), "dead letters with another reason: {wrong:?}");
+        // Where each copy sits in the dead-letter topic, and what the outbox counted:
+        // read twice, sent again after an error, or rejected again after a handover.
+        let copies: Vec<_> = twice
+            .iter()
+            .take(10)
+            .map(|(k, _)| {
+                let at: Vec<_> = got.iter().filter(|d| (d.source_partition, d.source_offset) == **k).map(|d| d.at).collect();
+                (k, at)
+            })
+            .collect();
         assert!(
             twice.is_empty(),
-            "dead letters written more than once: {} e.g. {:?}",
+            "dead letters written more than once: {} e.g. {:?}; (source, [(dlq partition, offset)]): {copies:?}; \
+             dead-letter errors by kind: {:?}",
             twice.len(),
-            &twice[..twice.len().min(10)]
+            &twice[..twice.len().min(10)],
+            {
+                let text = scrape(addr).await;
+                ["retryable", "too_large", "permanent"]
+                    .map(|k| (k, series_value(&text, "livefunnel_dead_letter_errors_total", &[("kind", k)])))
+            }
         );
         assert_eq!(
             by_reason(&mut got.iter().map(|g| &g.reason)),

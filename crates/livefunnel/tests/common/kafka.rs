@@ -114,6 +114,9 @@ pub struct SeenDeadLetter {
     /// dead letter is truncated.
     pub original_size: String,
     pub original_xxh3: String,
+    /// Where it sits in the dead-letter topic: two copies at one place were read
+    /// twice; at two places, written twice.
+    pub at: (i32, i64),
 }
 
 fn seen_dead_letter(m: &impl Message) -> SeenDeadLetter {
@@ -134,6 +137,7 @@ fn seen_dead_letter(m: &impl Message) -> SeenDeadLetter {
         payload_len: m.payload().map_or(0, <[u8]>::len),
         original_size: get("livefunnel.original.size"),
         original_xxh3: get("livefunnel.original.xxh3"),
+        at: (m.partition(), m.offset()),
     }
 }
 
