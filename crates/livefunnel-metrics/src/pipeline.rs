@@ -57,6 +57,9 @@ pub struct PipelineMetrics {
     pub breakdown_overflow: IntCounterVec,
     /// Sessions ended by `session_idle_timeout` without a `session_end`.
     pub sessions_timed_out: IntCounter,
+    /// Seconds partition tasks waited to hand rows or a barrier to the sink: the
+    /// sink's back-pressure (ClickHouse slow or down), summed over partitions.
+    pub sink_wait_seconds: prometheus::Counter,
 }
 
 impl PipelineMetrics {
@@ -173,6 +176,10 @@ impl PipelineMetrics {
                 "livefunnel_sessions_timed_out_total",
                 "sessions ended by session_idle_timeout without a session_end",
             )?,
+            sink_wait_seconds: prometheus::Counter::new(
+                "livefunnel_sink_wait_seconds_total",
+                "seconds partition tasks waited to hand rows to the sink (its back-pressure), summed over partitions",
+            )?,
         };
         registry.register(Box::new(m.events_consumed.clone()))?;
         registry.register(Box::new(m.events_accepted.clone()))?;
@@ -197,6 +204,7 @@ impl PipelineMetrics {
         registry.register(Box::new(m.live_rooms.clone()))?;
         registry.register(Box::new(m.breakdown_overflow.clone()))?;
         registry.register(Box::new(m.sessions_timed_out.clone()))?;
+        registry.register(Box::new(m.sink_wait_seconds.clone()))?;
         for kind in ["source", "plan", "product"] {
             m.breakdown_overflow.with_label_values(&[kind]);
         }

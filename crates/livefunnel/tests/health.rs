@@ -34,23 +34,35 @@ fn checkpoints(text: &str, result: &str) -> f64 {
     series_value(text, "livefunnel_checkpoints_total", &[("result", result)]).unwrap_or(0.0)
 }
 
-#[test]
-fn failing_checkpoints_keep_the_run_going_and_their_age_growing() {
+/// Waits for two checkpoints of every partition.
+async fn checkpointed(addr: std::net::SocketAddr) {
+    let t0 = Instant::now();
+    while checkpoints(&scrape(addr).await, "ok") < 2.0 * PARTITIONS as f64 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no checkpoints:\n{}", scrape(addr).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The sample on `PARTITIONS` partitions, into JSONL files; checkpoints in the state
+/// directory returned.
+fn jsonl_fixture(group: &str) -> (Fixture, std::path::PathBuf, livefunnel::pipeline::Settings) {
     let f = Fixture::new(PARTITIONS);
     let state = f.dir.path().join("state");
     let mut settings =
-        test_settings(&f.brokers, "health", livefunnel_clickhouse::ClickHouseConfig::default(), &state);
+        test_settings(&f.brokers, group, livefunnel_clickhouse::ClickHouseConfig::default(), &state);
     settings.sink = SinkKind::Jsonl(f.dir.path().join("out"));
+    (f, state, settings)
+}
+
+#[test]
+fn failing_checkpoints_keep_the_run_going_and_their_age_growing() {
+    let (f, state, settings) = jsonl_fixture("health");
     f.rt.block_on(async {
         produce(&f.brokers, &f.inputs).await;
         let r = start_pipeline(settings).await;
 
         // Healthy: checkpoints complete.
-        let t0 = Instant::now();
-        while checkpoints(&scrape(r.addr).await, "ok") < 2.0 * PARTITIONS as f64 {
-            assert!(t0.elapsed() < Duration::from_secs(60), "no checkpoints:\n{}", scrape(r.addr).await);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        checkpointed(r.addr).await;
 
         // The directory becomes a file: every save fails, for root too.
         std::fs::remove_dir_all(&state).unwrap();
@@ -118,4 +130,121 @@ fn failing_checkpoints_keep_the_run_going_and_their_age_growing() {
         rules.contains("expr: time() - livefunnel_checkpoint_last_success_timestamp_seconds > 300"),
         "LivefunnelCheckpointTooOld changed: update this test"
     );
+}
+
+/// Messages the partitions got through: accepted, dropped as duplicates or rejected.
+fn processed(text: &str) -> f64 {
+    series_sum(text, "livefunnel_events_accepted_total")
+        + series_sum(text, "livefunnel_events_duplicate_total")
+        + series_sum(text, "livefunnel_events_rejected_total")
+}
+
+/// FIFOs standing in for checkpoint files: a writer opening one waits for a reader.
+/// Dropped (the test ends, passing or not), each gets a reader that takes everything,
+/// so no save stays blocked and the runtime can shut down.
+struct Fifos(Vec<std::path::PathBuf>);
+
+impl Fifos {
+    fn release(&mut self) {
+        for tmp in self.0.drain(..) {
+            // Detached: with no save waiting on it, the open never returns, and the
+            // thread ends with the process.
+            std::thread::spawn(move || {
+                if let Ok(mut f) = std::fs::File::open(&tmp) {
+                    let _ = std::io::Read::read_to_end(&mut f, &mut Vec::new());
+                }
+            });
+        }
+    }
+}
+
+impl Drop for Fifos {
+    fn drop(&mut self) {
+        // A failed test: the hanging saves return (failing), and the next ones, a
+        // second later, find no FIFO to hang on.
+        let paths = self.0.clone();
+        self.release();
+        std::thread::sleep(Duration::from_millis(200));
+        for tmp in paths {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// A save that hangs (a disk that takes seconds to sync: the checkpoint's temporary
+/// file is a FIFO nobody reads, so opening it blocks) does not stall its partition: new
+/// messages are processed while it hangs, and checkpoints go on once it returns.
+#[test]
+fn a_hanging_checkpoint_save_does_not_stall_its_partition() {
+    let (f, state, settings) = jsonl_fixture("health-hang");
+    let dir = livefunnel_state::StateDir::open(&state).unwrap();
+    f.rt.block_on(async {
+        produce(&f.brokers, &f.inputs).await;
+        let r = start_pipeline(settings).await;
+        checkpointed(r.addr).await;
+
+        let mut fifos = Fifos(Vec::new());
+        fifos.0 = (0..PARTITIONS)
+            .map(|p| {
+                let path = dir.checkpoint_path(TOPIC, p);
+                let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("state").to_owned();
+                let tmp = path.with_extension(format!("{ext}.tmp"));
+                let made = std::process::Command::new("mkfifo").arg(&tmp).status().expect("running mkfifo");
+                assert!(made.success(), "mkfifo {}", tmp.display());
+                tmp
+            })
+            .collect();
+        // Three intervals: every partition's next save is hanging on its FIFO by then.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let ok_hung = checkpoints(&scrape(r.addr).await, "ok");
+        let before = processed(&scrape(r.addr).await);
+        let now = livefunnel::pipeline::now_ms();
+        let more: Vec<Input> = (0..200)
+            .map(|i| {
+                let room = format!("hang-room-{}", i % 10);
+                let payload = format!(
+                    r#"{{"event_id":"hang-{i}","type":"comment","ts":{now},"room_id":"{room}","session_id":"s","user_id":"u{i}"}}"#
+                );
+                Input { partition: partition_of(&room, PARTITIONS), key: room.into_bytes(), payload: payload.into_bytes() }
+            })
+            .collect();
+        produce(&f.brokers, &more).await;
+        let t1 = Instant::now();
+        loop {
+            let text = scrape(r.addr).await;
+            if processed(&text) >= before + more.len() as f64 {
+                break;
+            }
+            assert!(
+                t1.elapsed() < Duration::from_secs(20),
+                "messages not processed while a save hangs: {} of {}\n{}",
+                processed(&text) - before,
+                more.len(),
+                text.lines().filter(|l| l.starts_with("livefunnel_events") || l.starts_with("livefunnel_checkpoints")).collect::<Vec<_>>().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(checkpoints(&scrape(r.addr).await, "ok"), ok_hung, "the saves were hanging meanwhile");
+
+        // The disk answers: the hanging saves return (failing: a FIFO cannot be
+        // synced), and with the FIFOs gone the next ones succeed.
+        let paths = fifos.0.clone();
+        let failed_hung = checkpoints(&scrape(r.addr).await, "failed");
+        fifos.release();
+        let t2 = Instant::now();
+        while checkpoints(&scrape(r.addr).await, "failed") < failed_hung + PARTITIONS as f64 {
+            assert!(t2.elapsed() < Duration::from_secs(30), "the hanging saves did not return");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for tmp in paths {
+            std::fs::remove_file(tmp).unwrap();
+        }
+        let t2 = Instant::now();
+        while checkpoints(&scrape(r.addr).await, "ok") < ok_hung + 2.0 * PARTITIONS as f64 {
+            assert!(t2.elapsed() < Duration::from_secs(30), "checkpoints did not go on after the saves returned");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        r.shutdown.cancel();
+        r.handle.await.unwrap().unwrap();
+    });
 }

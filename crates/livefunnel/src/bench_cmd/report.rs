@@ -59,6 +59,8 @@ pub struct Counts {
     pub checkpoints: u64,
     /// From snapshot to committed offset, summed over checkpoints.
     pub checkpoint_seconds: f64,
+    /// Partition tasks waiting for the sink to take rows, summed over partitions.
+    pub sink_wait_seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -218,6 +220,10 @@ fn counts_lines(c: &Counts) {
     line(
         "checkpoints",
         format!("{}, {:.1} s snapshot-to-commit in all", c.checkpoints, c.checkpoint_seconds),
+    );
+    line(
+        "sink back-pressure",
+        format!("{:.1} s of partition tasks waiting for the sink", c.sink_wait_seconds),
     );
 }
 

@@ -125,6 +125,7 @@ impl Running {
                 .sum(),
             checkpoints: m.checkpoints.with_label_values(&["ok"]).get(),
             checkpoint_seconds: m.checkpoint_duration_seconds.get_sample_sum(),
+            sink_wait_seconds: m.sink_wait_seconds.get(),
         }
     }
 }

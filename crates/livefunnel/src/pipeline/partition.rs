@@ -101,6 +101,15 @@ struct Pending {
     started: Instant,
 }
 
+/// A checkpoint whose rows are written, being saved on a blocking thread while the
+/// task goes on processing: a save's fsync can take a second when the disk is busy
+/// (ClickHouse writing parts on it), and the partition must not stall meanwhile.
+struct Saving {
+    save: tokio::task::JoinHandle<Option<Result<(), livefunnel_state::StateError>>>,
+    off: i64,
+    started: Instant,
+}
+
 struct Task {
     s: PartitionSetup,
     ctx: Ctx,
@@ -156,6 +165,8 @@ async fn run(
 ) -> anyhow::Result<Option<i64>> {
     setup.tracker.publish(&ctx.metrics.rooms);
     let partition_label = setup.a.partition.to_string();
+    let (checkpoint_interval, partition) =
+        (Duration::from_millis(ctx.checkpoint_interval_ms.max(0) as u64), setup.a.partition);
     let stats_counted = setup.engine.stats().clone();
     let dead_letters = Outbox::new(ctx.dlq.clone(), ctx.dlq_truncate_bytes, ctx.metrics.pipeline.clone());
     let mut t = Task {
@@ -165,13 +176,14 @@ async fn run(
         annotations: Vec::new(),
         dead_letters,
         rewinding: false,
-        last_checkpoint: Instant::now(),
+        last_checkpoint: staggered(Instant::now(), checkpoint_interval, partition),
         last_success_ms: now_ms(),
         partition_label,
         stats_counted,
     };
     t.checkpoint_succeeded();
     let mut pending: Option<Pending> = None;
+    let mut saving: Option<Saving> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -181,7 +193,11 @@ async fn run(
             Some(r) = t.dead_letters.next() => r?,
             ack = async { (&mut pending.as_mut().expect("guarded").ack).await }, if pending.is_some() => {
                 let p = pending.take().expect("guarded");
-                t.complete_checkpoint(p, ack).await?;
+                saving = Some(t.start_save(p, ack)?);
+            }
+            saved = async { (&mut saving.as_mut().expect("guarded").save).await }, if saving.is_some() => {
+                let sv = saving.take().expect("guarded");
+                t.finish_save(sv.off, sv.started, saved)?;
             }
             batch = rx.recv() => match batch {
                 Some(batch) => t.process(batch).await?,
@@ -190,6 +206,7 @@ async fn run(
             _ = tick.tick() => {
                 t.on_tick().await?;
                 if pending.is_none()
+                    && saving.is_none()
                     && t.last_checkpoint.elapsed().as_millis() as i64 >= t.ctx.checkpoint_interval_ms
                 {
                     pending = t.begin_checkpoint(false).await?;
@@ -201,6 +218,9 @@ async fn run(
     rx.close();
     while let Some(batch) = rx.recv().await {
         t.process(batch).await?;
+    }
+    if let Some(Saving { save, off, started }) = saving.take() {
+        t.finish_save(off, started, save.await)?;
     }
     if let Some(p) = pending.take() {
         let ack = tokio::select! {
@@ -379,7 +399,7 @@ impl Task {
             annotations: std::mem::take(&mut self.annotations),
             fence: self.ctx.fence.clone(),
         };
-        self.ctx.sink.send(msg).await.map_err(|_| SinkStopped("rows not handed over".into()).into())
+        send_to_sink(&self.ctx.sink, &self.ctx.metrics.pipeline, msg, "rows not handed over").await
     }
 
     async fn on_tick(&mut self) -> anyhow::Result<()> {
@@ -444,16 +464,34 @@ impl Task {
             extra: self.s.tracker.to_checkpoint().context("encoding room counters")?,
         };
         let (tx, rx) = oneshot::channel();
-        let stopped = |_| SinkStopped("checkpoint barrier not handed over".into());
-        self.ctx.sink.send(SinkMsg::Barrier { ack: tx, drain }).await.map_err(stopped)?;
+        let barrier = SinkMsg::Barrier { ack: tx, drain };
+        send_to_sink(
+            &self.ctx.sink,
+            &self.ctx.metrics.pipeline,
+            barrier,
+            "checkpoint barrier not handed over",
+        )
+        .await?;
         Ok(Some(Pending { ck, ack: rx, started }))
     }
 
+    /// [`Self::start_save`] and [`Self::finish_save`] in one: for final checkpoints.
     async fn complete_checkpoint(
         &mut self,
         p: Pending,
         ack: Result<Result<(), Arc<SinkError>>, oneshot::error::RecvError>,
     ) -> anyhow::Result<()> {
+        let Saving { save, off, started } = self.start_save(p, ack)?;
+        self.finish_save(off, started, save.await)
+    }
+
+    /// The sink answered a checkpoint's barrier: on success, its save starts on a
+    /// blocking thread (under the fence).
+    fn start_save(
+        &mut self,
+        p: Pending,
+        ack: Result<Result<(), Arc<SinkError>>, oneshot::error::RecvError>,
+    ) -> anyhow::Result<Saving> {
         match ack {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -464,9 +502,20 @@ impl Task {
         }
         let (state, fence) = (self.s.state.clone(), self.ctx.fence.clone());
         let ck = p.ck;
-        let (topic, off) = (ck.topic.clone(), ck.next_offset);
-        let saved = tokio::task::spawn_blocking(move || fence.unless_closed(|| state.save(&ck)));
-        match saved.await.context("checkpoint writer")? {
+        let off = ck.next_offset;
+        let save = tokio::task::spawn_blocking(move || fence.unless_closed(|| state.save(&ck)));
+        Ok(Saving { save, off, started: p.started })
+    }
+
+    /// A save ended: the offset is committed, or the failure handled.
+    fn finish_save(
+        &mut self,
+        off: i64,
+        started: Instant,
+        saved: Result<Option<Result<(), livefunnel_state::StateError>>, tokio::task::JoinError>,
+    ) -> anyhow::Result<()> {
+        let topic = self.s.a.topic.clone();
+        match saved.context("checkpoint writer")? {
             // Given up on (its revoke timed out): the partition has another owner now.
             None => {
                 debug!(topic = %topic, partition = self.s.a.partition, "fenced: checkpoint not saved");
@@ -488,7 +537,7 @@ impl Task {
         let _ = self.ctx.commits.send((self.s.a.clone(), off));
         let m = &self.ctx.metrics.pipeline;
         m.checkpoints.with_label_values(&["ok"]).inc();
-        m.checkpoint_duration_seconds.observe(p.started.elapsed().as_secs_f64());
+        m.checkpoint_duration_seconds.observe(started.elapsed().as_secs_f64());
         self.last_checkpoint = Instant::now();
         self.checkpoint_succeeded();
         debug!(topic = %topic, partition = self.s.a.partition, offset = off, "checkpoint");
@@ -496,9 +545,44 @@ impl Task {
     }
 }
 
+/// Hands `msg` to the sink, counting the time its back-pressure holds the task.
+async fn send_to_sink(
+    sink: &mpsc::Sender<SinkMsg>,
+    m: &livefunnel_metrics::PipelineMetrics,
+    msg: SinkMsg,
+    what: &'static str,
+) -> anyhow::Result<()> {
+    let msg = match sink.try_send(msg) {
+        Ok(()) => return Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => return Err(SinkStopped(what.into()).into()),
+        Err(mpsc::error::TrySendError::Full(msg)) => msg,
+    };
+    let waited = Instant::now();
+    let sent = sink.send(msg).await;
+    m.sink_wait_seconds.inc_by(waited.elapsed().as_secs_f64());
+    sent.map_err(|_| SinkStopped(what.into()).into())
+}
+
+/// When a partition's checkpoint clock starts: partitions assigned together take their
+/// snapshots spread over the interval (by eighths, by partition number) rather than all
+/// at once, so the runtime's workers do not all stall on a snapshot in the same tick.
+fn staggered(now: Instant, interval: Duration, partition: i32) -> Instant {
+    let eighths = partition.rem_euclid(8) as u32;
+    now.checked_sub(interval * eighths / 8).unwrap_or(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_checkpoints_are_spread_over_the_interval() {
+        let now = Instant::now() + Duration::from_secs(100);
+        let interval = Duration::from_secs(8);
+        let due: Vec<u64> =
+            (0..9).map(|p| (staggered(now, interval, p) + interval - now).as_secs()).collect();
+        assert_eq!(due, [8, 7, 6, 5, 4, 3, 2, 1, 8]);
+    }
 
     /// The claims of `livefunnel_state::epoch` and the engine agree on the layout: the
     /// largest epoch a store claims is one the engine takes, and the next is refused.

@@ -175,7 +175,7 @@ async fn serve(
 
 /// Batches written at once. At this many the sink stops taking rows, so partitions wait
 /// and the consumer pauses: back-pressure, with memory bounded by this many batches.
-const MAX_WRITES: usize = 3;
+const MAX_WRITES: usize = 6;
 
 /// The writes in flight and the barriers waiting for them. Batches are numbered as
 /// they are sealed; a barrier waits for every batch up to the one its rows went into.
