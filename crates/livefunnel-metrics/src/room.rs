@@ -10,6 +10,7 @@
 //! ([`crate::signals`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use livefunnel_core::{BreakdownKind, Counts, Event, EventType, Row, RunningRoom};
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,7 @@ use crate::detection::{self, CheckpointError, MINUTE_WINDOW};
 use crate::products::{self, ProductWindow, RoomProducts, TOP_PRODUCTS};
 use crate::room_metrics::RoomMetrics;
 use crate::signals::{RoomSignals, SignalWindows};
+use crate::text_family::Value;
 use livefunnel_detectors::{DetectorConfig, RoomDetectors};
 
 /// A room's label values.
@@ -45,6 +47,20 @@ pub struct RoomTotals {
     pub comments: u64,
 }
 
+impl RoomTotals {
+    /// The values, in field order (the order of [`RoomMetrics`]' counters).
+    pub fn fields(&self) -> [u64; 6] {
+        [
+            self.watch_entries,
+            self.product_clicks,
+            self.orders_paid,
+            self.gmv_cents,
+            self.refund_cents,
+            self.comments,
+        ]
+    }
+}
+
 /// One room's bookkeeping inside a partition.
 #[derive(Debug, Clone)]
 struct Tracked {
@@ -56,6 +72,9 @@ struct Tracked {
     ended_at_ms: Option<i64>,
     /// Whether it has series in this process (not saved: a new process starts without).
     series: Shown,
+    /// Its counter series while shown, in [`RoomTotals`]' order: an event adds to them
+    /// without looking its labels up.
+    counters: Option<Box<[Arc<Value>; 6]>>,
 }
 
 /// Equal content; whether the series are shown is this process's matter.
@@ -77,7 +96,7 @@ enum Shown {
 
 impl Tracked {
     fn new(key: RoomKey) -> Tracked {
-        Tracked { key, totals: RoomTotals::default(), ended_at_ms: None, series: Shown::No }
+        Tracked { key, totals: RoomTotals::default(), ended_at_ms: None, series: Shown::No, counters: None }
     }
 
     /// Gives the room its series (its counters at their totals) if the instance has
@@ -87,7 +106,7 @@ impl Tracked {
             Shown::Yes => return true,
             _ if metrics.admit() => {
                 self.series = Shown::Yes;
-                metrics.add(&self.key, &self.totals, true);
+                self.create_series(metrics);
                 return true;
             }
             Shown::No => metrics.dropped(),
@@ -104,6 +123,16 @@ impl Tracked {
             metrics.release();
         }
         self.series = Shown::No;
+        self.counters = None;
+    }
+
+    /// Creates its counter series at its totals, and keeps them.
+    fn create_series(&mut self, metrics: &RoomMetrics) {
+        let counters = metrics.counter_series(&self.key);
+        for (c, v) in counters.iter().zip(self.totals.fields()) {
+            c.inc_by(v as f64);
+        }
+        self.counters = Some(counters);
     }
 }
 
@@ -360,8 +389,6 @@ impl RoomTracker {
             self.rooms.insert(key.room_id.clone(), Tracked::new(key));
         }
         let t = self.rooms.get_mut(&*ev.room_id).expect("inserted above");
-        // Counters are created (at 0) until the room has counted something.
-        let touch_all = t.totals == RoomTotals::default();
         let tt = &mut t.totals;
         tt.watch_entries += d.watch_entries;
         tt.product_clicks += d.product_clicks;
@@ -369,8 +396,14 @@ impl RoomTracker {
         tt.gmv_cents = tt.gmv_cents.saturating_add(d.gmv_cents);
         tt.refund_cents = tt.refund_cents.saturating_add(d.refund_cents);
         tt.comments += d.comments;
-        match t.series {
-            Shown::Yes => metrics.add(&t.key, &d, touch_all),
+        match (&t.series, &t.counters) {
+            (Shown::Yes, Some(counters)) => {
+                for (c, v) in counters.iter().zip(d.fields()) {
+                    if v > 0 {
+                        c.inc_by(v as f64);
+                    }
+                }
+            }
             // Shown with its totals, this event included.
             _ => {
                 if t.show(metrics) {
@@ -451,7 +484,7 @@ impl RoomTracker {
             }
             t.key = key.clone();
             if shown {
-                metrics.add(&t.key, &t.totals, true);
+                t.create_series(metrics);
             }
         }
         t.ended_at_ms = if live { None } else { Some(t.ended_at_ms.unwrap_or(now_ms)) };
@@ -523,10 +556,19 @@ impl RoomTracker {
     }
 
     /// Rooms by GMV, largest first (for the demo's summary line).
+    /// Called on every tick: only the `n` kept are cloned.
     pub fn top_by_gmv(&self, n: usize) -> Vec<(RoomKey, u64)> {
-        let mut v: Vec<_> = self.rooms.values().map(|t| (t.key.clone(), t.totals.gmv_cents)).collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        v.truncate(n);
-        v
+        let order = |a: &(&RoomKey, u64), b: &(&RoomKey, u64)| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0));
+        let mut top: Vec<(&RoomKey, u64)> = Vec::with_capacity(n.min(self.rooms.len()) + 1);
+        for t in self.rooms.values() {
+            let c = (&t.key, t.totals.gmv_cents);
+            if top.len() == n && top.last().is_none_or(|last| order(&c, last).is_ge()) {
+                continue;
+            }
+            let at = top.partition_point(|x| order(x, &c).is_lt());
+            top.insert(at, c);
+            top.truncate(n);
+        }
+        top.into_iter().map(|(k, g)| (k.clone(), g)).collect()
     }
 }

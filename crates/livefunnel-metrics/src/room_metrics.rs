@@ -9,10 +9,10 @@ use livefunnel_core::Counts;
 use prometheus::{IntCounter, IntGauge, Registry};
 
 use crate::products::ProductLine;
-use crate::room::{RoomKey, RoomTotals};
+use crate::room::RoomKey;
 use crate::room_reading::Running;
 use crate::signal_series::SignalGauges;
-use crate::text_family::{Kind, TextFamily};
+use crate::text_family::{Kind, TextFamily, Value};
 
 const ROOM: &[&str] = &["org_id", "room_id", "platform"];
 const ROOM_WINDOW: &[&str] = &["org_id", "room_id", "platform", "window"];
@@ -199,28 +199,14 @@ impl RoomMetrics {
         self.series_dropped.inc();
     }
 
-    /// Adds `d` to the room's counters. `touch_all` creates every counter of the room
-    /// (at 0 where `d` is 0), so `increase()` sees each series start; once they
-    /// exist, only the counters that move are looked up (six label hashes per event
-    /// otherwise).
-    pub(crate) fn add(&self, key: &RoomKey, d: &RoomTotals, touch_all: bool) {
+    /// The room's counter series, created at 0 where missing, in the order of
+    /// [`RoomTotals`](crate::RoomTotals)' fields: the tracker keeps them and adds each event to them.
+    pub(crate) fn counter_series(&self, key: &RoomKey) -> Box<[Arc<Value>; 6]> {
         let l = key.labels();
-        let pairs = [
-            (&self.watch_entries, d.watch_entries),
-            (&self.product_clicks, d.product_clicks),
-            (&self.orders_paid, d.orders_paid),
-            (&self.gmv_cents, d.gmv_cents),
-            (&self.refund_cents, d.refund_cents),
-            (&self.comments, d.comments),
-        ];
-        for (c, v) in pairs {
-            if touch_all || v > 0 {
-                c.with_label_values(&l).inc_by(v as f64);
-            }
-        }
+        Box::new(self.counters().map(|c| c.with_label_values(&l)))
     }
 
-    /// The counter vectors, in the order of [`RoomTotals`]' fields.
+    /// The counter vectors, in the order of [`RoomTotals`](crate::RoomTotals)' fields.
     pub(crate) fn counters(&self) -> [&TextFamily; 6] {
         [
             &*self.watch_entries,

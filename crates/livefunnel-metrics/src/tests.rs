@@ -129,6 +129,36 @@ fn top_rooms_by_gmv() {
     assert_eq!(top, vec![("b".to_string(), 50), ("c".to_string(), 20)]);
 }
 
+/// The kept few agree with sorting every room, ties (by labels) and rooms without
+/// sales included.
+#[test]
+fn top_rooms_by_gmv_agree_with_a_full_sort() {
+    let (_, m, _) = metrics();
+    let mut t = RoomTracker::default();
+    let mut x = 12345u64;
+    let mut rooms = std::collections::BTreeSet::new();
+    for i in 0..300 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let room = format!("r{}", (x >> 33) % 120);
+        let kind = if i % 7 == 0 { EventType::Enter } else { EventType::OrderPaid };
+        t.on_accepted(&m, &ev(kind, &room, Some(((x >> 20) % 4) as i64 * 100)), 0);
+        rooms.insert(room);
+    }
+    let mut all: Vec<(RoomKey, u64)> = rooms
+        .iter()
+        .map(|r| {
+            let key = RoomKey { org_id: "default".into(), room_id: r.clone(), platform: "other".into() };
+            let gmv = t.totals(&key).expect("a tracked room").gmv_cents;
+            (key, gmv)
+        })
+        .collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    assert!(all.windows(2).any(|w| w[0].1 == w[1].1), "ties are exercised");
+    for n in [0, 1, 2, 5, 8, all.len(), all.len() + 3, usize::MAX] {
+        assert_eq!(t.top_by_gmv(n), all[..n.min(all.len())].to_vec(), "n = {n}");
+    }
+}
+
 /// The tracker as checkpoints encoded it before the signals existed.
 #[derive(serde::Serialize)]
 struct TrackerV1 {

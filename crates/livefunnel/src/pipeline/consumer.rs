@@ -263,7 +263,7 @@ pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
     info!(topics = ?topics, group = %cs.settings.kafka.group_id, "consuming");
 
     let mut senders: HashMap<(String, i32), mpsc::Sender<Vec<InMsg>>> = HashMap::new();
-    let mut batches: HashMap<(String, i32), Vec<InMsg>> = HashMap::new();
+    let mut batches: Vec<(TopicPartition, Vec<InMsg>)> = Vec::new();
     let mut held = Held::default();
     loop {
         tokio::select! {
@@ -279,12 +279,18 @@ pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
                         continue;
                     }
                 };
+                // Found by a linear search over the few partitions of this poll: no
+                // topic `String` per message.
                 let mut push = |m: &livefunnel_kafka::rdkafka::message::BorrowedMessage<'_>| {
-                    batches.entry((m.topic().to_owned(), m.partition())).or_default().push(InMsg {
+                    let msg = InMsg {
                         offset: m.offset(),
                         key: m.key().map(<[u8]>::to_vec),
                         payload: m.payload().map(<[u8]>::to_vec),
-                    });
+                    };
+                    match batches.iter_mut().find(|(tp, _)| tp.1 == m.partition() && tp.0 == m.topic()) {
+                        Some((_, batch)) => batch.push(msg),
+                        None => batches.push(((m.topic().to_owned(), m.partition()), vec![msg])),
+                    }
                 };
                 push(&first);
                 drop(first);
@@ -304,7 +310,7 @@ pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
                     }
                 }
                 cs.status.events_consumed.fetch_add(n as u64, Ordering::Relaxed);
-                for (tp, batch) in batches.drain() {
+                for (tp, batch) in batches.drain(..) {
                     let p = tp.1.to_string();
                     cs.metrics.pipeline.events_consumed.with_label_values(&[tp.0.as_str(), p.as_str()]).inc_by(batch.len() as u64);
                     let tx = match senders.get(&tp) {

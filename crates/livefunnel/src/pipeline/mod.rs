@@ -15,6 +15,9 @@
 //! before `o`; when ClickHouse has acknowledged them, the state is written to disk;
 //! only then is `o` committed to Kafka. A restart resumes from the checkpoint file.
 //!
+//! [docs/architecture.md](../../../../docs/architecture.md) draws the threads and queues
+//! and follows one event through them.
+//!
 //! Nothing fails quietly: a sink that stops, or a partition task that ends with an
 //! error or panics, is a fatal error ([`Status::fatal`]): the consumer stops, the
 //! healthy partitions take their final checkpoints (for a bounded time), and `run`
