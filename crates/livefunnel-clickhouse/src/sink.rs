@@ -183,16 +183,6 @@ impl ClickHouseSink {
 }
 
 impl SealedBatch {
-    /// Rows not yet acknowledged.
-    pub fn rows(&self) -> u64 {
-        self.batch.rows
-    }
-
-    /// Encoded bytes not yet acknowledged.
-    pub fn bytes(&self) -> usize {
-        self.batch.bytes()
-    }
-
     /// Inserts the batch's tables in parallel, as [`ClickHouseSink::flush`] does.
     pub async fn insert(&mut self) -> Result<FlushStats, ClickHouseError> {
         insert_batch(&self.conn, &self.metrics, &self.failing, &mut self.batch).await

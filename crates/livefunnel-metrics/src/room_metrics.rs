@@ -64,48 +64,41 @@ struct Budget {
 impl RoomMetrics {
     /// `windows`: the names of the configured hop and tumble windows (`5m/10s`, ...).
     pub fn new(registry: &Registry, windows: Vec<String>) -> Result<RoomMetrics, prometheus::Error> {
-        let counter = |name: &str, help: &str| {
-            Ok::<_, prometheus::Error>(Arc::new(TextFamily::new(name, help, Kind::Counter, ROOM)))
-        };
-        let window = |name: &str, help: &str| {
-            Ok::<_, prometheus::Error>(Arc::new(TextFamily::new(name, help, Kind::Gauge, ROOM_WINDOW)))
-        };
+        let counter = |name: &str, help: &str| Arc::new(TextFamily::new(name, help, Kind::Counter, ROOM));
+        let window = |name: &str, help: &str| Arc::new(TextFamily::new(name, help, Kind::Gauge, ROOM_WINDOW));
         let gauge = |name: &str, help: &str| Arc::new(TextFamily::new(name, help, Kind::Gauge, ROOM));
         let m = RoomMetrics {
-            watch_entries: counter("livefunnel_room_watch_entries_total", "accepted enter events")?,
-            product_clicks: counter("livefunnel_room_product_clicks_total", "accepted product_click events")?,
-            orders_paid: counter("livefunnel_room_orders_paid_total", "accepted order_paid events")?,
+            watch_entries: counter("livefunnel_room_watch_entries_total", "accepted enter events"),
+            product_clicks: counter("livefunnel_room_product_clicks_total", "accepted product_click events"),
+            orders_paid: counter("livefunnel_room_orders_paid_total", "accepted order_paid events"),
             gmv_cents: counter(
                 "livefunnel_room_gmv_cents_total",
                 "amount_cents of accepted order_paid events",
-            )?,
+            ),
             refund_cents: counter(
                 "livefunnel_room_refund_cents_total",
                 "amount_cents of accepted refund events",
-            )?,
-            comments: counter("livefunnel_room_comments_total", "accepted comment events")?,
+            ),
+            comments: counter("livefunnel_room_comments_total", "accepted comment events"),
             online_viewers: gauge(
                 "livefunnel_room_online_viewers",
                 "viewers online at the room's latest event",
             ),
             live: gauge("livefunnel_room_live", "1 while a session is live"),
-            window_watch_uv: window("livefunnel_room_window_watch_uv", "watch_uv of the latest open window")?,
-            window_gpm: window(
-                "livefunnel_room_window_gpm",
-                "gpm of the latest open window (NaN: no views)",
-            )?,
+            window_watch_uv: window("livefunnel_room_window_watch_uv", "watch_uv of the latest open window"),
+            window_gpm: window("livefunnel_room_window_gpm", "gpm of the latest open window (NaN: no views)"),
             window_watch_to_pay_rate: window(
                 "livefunnel_room_window_watch_to_pay_rate",
                 "watch_to_pay_rate of the latest open window (NaN: no viewers)",
-            )?,
+            ),
             window_product_click_rate: window(
                 "livefunnel_room_window_product_click_rate",
                 "product_click_rate of the latest open window (NaN: no viewers)",
-            )?,
+            ),
             window_avg_watch_seconds: window(
                 "livefunnel_room_window_avg_watch_seconds",
                 "avg_watch_seconds of the latest open window (NaN: nobody present)",
-            )?,
+            ),
             signals: SignalGauges::new(registry)?,
             windows,
             budget: Arc::new(Budget { used: AtomicUsize::new(0), max: DEFAULT_MAX_ROOMS }),
