@@ -366,7 +366,12 @@ impl RoomTracker {
     /// which the pipeline accepted it. A room seen for the first time takes the
     /// event's labels; later, labels follow the running values ([`RoomTracker::observe`]).
     pub fn on_accepted(&mut self, metrics: &RoomMetrics, ev: &Event<'_>, now_ms: i64) {
-        self.signals.room_mut(&ev.room_id).on_accepted(now_ms);
+        // One map lookup each for a room already known, the common case; looked up by
+        // `&str`, so a room's key is built once, not per event.
+        match self.signals.rooms.get_mut(&*ev.room_id) {
+            Some(room) => room.on_accepted(now_ms),
+            None => self.signals.room_mut(&ev.room_id).on_accepted(now_ms),
+        }
         let mut d = RoomTotals::default();
         match ev.kind {
             EventType::Enter => d.watch_entries = 1,
@@ -379,16 +384,17 @@ impl RoomTracker {
             EventType::Comment => d.comments = 1,
             _ => {}
         }
-        // Looked up by `&str`: the key is built once per room, not per event.
-        if !self.rooms.contains_key(&*ev.room_id) {
-            let key = RoomKey {
-                org_id: ev.org_id().to_owned(),
-                room_id: ev.room_id.to_string(),
-                platform: ev.platform().as_str().to_owned(),
-            };
-            self.rooms.insert(key.room_id.clone(), Tracked::new(key));
-        }
-        let t = self.rooms.get_mut(&*ev.room_id).expect("inserted above");
+        let t = match self.rooms.get_mut(&*ev.room_id) {
+            Some(t) => t,
+            None => {
+                let key = RoomKey {
+                    org_id: ev.org_id().to_owned(),
+                    room_id: ev.room_id.to_string(),
+                    platform: ev.platform().as_str().to_owned(),
+                };
+                self.rooms.entry(key.room_id.clone()).or_insert(Tracked::new(key))
+            }
+        };
         let tt = &mut t.totals;
         tt.watch_entries += d.watch_entries;
         tt.product_clicks += d.product_clicks;

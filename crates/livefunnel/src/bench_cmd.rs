@@ -332,7 +332,6 @@ impl Bench<'_> {
         let rss_before_mb = procstat::rss_mb().0;
         let peak_rss_reset = procstat::reset_peak_rss();
         let t = self.rt.block_on(async {
-            let cpu0 = procstat::sample(args.clickhouse_pid);
             let started = Instant::now();
             let mut p = Running::start(settings, false).await?;
             let consumed = p.consumed_counters(args.partitions);
@@ -350,6 +349,9 @@ impl Bench<'_> {
             });
             let mut fed = None;
             let mut first = None;
+            // CPU is counted from the first message: the group's join before it is idle
+            // time, which made the process look half idle when it was not.
+            let mut cpu0 = None;
             let mut progress = (0u64, Instant::now());
             // The end is every message through an engine, not just read from Kafka:
             // a stop drops what the consumer loop has not handed over yet.
@@ -357,6 +359,7 @@ impl Bench<'_> {
                 let now = Instant::now();
                 if first.is_none() && p.status.events_consumed.load(Ordering::Relaxed) > 0 {
                     first = Some(now);
+                    cpu0 = Some(procstat::sample(args.clickhouse_pid));
                 }
                 if feeder.as_ref().is_some_and(|f| f.is_finished()) {
                     let joined = feeder.take().expect("checked").join();
@@ -411,8 +414,8 @@ impl Bench<'_> {
             }
             let first = first.unwrap_or(all_processed);
             let wall = (done - first).as_secs_f64();
-            let cpu = procstat::between(&cpu0, &cpu1);
-            let cpu_cores = cpu.process_seconds / (done - started).as_secs_f64();
+            let cpu = procstat::between(&cpu0.unwrap_or(cpu_processed), &cpu1);
+            let cpu_cores = cpu.process_seconds / wall;
             anyhow::Ok(Throughput {
                 events,
                 generate_seconds,

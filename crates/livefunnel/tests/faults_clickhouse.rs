@@ -264,13 +264,17 @@ fn faultsuite_clickhouse_outage_pauses_consumption_then_catches_up() {
         let secs = fresh_after.as_secs_f64();
         let events = total - consumed_at_restart;
         let rows = inserted_rows(&text) - inserted_at_restart;
+        // The stream was offered evenly over PRODUCE_OVER.
+        let offered = total as f64 / PRODUCE_OVER.as_secs_f64();
         eprintln!(
             "catch-up after a {OUTAGE:?} clickhouse outage (server start-up {:.1} s, not counted): \
              consumer caught up after {:.1} s; fresh (every emitted row in clickhouse) after {secs:.1} s; \
-             {events} events ({:.0} events/s), {rows} rows ({:.0} rows/s)",
+             {events} events ({:.0} events/s, {:.1} times the offered {offered:.0} events/s), {rows} rows \
+             ({:.0} rows/s)",
             startup.as_secs_f64(),
             caught_up.unwrap_or(fresh_after).as_secs_f64(),
             events as f64 / secs,
+            events as f64 / secs / offered,
             rows as f64 / secs
         );
 

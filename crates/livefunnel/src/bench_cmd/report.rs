@@ -90,9 +90,9 @@ pub struct Throughput {
     /// `cpu.process_seconds`, not of the pipeline.
     pub producer_cpu_seconds: f64,
     pub counts: Counts,
-    /// Pipeline start to return.
+    /// First message consumed to the pipeline's return (`wall_seconds`).
     pub cpu: CpuUse,
-    /// Process CPU seconds per wall second (start-up included).
+    /// Process CPU seconds per wall second, over `wall_seconds`.
     pub cpu_cores: f64,
     /// Resident memory when the pipeline started: mostly the stream simulated
     /// beforehand (freed when it is all sent).
@@ -266,7 +266,7 @@ pub fn print_throughput(t: &Throughput) {
         ),
     );
     counts_lines(&t.counts);
-    cpu_lines(&t.cpu, t.startup_seconds + t.wall_seconds);
+    cpu_lines(&t.cpu, t.wall_seconds);
     line(
         "memory",
         format!(

@@ -17,13 +17,19 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::batch::MsgBatch;
 use super::fence::Fence;
-use super::partition::{self, InMsg, PartitionSetup};
+use super::partition::{self, PartitionSetup};
 use super::sink::SinkMsg;
 use super::{fail, Metrics, Settings, Status};
 
 /// Messages handed to a partition task at once, at most.
 const BATCH: usize = 2048;
+/// The least and the most room a new batch starts with, in messages and in bytes of
+/// keys and payloads: as much as the last batch needed, within these. Growing from
+/// the least each time copied a full batch's bytes about once more; starting small
+/// keeps many partitions' queues of a few messages each small.
+const BATCH_ROOM: [(usize, usize); 2] = [(128, 16 * 1024), (BATCH, 1024 * 1024)];
 /// Batches queued per partition before the consumer pauses the partition. A pause is
 /// for a task that is stuck (the sink cannot write), not for a burst: librdkafka drops
 /// a paused partition's prefetched messages and fetches them again after the resume,
@@ -49,7 +55,7 @@ pub struct ConsumerSettings {
 }
 
 struct Running {
-    tx: mpsc::Sender<Vec<InMsg>>,
+    tx: mpsc::Sender<MsgBatch>,
     stop: oneshot::Sender<()>,
     join: tokio::task::JoinHandle<anyhow::Result<Option<i64>>>,
     fence: Fence,
@@ -262,8 +268,9 @@ pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
     consumer.subscribe(&topics).context("subscribing to the input topics")?;
     info!(topics = ?topics, group = %cs.settings.kafka.group_id, "consuming");
 
-    let mut senders: HashMap<(String, i32), mpsc::Sender<Vec<InMsg>>> = HashMap::new();
-    let mut batches: Vec<(TopicPartition, Vec<InMsg>)> = Vec::new();
+    let mut senders: HashMap<(String, i32), mpsc::Sender<MsgBatch>> = HashMap::new();
+    let mut batches: Vec<(TopicPartition, MsgBatch)> = Vec::new();
+    let mut room = BATCH_ROOM[0];
     let mut held = Held::default();
     loop {
         tokio::select! {
@@ -282,14 +289,14 @@ pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
                 // Found by a linear search over the few partitions of this poll: no
                 // topic `String` per message.
                 let mut push = |m: &livefunnel_kafka::rdkafka::message::BorrowedMessage<'_>| {
-                    let msg = InMsg {
-                        offset: m.offset(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        payload: m.payload().map(<[u8]>::to_vec),
-                    };
+                    let (offset, key, payload) = (m.offset(), m.key(), m.payload());
                     match batches.iter_mut().find(|(tp, _)| tp.1 == m.partition() && tp.0 == m.topic()) {
-                        Some((_, batch)) => batch.push(msg),
-                        None => batches.push(((m.topic().to_owned(), m.partition()), vec![msg])),
+                        Some((_, batch)) => batch.push(offset, key, payload),
+                        None => {
+                            let mut batch = MsgBatch::with_capacity(room.0, room.1);
+                            batch.push(offset, key, payload);
+                            batches.push(((m.topic().to_owned(), m.partition()), batch));
+                        }
                     }
                 };
                 push(&first);
@@ -311,6 +318,8 @@ pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
                 }
                 cs.status.events_consumed.fetch_add(n as u64, Ordering::Relaxed);
                 for (tp, batch) in batches.drain(..) {
+                    let [least, most] = BATCH_ROOM;
+                    room = (batch.len().clamp(least.0, most.0), batch.bytes_len().clamp(least.1, most.1));
                     let p = tp.1.to_string();
                     cs.metrics.pipeline.events_consumed.with_label_values(&[tp.0.as_str(), p.as_str()]).inc_by(batch.len() as u64);
                     let tx = match senders.get(&tp) {
@@ -361,7 +370,7 @@ pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
 }
 
 type TopicPartition = (String, i32);
-type Batch = Vec<InMsg>;
+type Batch = MsgBatch;
 type Permit = Result<mpsc::OwnedPermit<Batch>, mpsc::error::SendError<()>>;
 type Ready = futures::future::BoxFuture<'static, (TopicPartition, Permit)>;
 

@@ -23,6 +23,7 @@
 //! healthy partitions take their final checkpoints (for a bounded time), and `run`
 //! returns the error, so the process exits naming it.
 
+mod batch;
 mod consumer;
 mod dead_letters;
 mod fence;

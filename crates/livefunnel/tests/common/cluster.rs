@@ -20,6 +20,9 @@ use serde_json::Value;
 use crate::common::*;
 
 pub const STORE_TOPIC: &str = "livefunnel.checkpoints";
+/// The instances' `session.timeout.ms`: after a `kill -9`, the group moves the
+/// partitions once it has passed.
+pub const SESSION_TIMEOUT_MS: u64 = 6_000;
 
 /// What the cluster tests start from: ClickHouse; a mock cluster with the input
 /// topic, the shared store's topic and the dead-letter topic; the stream and what
@@ -207,7 +210,7 @@ brokers = "{brokers}"
 group_id = "{group}"
 topics = ["{TOPIC}"]
 dlq_topic = "{DLQ_TOPIC}"
-"session.timeout.ms" = 6000
+"session.timeout.ms" = {SESSION_TIMEOUT_MS}
 "heartbeat.interval.ms" = 1000
 "max.poll.interval.ms" = 20000
 
