@@ -60,6 +60,9 @@ pub struct PipelineMetrics {
     /// Seconds partition tasks waited to hand rows or a barrier to the sink: the
     /// sink's back-pressure (ClickHouse slow or down), summed over partitions.
     pub sink_wait_seconds: prometheus::Counter,
+    /// Set by `/metrics` after each render: the next scrape shows how long the one
+    /// before it took to render, transfer not included.
+    pub metrics_render_seconds: prometheus::Gauge,
 }
 
 impl PipelineMetrics {
@@ -180,6 +183,10 @@ impl PipelineMetrics {
                 "livefunnel_sink_wait_seconds_total",
                 "seconds partition tasks waited to hand rows to the sink (its back-pressure), summed over partitions",
             )?,
+            metrics_render_seconds: prometheus::Gauge::new(
+                "livefunnel_metrics_render_seconds",
+                "seconds the previous /metrics took to render, transfer not included",
+            )?,
         };
         registry.register(Box::new(m.events_consumed.clone()))?;
         registry.register(Box::new(m.events_accepted.clone()))?;
@@ -205,6 +212,7 @@ impl PipelineMetrics {
         registry.register(Box::new(m.breakdown_overflow.clone()))?;
         registry.register(Box::new(m.sessions_timed_out.clone()))?;
         registry.register(Box::new(m.sink_wait_seconds.clone()))?;
+        registry.register(Box::new(m.metrics_render_seconds.clone()))?;
         for kind in ["source", "plan", "product"] {
             m.breakdown_overflow.with_label_values(&[kind]);
         }

@@ -183,16 +183,27 @@ fn faultsuite_ten_thousand_live_rooms_stay_under_the_memory_cap() {
     let loaded_kib = status_kib(&p, "VmRSS");
     let exposition = rt.block_on(scrape(http));
     // Reported, not asserted: how long a scrape of this many rooms takes (request to
-    // the last byte, on loopback), the best and the median of five.
+    // the last byte, on loopback), the best and the median of five; and how long the
+    // renders took, as each next scrape shows it.
+    let mut render_ms = Vec::new();
     let mut scrape_ms: Vec<f64> = (0..5)
         .map(|_| {
             let t = std::time::Instant::now();
             let body = rt.block_on(scrape(http));
             assert!(body.len() * 2 > exposition.len(), "a scrape came back short");
-            t.elapsed().as_secs_f64() * 1000.0
+            let took = t.elapsed().as_secs_f64() * 1000.0;
+            let render = series_value(&body, "livefunnel_metrics_render_seconds", &[]);
+            render_ms.push(render.expect("livefunnel_metrics_render_seconds on /metrics") * 1000.0);
+            took
         })
         .collect();
     scrape_ms.sort_by(f64::total_cmp);
+    render_ms.sort_by(f64::total_cmp);
+    // Each shows a render that happened: none is 0, none took longer than its scrape.
+    assert!(
+        render_ms[0] > 0.0 && render_ms[4] < scrape_ms[4] * 2.0,
+        "render {render_ms:?}, scrape {scrape_ms:?}"
+    );
     let room_series = exposition.lines().filter(|l| !l.starts_with('#') && l.contains("room_id=")).count();
     let hwm_kib = status_kib(&p, "VmHWM").max(peak_sampled);
     let per_room = (loaded_kib.saturating_sub(idle_kib) * 1024) as f64 / rooms as f64;
@@ -200,7 +211,8 @@ fn faultsuite_ten_thousand_live_rooms_stay_under_the_memory_cap() {
         "[memory] rooms {rooms} partitions {partitions} viewers {viewers_total} events {produced}: \
          idle VmRSS {:.1} MiB, loaded VmRSS {:.1} MiB, peak VmHWM {:.1} MiB (cap {cap_mib} MiB); \
          {per_room:.0} bytes per room in memory; checkpoints {:.1} MiB = {:.0} bytes per room; \
-         /metrics {:.1} MiB with {room_series} room series, scraped in {:.0} ms (median {:.0} ms); wall {:.1}s",
+         /metrics {:.1} MiB with {room_series} room series, scraped in {:.0} ms (median {:.0} ms), rendered \
+         in {:.0} ms (median {:.0} ms); wall {:.1}s",
         idle_kib as f64 / 1024.0,
         loaded_kib as f64 / 1024.0,
         hwm_kib as f64 / 1024.0,
@@ -209,6 +221,8 @@ fn faultsuite_ten_thousand_live_rooms_stay_under_the_memory_cap() {
         exposition.len() as f64 / MIB,
         scrape_ms[0],
         scrape_ms[2],
+        render_ms[0],
+        render_ms[2],
         started.elapsed().as_secs_f64()
     );
     assert!(hwm_kib < cap_mib * 1024, "peak VmHWM {hwm_kib} KiB over the cap of {cap_mib} MiB");

@@ -21,6 +21,7 @@ use super::Status;
 struct AppState {
     registry: Registry,
     rooms: RoomMetrics,
+    render_seconds: prometheus::Gauge,
     status: Arc<Status>,
 }
 
@@ -28,6 +29,7 @@ pub async fn serve(
     listener: TcpListener,
     registry: Registry,
     rooms: RoomMetrics,
+    render_seconds: prometheus::Gauge,
     status: Arc<Status>,
     wall: Option<Arc<crate::wall::Wall>>,
     stop: impl Future<Output = ()> + Send + 'static,
@@ -36,7 +38,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(AppState { registry, rooms, status });
+        .with_state(AppState { registry, rooms, render_seconds, status });
     if let Some(wall) = wall {
         app = app.merge(crate::wall::routes(wall));
     }
@@ -48,7 +50,13 @@ pub async fn serve(
 /// Rendered on a blocking thread: at thousands of rooms a render takes milliseconds
 /// to tens of them, which the runtime's workers spend on partitions instead.
 async fn metrics(State(s): State<AppState>) -> axum::response::Response {
-    match tokio::task::spawn_blocking(move || livefunnel_metrics::render_all(&s.registry, &s.rooms)).await {
+    let rendered = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let body = livefunnel_metrics::render_all(&s.registry, &s.rooms);
+        s.render_seconds.set(started.elapsed().as_secs_f64());
+        body
+    });
+    match rendered.await {
         Ok(body) => {
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
         }
@@ -93,7 +101,9 @@ mod tests {
     async fn ready(status: Status) -> (StatusCode, String) {
         let registry = Registry::new();
         let rooms = RoomMetrics::new(&registry, Vec::new()).unwrap();
-        let state = AppState { registry, rooms, status: Arc::new(status) };
+        let render_seconds =
+            livefunnel_metrics::PipelineMetrics::new(&registry).unwrap().metrics_render_seconds;
+        let state = AppState { registry, rooms, render_seconds, status: Arc::new(status) };
         let resp = readyz(State(state)).await.into_response();
         let code = resp.status();
         let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();

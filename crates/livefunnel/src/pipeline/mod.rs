@@ -237,14 +237,15 @@ pub async fn run_with_metrics(
             )?),
             false => None,
         };
-        let rooms = metrics.rooms.clone();
+        let (rooms, render_seconds) =
+            (metrics.rooms.clone(), metrics.pipeline.metrics_render_seconds.clone());
         tokio::spawn(async move {
             // Served until the pipeline is completely done, so a drain is observable.
             let stop = async move {
                 tokio::select! { _ = abort.cancelled() => {}, _ = done.cancelled() => {} }
                 http_stop.cancel();
             };
-            if let Err(e) = http::serve(listener, registry, rooms, st, wall, stop).await {
+            if let Err(e) = http::serve(listener, registry, rooms, render_seconds, st, wall, stop).await {
                 tracing::error!(error = %e, "http server failed");
             }
         });
