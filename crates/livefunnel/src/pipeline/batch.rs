@@ -49,8 +49,8 @@ impl MsgBatch {
     fn append(&mut self, part: Option<&[u8]>) -> u32 {
         match part {
             Some(b) => {
-                // A larger part is not a Kafka message; kept whole all the same, and
-                // read back as absent.
+                // 4 GiB or more cannot come from Kafka (brokers cap a message at
+                // 2 GiB); such a part would not be copied, and would read back as absent.
                 let len = u32::try_from(b.len()).unwrap_or(ABSENT);
                 if len != ABSENT {
                     self.bytes.extend_from_slice(b);
