@@ -41,6 +41,9 @@ pub use signals::{RoomSignals, SignalWindow, SignalWindows};
 /// Renders a registry and the room series in the Prometheus text format: `/metrics`.
 pub fn render_all(registry: &prometheus::Registry, rooms: &RoomMetrics) -> String {
     let mut out = render(registry);
+    // Tens of MiB at thousands of rooms: grown by doubling, the text would be copied
+    // a few times over; the last render's length is a close guess of this one's.
+    out.reserve(rooms.last_render_len() + rooms.last_render_len() / 16);
     rooms.render_into(&mut out);
     out
 }

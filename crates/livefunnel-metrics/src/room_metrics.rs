@@ -53,6 +53,8 @@ pub struct RoomMetrics {
     /// By `room_id`: the room's top products this session, for the wall; removed with
     /// the room's series.
     products: Arc<Mutex<HashMap<String, Products>>>,
+    /// Bytes the room series took at the last render.
+    last_render_len: Arc<AtomicUsize>,
 }
 
 #[derive(Debug)]
@@ -112,6 +114,7 @@ impl RoomMetrics {
             )?,
             running: Arc::default(),
             products: Arc::default(),
+            last_render_len: Arc::default(),
         };
         registry.register(Box::new(m.rooms_with_series.clone()))?;
         registry.register(Box::new(m.series_dropped.clone()))?;
@@ -145,9 +148,16 @@ impl RoomMetrics {
 
     /// Appends the room series in the text format.
     pub fn render_into(&self, out: &mut String) {
+        let start = out.len();
         for f in self.families() {
             f.render_into(out);
         }
+        self.last_render_len.store(out.len() - start, Ordering::Relaxed);
+    }
+
+    /// Bytes the room series took at the last render, 0 before the first.
+    pub fn last_render_len(&self) -> usize {
+        self.last_render_len.load(Ordering::Relaxed)
     }
 
     /// Exports the detectors' thresholds and design ratio, which the shipped rules
