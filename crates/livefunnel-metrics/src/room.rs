@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detection::{self, CheckpointError, MINUTE_WINDOW};
 use crate::products::{self, ProductWindow, RoomProducts, TOP_PRODUCTS};
-use crate::room_metrics::RoomMetrics;
+use crate::room_metrics::{RoomGauges, RoomMetrics};
 use crate::signals::{RoomSignals, SignalWindows};
 use crate::text_family::Value;
 use livefunnel_detectors::{DetectorConfig, RoomDetectors};
@@ -75,6 +75,8 @@ struct Tracked {
     /// Its counter series while shown, in [`RoomTotals`]' order: an event adds to them
     /// without looking its labels up.
     counters: Option<Box<[Arc<Value>; 6]>>,
+    /// Its gauge series while shown, created at the first tick that sets them.
+    gauges: RoomGauges,
 }
 
 /// Equal content; whether the series are shown is this process's matter.
@@ -96,7 +98,14 @@ enum Shown {
 
 impl Tracked {
     fn new(key: RoomKey) -> Tracked {
-        Tracked { key, totals: RoomTotals::default(), ended_at_ms: None, series: Shown::No, counters: None }
+        Tracked {
+            key,
+            totals: RoomTotals::default(),
+            ended_at_ms: None,
+            series: Shown::No,
+            counters: None,
+            gauges: RoomGauges::default(),
+        }
     }
 
     /// Gives the room its series (its counters at their totals) if the instance has
@@ -124,6 +133,7 @@ impl Tracked {
         }
         self.series = Shown::No;
         self.counters = None;
+        self.gauges = RoomGauges::default();
     }
 
     /// Creates its counter series at its totals, and keeps them.
@@ -133,6 +143,7 @@ impl Tracked {
             c.inc_by(v as f64);
         }
         self.counters = Some(counters);
+        self.gauges = RoomGauges::default();
     }
 }
 
@@ -498,13 +509,13 @@ impl RoomTracker {
         if !t.show(metrics) {
             return;
         }
+        metrics.set_running(key, &mut t.gauges, online, live, windows);
         if !was_shown || moved {
             self.signals.room_mut(&key.room_id).dirty = true;
             if let Some(p) = self.products.get_mut(&key.room_id) {
                 p.dirty = true;
             }
         }
-        metrics.set_running(key, online, live, windows);
     }
 
     /// Removes the series of rooms whose session ended `ttl_ms` ago or more.

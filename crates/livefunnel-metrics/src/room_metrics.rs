@@ -20,6 +20,17 @@ const ROOM_WINDOW: &[&str] = &["org_id", "room_id", "platform", "window"];
 /// A room's labels and its top products, as last published.
 type Products = (RoomKey, Arc<[ProductLine]>);
 
+/// A shown room's gauge series, kept by its tracker entry: a tick sets them without
+/// looking their labels up. Emptied whenever the room's series are removed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RoomGauges {
+    /// `livefunnel_room_online_viewers` and `livefunnel_room_live`.
+    room: Option<[Arc<Value>; 2]>,
+    /// Per window, in the order `set_running` received them: its name and its five
+    /// `livefunnel_room_window_*` gauges.
+    windows: Vec<(Box<str>, [Arc<Value>; 5])>,
+}
+
 /// The default of `http.max_room_series`.
 pub const DEFAULT_MAX_ROOMS: usize = 20_000;
 
@@ -222,34 +233,76 @@ impl RoomMetrics {
     }
 
     /// Sets a room's gauges: viewers online, live, the running counts of each window.
-    pub(crate) fn set_running(&self, key: &RoomKey, online: u64, live: bool, windows: &[(&str, &Counts)]) {
+    /// `gauges` keeps the room's gauge series between calls, so that a tick looks no
+    /// labels up; it must be emptied whenever the room's series are removed.
+    pub(crate) fn set_running(
+        &self,
+        key: &RoomKey,
+        gauges: &mut RoomGauges,
+        online: u64,
+        live: bool,
+        windows: &[(&str, &Counts)],
+    ) {
         self.keep_running(key, online, live, windows);
         let l = key.labels();
-        self.online_viewers.with_label_values(&l).set(online.min(i64::MAX as u64) as i64 as f64);
-        self.live.with_label_values(&l).set(f64::from(u8::from(live)));
-        for (name, counts) in windows {
-            let lw = [l[0], l[1], l[2], name];
+        let [online_viewers, is_live] = gauges.room.get_or_insert_with(|| {
+            [self.online_viewers.with_label_values(&l), self.live.with_label_values(&l)]
+        });
+        online_viewers.set(online.min(i64::MAX as u64) as i64 as f64);
+        is_live.set(f64::from(u8::from(live)));
+        for (i, (name, counts)) in windows.iter().enumerate() {
+            if gauges.windows.get(i).is_none_or(|(n, _)| **n != **name) {
+                let lw = [l[0], l[1], l[2], name];
+                let series = self.window_families().map(|f| f.with_label_values(&lw));
+                gauges.windows.truncate(i);
+                gauges.windows.push(((*name).into(), series));
+            }
+            let [watch_uv, gpm, watch_to_pay_rate, product_click_rate, avg_watch_seconds] =
+                &gauges.windows[i].1;
             let r = counts.ratios();
-            self.window_watch_uv
-                .with_label_values(&lw)
-                .set(counts.watch_uv.min(i64::MAX as u64) as i64 as f64);
-            self.window_gpm.with_label_values(&lw).set(r.gpm.unwrap_or(f64::NAN));
-            self.window_watch_to_pay_rate.with_label_values(&lw).set(r.watch_to_pay_rate.unwrap_or(f64::NAN));
-            self.window_product_click_rate
-                .with_label_values(&lw)
-                .set(r.product_click_rate.unwrap_or(f64::NAN));
-            self.window_avg_watch_seconds.with_label_values(&lw).set(r.avg_watch_seconds.unwrap_or(f64::NAN));
+            watch_uv.set(counts.watch_uv.min(i64::MAX as u64) as i64 as f64);
+            gpm.set(r.gpm.unwrap_or(f64::NAN));
+            watch_to_pay_rate.set(r.watch_to_pay_rate.unwrap_or(f64::NAN));
+            product_click_rate.set(r.product_click_rate.unwrap_or(f64::NAN));
+            avg_watch_seconds.set(r.avg_watch_seconds.unwrap_or(f64::NAN));
         }
     }
 
-    /// Keeps what `set_running` received, for readers ([`RoomMetrics::read`]).
+    /// The window gauge families, in the order of [`RoomGauges`]' window series.
+    fn window_families(&self) -> [&TextFamily; 5] {
+        [
+            &*self.window_watch_uv,
+            &*self.window_gpm,
+            &*self.window_watch_to_pay_rate,
+            &*self.window_product_click_rate,
+            &*self.window_avg_watch_seconds,
+        ]
+    }
+
+    /// Keeps what `set_running` received, for readers ([`RoomMetrics::read`]); in
+    /// place, as it comes every tick.
     fn keep_running(&self, key: &RoomKey, online: u64, live: bool, windows: &[(&str, &Counts)]) {
         let mut running = self.running.lock().expect("poisoned");
-        let windows = windows.iter().map(|(name, c)| ((*name).to_owned(), (*c).clone())).collect();
-        match running.get_mut(&key.room_id) {
-            Some(r) => *r = Running { key: key.clone(), online, live, windows },
-            None => {
-                running.insert(key.room_id.clone(), Running { key: key.clone(), online, live, windows });
+        let Some(r) = running.get_mut(&key.room_id) else {
+            let windows = windows.iter().map(|(name, c)| ((*name).to_owned(), (*c).clone())).collect();
+            running.insert(key.room_id.clone(), Running { key: key.clone(), online, live, windows });
+            return;
+        };
+        if r.key != *key {
+            r.key = key.clone();
+        }
+        r.online = online;
+        r.live = live;
+        r.windows.truncate(windows.len());
+        for (i, (name, counts)) in windows.iter().enumerate() {
+            match r.windows.get_mut(i) {
+                Some((n, c)) => {
+                    if n != name {
+                        *n = (*name).to_owned();
+                    }
+                    c.clone_from(counts);
+                }
+                None => r.windows.push(((*name).to_owned(), (*counts).clone())),
             }
         }
     }
@@ -288,13 +341,7 @@ impl RoomMetrics {
         let _ = self.live.remove_label_values(&l);
         for w in &self.windows {
             let lw = [l[0], l[1], l[2], w.as_str()];
-            let _ = self.window_watch_uv.remove_label_values(&lw);
-            for g in [
-                &self.window_gpm,
-                &self.window_watch_to_pay_rate,
-                &self.window_product_click_rate,
-                &self.window_avg_watch_seconds,
-            ] {
+            for g in self.window_families() {
                 let _ = g.remove_label_values(&lw);
             }
         }

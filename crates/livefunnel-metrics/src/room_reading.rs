@@ -115,6 +115,7 @@ mod tests {
     use prometheus::Registry;
 
     use super::*;
+    use crate::room_metrics::RoomGauges;
     use crate::RoomTracker;
 
     fn key(room: &str) -> RoomKey {
@@ -166,8 +167,8 @@ mod tests {
     fn reading_creates_no_series_and_forgets_removed_rooms() {
         let reg = Registry::new();
         let m = RoomMetrics::new(&reg, vec!["5m/10s".into()]).unwrap();
-        m.set_running(&key("r1"), 3, true, &[]);
-        m.set_running(&key("r2"), 4, true, &[]);
+        m.set_running(&key("r1"), &mut RoomGauges::default(), 3, true, &[]);
+        m.set_running(&key("r2"), &mut RoomGauges::default(), 4, true, &[]);
         m.remove(&key("r1"));
         let before = crate::render_all(&reg, &m);
         let rooms = m.read();
@@ -176,7 +177,7 @@ mod tests {
         // Labels that moved: the reading follows the room's current labels.
         let moved = RoomKey { org_id: "org-b".into(), ..key("r2") };
         m.remove(&key("r2"));
-        m.set_running(&moved, 5, false, &[]);
+        m.set_running(&moved, &mut RoomGauges::default(), 5, false, &[]);
         let rooms = m.read();
         assert_eq!(rooms.len(), 1);
         assert_eq!((&rooms[0].key, rooms[0].online, rooms[0].live), (&moved, 5, false));

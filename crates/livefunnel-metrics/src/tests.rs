@@ -422,3 +422,79 @@ fn a_checkpoint_with_a_room_under_two_label_sets_restores_one_room() {
     let series = series_of(&render_all(&reg, &m), "r");
     assert!(!series.is_empty() && series.iter().all(|l| l.contains(r#"org_id="a""#)), "{series:#?}");
 }
+
+/// The room's gauge lines, sorted.
+fn gauges_of(text: &str, room: &str) -> Vec<String> {
+    let mut g: Vec<String> = series_of(text, room)
+        .into_iter()
+        .filter(|l| {
+            l.starts_with("livefunnel_room_online_viewers") || l.starts_with("livefunnel_room_window_")
+        })
+        .collect();
+    g.sort();
+    g
+}
+
+#[test]
+fn kept_gauge_series_follow_moves_expiry_and_changing_windows() {
+    let reg = Registry::new();
+    let m = RoomMetrics::new(&reg, vec!["1m".into(), "5m/10s".into()]).unwrap();
+    let mut t = RoomTracker::default();
+    let c = |uv: u64| Counts { watch_uv: uv, ..Counts::default() };
+    let (c1, c2, c3) = (c(1), c(2), c(3));
+    let uv = |org: &str, w: &str, v: u64| {
+        format!(
+            r#"livefunnel_room_window_watch_uv{{org_id="{org}",platform="douyin",room_id="r",window="{w}"}} {v}"#
+        )
+    };
+    let online = |org: &str, v: u64| {
+        format!(r#"livefunnel_room_online_viewers{{org_id="{org}",platform="douyin",room_id="r"}} {v}"#)
+    };
+    let has = |text: &str, l: &str| text.lines().any(|x| x == l);
+
+    t.observe(&m, &room_key("a", "r"), 3, true, &[("1m", &c1), ("5m/10s", &c1)], 0);
+    // A second tick sets the same series to the new values.
+    t.observe(&m, &room_key("a", "r"), 4, true, &[("1m", &c2), ("5m/10s", &c3)], 0);
+    let text = render_all(&reg, &m);
+    for l in [online("a", 4), uv("a", "1m", 2), uv("a", "5m/10s", 3)] {
+        assert!(has(&text, &l), "{l}\n{text}");
+    }
+    assert_eq!(gauges_of(&text, "r").len(), 11, "{text}");
+
+    // A window drops out, then comes back first: each value lands under its window.
+    t.observe(&m, &room_key("a", "r"), 5, true, &[("5m/10s", &c1)], 0);
+    t.observe(&m, &room_key("a", "r"), 6, true, &[("1m", &c3), ("5m/10s", &c2)], 0);
+    let text = render_all(&reg, &m);
+    for l in [online("a", 6), uv("a", "1m", 3), uv("a", "5m/10s", 2)] {
+        assert!(has(&text, &l), "{l}\n{text}");
+    }
+
+    // To org b and back: the gauges are under the labels of the moment, and only there.
+    t.observe(&m, &room_key("b", "r"), 7, true, &[("1m", &c1), ("5m/10s", &c1)], 0);
+    let text = render_all(&reg, &m);
+    assert!(has(&text, &online("b", 7)) && has(&text, &uv("b", "5m/10s", 1)), "{text}");
+    assert!(gauges_of(&text, "r").iter().all(|l| l.contains(r#"org_id="b""#)), "{text}");
+    t.observe(&m, &room_key("a", "r"), 8, true, &[("1m", &c2), ("5m/10s", &c2)], 0);
+    let text = render_all(&reg, &m);
+    assert!(has(&text, &online("a", 8)) && has(&text, &uv("a", "5m/10s", 2)), "{text}");
+    assert!(gauges_of(&text, "r").iter().all(|l| l.contains(r#"org_id="a""#)), "{text}");
+
+    // Its series expire; when it is back, so are its gauges.
+    t.observe(&m, &room_key("a", "r"), 0, false, &[("1m", &c1)], 1_000);
+    assert_eq!(t.expire(&m, 1_000 + 900_000, 900_000), 1);
+    assert_eq!(gauges_of(&render_all(&reg, &m), "r"), Vec::<String>::new());
+    t.observe(&m, &room_key("a", "r"), 9, true, &[("1m", &c3), ("5m/10s", &c3)], 2_000_000);
+    let text = render_all(&reg, &m);
+    for l in [online("a", 9), uv("a", "1m", 3), uv("a", "5m/10s", 3)] {
+        assert!(has(&text, &l), "{l}\n{text}");
+    }
+    // Unpublished (the partition revoked) and published again.
+    t.unpublish(&m);
+    assert_eq!(gauges_of(&render_all(&reg, &m), "r"), Vec::<String>::new());
+    t.publish(&m);
+    t.observe(&m, &room_key("a", "r"), 10, true, &[("1m", &c1), ("5m/10s", &c2)], 2_000_000);
+    let text = render_all(&reg, &m);
+    for l in [online("a", 10), uv("a", "1m", 1), uv("a", "5m/10s", 2)] {
+        assert!(has(&text, &l), "{l}\n{text}");
+    }
+}
