@@ -40,7 +40,7 @@ impl Conn {
             url: &self.cfg.url,
             user: &self.cfg.user,
             database: &self.cfg.database,
-            timeout_ms: self.cfg.request_timeout_ms,
+            timeout_ms: self.cfg.request_timeout.as_ms().max(0) as u64,
         }
     }
 
@@ -49,7 +49,7 @@ impl Conn {
         &self,
         fut: impl Future<Output = clickhouse::error::Result<T>>,
     ) -> Result<T, ClickHouseError> {
-        self.timed_within(self.cfg.request_timeout(), fut).await
+        self.timed_within(self.cfg.request_timeout.as_std(), fut).await
     }
 
     async fn timed_within<T>(
@@ -66,7 +66,7 @@ impl Conn {
 
     /// Runs a statement that returns nothing.
     pub async fn execute(&self, sql: &str) -> Result<(), ClickHouseError> {
-        self.execute_within(sql, self.cfg.request_timeout()).await
+        self.execute_within(sql, self.cfg.request_timeout.as_std()).await
     }
 
     /// Runs a statement that returns nothing, within `limit` rather than the request timeout.

@@ -1,7 +1,7 @@
 //! `[clickhouse]`: where results go and how they are batched and retried.
 
-use std::time::Duration;
-
+use livefunnel_core::duration::{ms_or_unit, opt_ms_or_unit};
+use livefunnel_core::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::{redact_url, Secret};
@@ -22,12 +22,19 @@ pub struct ClickHouseConfig {
     /// A flush is due once this many rows are buffered (all tables together).
     pub batch_rows: usize,
     /// A flush is due once the oldest buffered row is this old.
-    pub batch_interval_ms: u64,
+    ///
+    /// The durations of this section are written with a unit (`"1s"`); their keys
+    /// were once integers of milliseconds (`batch_interval_ms = 1000`), and are still
+    /// read so.
+    #[serde(alias = "batch_interval_ms", deserialize_with = "ms_or_unit")]
+    pub batch_interval: Duration,
     /// Limit for one request (a query, or one insert's sending and its answer).
-    pub request_timeout_ms: u64,
+    #[serde(alias = "request_timeout_ms", deserialize_with = "ms_or_unit")]
+    pub request_timeout: Duration,
     /// Limit for a migration statement that copies a whole table (moving a table to a
     /// new sort key); it takes as long as the table is big.
-    pub migration_timeout_ms: u64,
+    #[serde(alias = "migration_timeout_ms", deserialize_with = "ms_or_unit")]
+    pub migration_timeout: Duration,
     /// Compress inserts with LZ4 (ClickHouse's own block format, `decompress=1`).
     pub compression: bool,
     /// Backoff between attempts of a failed insert.
@@ -44,9 +51,9 @@ impl Default for ClickHouseConfig {
             user: "default".to_string(),
             password: Secret::default(),
             batch_rows: 20_000,
-            batch_interval_ms: 1_000,
-            request_timeout_ms: 30_000,
-            migration_timeout_ms: 3_600_000,
+            batch_interval: Duration::from_ms(1_000),
+            request_timeout: Duration::from_ms(30_000),
+            migration_timeout: Duration::from_ms(3_600_000),
             compression: true,
             retry: RetryConfig::default(),
             retention: crate::retention::RetentionConfig::default(),
@@ -59,17 +66,24 @@ impl Default for ClickHouseConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
-    /// Upper bound of the first wait; it doubles per attempt up to `max_backoff_ms`.
-    pub initial_backoff_ms: u64,
-    pub max_backoff_ms: u64,
+    /// Upper bound of the first wait; it doubles per attempt up to `max_backoff`.
+    #[serde(alias = "initial_backoff_ms", deserialize_with = "ms_or_unit")]
+    pub initial_backoff: Duration,
+    #[serde(alias = "max_backoff_ms", deserialize_with = "ms_or_unit")]
+    pub max_backoff: Duration,
     /// Give up a flush after retrying this long; absent means retry until it
     /// succeeds or the caller shuts down. The rows stay buffered either way.
-    pub max_elapsed_ms: Option<u64>,
+    #[serde(alias = "max_elapsed_ms", deserialize_with = "opt_ms_or_unit")]
+    pub max_elapsed: Option<Duration>,
 }
 
 impl Default for RetryConfig {
     fn default() -> RetryConfig {
-        RetryConfig { initial_backoff_ms: 100, max_backoff_ms: 10_000, max_elapsed_ms: None }
+        RetryConfig {
+            initial_backoff: Duration::from_ms(100),
+            max_backoff: Duration::from_ms(10_000),
+            max_elapsed: None,
+        }
     }
 }
 
@@ -77,7 +91,7 @@ impl Default for RetryConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("clickhouse.{field}: {message}")]
 pub struct ConfigError {
-    /// The key below `clickhouse.`, e.g. `retry.max_backoff_ms`.
+    /// The key below `clickhouse.`, e.g. `retry.max_backoff`.
     pub field: &'static str,
     pub message: String,
 }
@@ -123,47 +137,35 @@ impl ClickHouseConfig {
         if self.batch_rows == 0 {
             return Err(invalid("batch_rows", "must be at least 1 (default 20000)"));
         }
-        if self.batch_interval_ms == 0 {
-            return Err(invalid("batch_interval_ms", "must be at least 1 (default 1000)"));
+        if self.batch_interval.as_ms() < 1 {
+            return Err(invalid("batch_interval", "must be at least 1ms (default \"1s\")"));
         }
-        if self.request_timeout_ms < 100 {
-            return Err(invalid("request_timeout_ms", "must be at least 100 (default 30000)"));
+        if self.request_timeout.as_ms() < 100 {
+            return Err(invalid("request_timeout", "must be at least 100ms (default \"30s\")"));
         }
-        if self.migration_timeout_ms < 1000 {
-            return Err(invalid("migration_timeout_ms", "must be at least 1000 (default 3600000)"));
+        if self.migration_timeout.as_ms() < 1000 {
+            return Err(invalid("migration_timeout", "must be at least 1s (default \"1h\")"));
         }
         let r = &self.retry;
-        if r.initial_backoff_ms == 0 {
-            return Err(invalid("retry.initial_backoff_ms", "must be at least 1 (default 100)"));
+        if r.initial_backoff.as_ms() < 1 {
+            return Err(invalid("retry.initial_backoff", "must be at least 1ms (default \"100ms\")"));
         }
-        if r.max_backoff_ms < r.initial_backoff_ms {
+        if r.max_backoff.as_ms() < r.initial_backoff.as_ms() {
             return Err(invalid(
-                "retry.max_backoff_ms",
+                "retry.max_backoff",
                 format!(
-                    "{} is below retry.initial_backoff_ms ({}): raise it (default 10000)",
-                    r.max_backoff_ms, r.initial_backoff_ms
+                    "{} is below retry.initial_backoff ({}): raise it (default \"10s\")",
+                    r.max_backoff, r.initial_backoff
                 ),
             ));
         }
-        if r.max_elapsed_ms == Some(0) {
+        if r.max_elapsed.is_some_and(|d| d.as_ms() < 1) {
             return Err(invalid(
-                "retry.max_elapsed_ms",
-                "must be at least 1, or absent to retry until shutdown",
+                "retry.max_elapsed",
+                "must be at least 1ms, or absent to retry until shutdown",
             ));
         }
         Ok(())
-    }
-
-    pub fn batch_interval(&self) -> Duration {
-        Duration::from_millis(self.batch_interval_ms)
-    }
-
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-
-    pub fn migration_timeout(&self) -> Duration {
-        Duration::from_millis(self.migration_timeout_ms)
     }
 }
 
@@ -185,17 +187,27 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(cfg.url, "http://127.0.0.1:8123");
         assert_eq!(cfg.database, "livefunnel");
-        assert_eq!((cfg.batch_rows, cfg.batch_interval_ms), (20_000, 1_000));
-        assert_eq!((cfg.retry.initial_backoff_ms, cfg.retry.max_backoff_ms), (100, 10_000));
+        assert_eq!((cfg.batch_rows, cfg.batch_interval.as_ms()), (20_000, 1_000));
+        assert_eq!((cfg.retry.initial_backoff.as_ms(), cfg.retry.max_backoff.as_ms()), (100, 10_000));
     }
 
     #[test]
     fn deserializes_partial_sections_with_defaults() {
         let cfg: ClickHouseConfig =
-            serde_json::from_str(r#"{"database":"lf_test","retry":{"max_backoff_ms":500}}"#).unwrap();
+            serde_json::from_str(r#"{"database":"lf_test","retry":{"max_backoff":"500ms"}}"#).unwrap();
         assert_eq!(cfg.database, "lf_test");
-        assert_eq!(cfg.retry.max_backoff_ms, 500);
-        assert_eq!(cfg.retry.initial_backoff_ms, 100);
+        assert_eq!(cfg.retry.max_backoff.as_ms(), 500);
+        assert_eq!(cfg.retry.initial_backoff.as_ms(), 100);
+        // The keys of before, integers of milliseconds, are read as they were.
+        let old: ClickHouseConfig = serde_json::from_str(
+            r#"{"batch_interval_ms":200,"request_timeout_ms":5000,"retry":{"max_backoff_ms":500,"max_elapsed_ms":60000}}"#,
+        )
+        .unwrap();
+        assert_eq!((old.batch_interval.as_ms(), old.request_timeout.as_ms()), (200, 5_000));
+        assert_eq!(
+            (old.retry.max_backoff.as_ms(), old.retry.max_elapsed.map(Duration::as_ms)),
+            (500, Some(60_000))
+        );
         assert_eq!(cfg.batch_rows, 20_000);
         assert!(serde_json::from_str::<ClickHouseConfig>(r#"{"batch_row":1}"#).is_err(), "typos are refused");
     }
@@ -223,11 +235,15 @@ mod tests {
         cfg.url = "ftp://u:pw-in-url@ch".into();
         assert!(!cfg.validate().unwrap_err().to_string().contains("pw-in-url"));
         check(|c| c.batch_rows = 0, "batch_rows", "at least 1");
-        check(|c| c.batch_interval_ms = 0, "batch_interval_ms", "at least 1");
-        check(|c| c.request_timeout_ms = 5, "request_timeout_ms", "at least 100");
-        check(|c| c.migration_timeout_ms = 5, "migration_timeout_ms", "at least 1000");
-        check(|c| c.retry.initial_backoff_ms = 0, "retry.initial_backoff_ms", "at least 1");
-        check(|c| c.retry.max_backoff_ms = 50, "retry.max_backoff_ms", "below retry.initial_backoff_ms");
-        check(|c| c.retry.max_elapsed_ms = Some(0), "retry.max_elapsed_ms", "absent");
+        check(|c| c.batch_interval = Duration::from_ms(0), "batch_interval", "at least 1ms");
+        check(|c| c.request_timeout = Duration::from_ms(5), "request_timeout", "at least 100ms");
+        check(|c| c.migration_timeout = Duration::from_ms(5), "migration_timeout", "at least 1s");
+        check(|c| c.retry.initial_backoff = Duration::from_ms(0), "retry.initial_backoff", "at least 1ms");
+        check(
+            |c| c.retry.max_backoff = Duration::from_ms(50),
+            "retry.max_backoff",
+            "below retry.initial_backoff",
+        );
+        check(|c| c.retry.max_elapsed = Some(Duration::from_ms(0)), "retry.max_elapsed", "absent");
     }
 }

@@ -43,9 +43,9 @@ pub enum ClickHouseError {
     Http { status: u16, detail: String },
     #[error("cannot reach clickhouse at {url} (is it running? check clickhouse.url): {detail}")]
     Unreachable { url: String, detail: String },
-    #[error("clickhouse did not answer within {timeout_ms} ms (clickhouse.request_timeout_ms)")]
+    #[error("clickhouse did not answer within {timeout_ms} ms (clickhouse.request_timeout)")]
     Timeout { timeout_ms: u64 },
-    #[error("gave up after retrying for {elapsed_ms} ms (clickhouse.retry.max_elapsed_ms): {last}")]
+    #[error("gave up after retrying for {elapsed_ms} ms (clickhouse.retry.max_elapsed): {last}")]
     RetriesExhausted { elapsed_ms: u64, last: Box<ClickHouseError> },
     #[error("flush interrupted by shutdown: {rows} rows stay buffered")]
     ShutDown { rows: u64 },

@@ -126,17 +126,17 @@ impl ClickHouseSink {
         self.open.bytes()
     }
 
-    /// Whether `batch_rows` rows are buffered or the oldest is `batch_interval_ms` old.
+    /// Whether `batch_rows` rows are buffered or the oldest is `batch_interval` old.
     pub fn should_flush(&self, now: Instant) -> bool {
         self.open.rows >= self.conn.cfg.batch_rows as u64
             || self
                 .open
                 .oldest
-                .is_some_and(|t| now.saturating_duration_since(t) >= self.conn.cfg.batch_interval())
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.conn.cfg.batch_interval.as_std())
     }
 
     /// Inserts every buffered row, retrying retryable errors with backoff until they
-    /// succeed or `retry.max_elapsed_ms` passes. The tables are inserted in parallel; a
+    /// succeed or `retry.max_elapsed` passes. The tables are inserted in parallel; a
     /// fatal error returns at once and keeps the rows of every table not acknowledged.
     ///
     /// Cancel-safe: dropping the future keeps every row not yet acknowledged.
@@ -276,7 +276,7 @@ async fn insert_batch(
 }
 
 /// Inserts one table's buffer, retrying retryable errors with backoff until they
-/// succeed or `retry.max_elapsed_ms` passes; returns the number of retries.
+/// succeed or `retry.max_elapsed` passes; returns the number of retries.
 async fn insert_with_retry(
     conn: &Conn,
     metrics: &ClickHouseMetrics,
@@ -310,7 +310,7 @@ async fn insert_with_retry(
         }
         let since = *failing_since.get_or_insert(t0);
         let elapsed_ms = since.elapsed().as_millis() as u64;
-        if conn.cfg.retry.max_elapsed_ms.is_some_and(|max| elapsed_ms >= max) {
+        if conn.cfg.retry.max_elapsed.is_some_and(|max| elapsed_ms >= max.as_ms() as u64) {
             return Err(ClickHouseError::RetriesExhausted { elapsed_ms, last: Box::new(err) });
         }
         let wait = backoff(&conn.cfg.retry, attempt);
@@ -346,7 +346,7 @@ impl Drop for Failing<'_> {
 /// One `INSERT ... FORMAT RowBinary` of `bytes`, within the request timeout, sent in
 /// compressed chunks so the server parses while the rest is still on the way.
 async fn insert(conn: &Conn, sql: &str, bytes: &[u8]) -> Result<(), ClickHouseError> {
-    let timeout = conn.cfg.request_timeout();
+    let timeout = conn.cfg.request_timeout.as_std();
     let mut insert = conn.client.insert_formatted_with(sql).with_timeouts(Some(timeout), Some(timeout));
     conn.timed(async move {
         for chunk in bytes.chunks(CHUNK_BYTES) {
@@ -367,7 +367,9 @@ async fn insert(conn: &Conn, sql: &str, bytes: &[u8]) -> Result<(), ClickHouseEr
 
 /// Exponential backoff with full jitter: uniform in `[0, min(max, initial * 2^attempt)]`.
 fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
-    let cap = retry.initial_backoff_ms.saturating_mul(1u64 << attempt.min(40)).min(retry.max_backoff_ms);
+    let (initial, max) =
+        (retry.initial_backoff.as_ms().max(0) as u64, retry.max_backoff.as_ms().max(0) as u64);
+    let cap = initial.saturating_mul(1u64 << attempt.min(40)).min(max);
     Duration::from_millis(rand::rng().random_range(0..=cap))
 }
 
@@ -377,7 +379,11 @@ mod tests {
 
     #[test]
     fn backoff_grows_to_the_cap_with_jitter() {
-        let retry = RetryConfig { initial_backoff_ms: 100, max_backoff_ms: 1_000, max_elapsed_ms: None };
+        let retry = RetryConfig {
+            initial_backoff: livefunnel_core::Duration::from_ms(100),
+            max_backoff: livefunnel_core::Duration::from_ms(1_000),
+            max_elapsed: None,
+        };
         for attempt in 0..100 {
             let cap = (100u64 << attempt.min(20)).min(1_000);
             let wait = backoff(&retry, attempt).as_millis() as u64;
@@ -390,7 +396,11 @@ mod tests {
 
     #[test]
     fn should_flush_on_rows_or_age() {
-        let cfg = ClickHouseConfig { batch_rows: 2, batch_interval_ms: 50, ..ClickHouseConfig::default() };
+        let cfg = ClickHouseConfig {
+            batch_rows: 2,
+            batch_interval: livefunnel_core::Duration::from_ms(50),
+            ..ClickHouseConfig::default()
+        };
         let mut sink = ClickHouseSink::new(cfg, ClickHouseMetrics::unregistered()).unwrap();
         let now = Instant::now();
         assert!(!sink.should_flush(now + Duration::from_secs(10)), "nothing buffered");

@@ -160,7 +160,7 @@ async fn a_missing_database_is_fatal_and_names_the_setting() {
 async fn retrying_stops_at_max_elapsed_or_shutdown_and_keeps_the_rows() {
     let server = ClickHouseServer::prepare(); // never started
     let mut cfg = config_for(&server, "lf_gone");
-    cfg.retry.max_elapsed_ms = Some(300);
+    cfg.retry.max_elapsed = Some(livefunnel_core::Duration::from_ms(300));
     let mut sink = ClickHouseSink::new(cfg.clone(), ClickHouseMetrics::unregistered()).unwrap();
     let rows = sample_rows();
     for row in &rows[..50] {
@@ -174,7 +174,7 @@ async fn retrying_stops_at_max_elapsed_or_shutdown_and_keeps_the_rows() {
     assert!(err.to_string().contains("cannot reach clickhouse"), "{err}");
     assert_eq!(sink.buffered_rows(), 50);
 
-    cfg.retry.max_elapsed_ms = None;
+    cfg.retry.max_elapsed = None;
     let mut sink = ClickHouseSink::new(cfg, ClickHouseMetrics::unregistered()).unwrap();
     for row in &rows[..50] {
         sink.push(row);
@@ -203,7 +203,7 @@ async fn a_large_batch_is_refused_with_the_servers_reason() {
             ..cfg.clone()
         };
         // Were the refusal mistaken for a network error, this bounds the test.
-        bad.retry.max_elapsed_ms = Some(5_000);
+        bad.retry.max_elapsed = Some(livefunnel_core::Duration::from_ms(5_000));
         let mut sink = ClickHouseSink::new(bad, ClickHouseMetrics::unregistered()).unwrap();
         for i in 0..100_000 {
             sink.push(&window_row(i));
@@ -256,8 +256,8 @@ async fn an_early_refusal_is_reported_not_retried() {
         user: "writer".into(),
         ..Default::default()
     };
-    cfg.retry.max_elapsed_ms = Some(3_000);
-    cfg.retry.max_backoff_ms = 100;
+    cfg.retry.max_elapsed = Some(livefunnel_core::Duration::from_ms(3_000));
+    cfg.retry.max_backoff = livefunnel_core::Duration::from_ms(100);
     let mut sink = ClickHouseSink::new(cfg, ClickHouseMetrics::unregistered()).unwrap();
     for i in 0..100_000 {
         sink.push(&window_row(i));

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::Duration;
+
 /// One configured window (contract §2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WindowSpec {
@@ -48,25 +50,22 @@ impl WindowSpec {
     }
 }
 
-/// `5s`, `10m`, `2h`, or a bare number of seconds; whole seconds, at least 1.
+/// `5s`, `10m`, `2h`, or a bare number of seconds ([`Duration::parse_or_seconds`]);
+/// whole seconds, at least 1.
 fn parse_duration_s(text: &str) -> Result<i64, String> {
-    let text = text.trim();
-    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let n: i64 = digits.parse().map_err(|_| {
-        format!("`{text}` is not a duration: write a whole number with s, m or h, like `10s` or `5m`")
-    })?;
-    let secs = match unit {
-        "s" => Some(n),
-        "m" => n.checked_mul(60),
-        "h" => n.checked_mul(3600),
-        _ => None,
+    let ms = Duration::parse_or_seconds(text)?.as_ms();
+    if ms % 1_000 != 0 {
+        return Err(format!(
+            "`{}` is not whole seconds: a window size or slide is, like `10s` or `5m`",
+            text.trim()
+        ));
     }
-    .ok_or_else(|| format!("`{text}` is not a duration: use the units s, m or h, like `10s` or `5m`"))?;
+    let secs = ms / 1_000;
     if !(1..=7 * 24 * 3600).contains(&secs) {
-        return Err(format!("`{text}` is out of range: a window size or slide is between 1s and 7 days"));
+        return Err(format!(
+            "`{}` is out of range: a window size or slide is between 1s and 7 days",
+            text.trim()
+        ));
     }
     Ok(secs)
 }
@@ -310,7 +309,9 @@ mod tests {
     #[test]
     fn window_parse_errors_say_the_fix() {
         assert!(WindowSpec::parse("5m/7s").unwrap_err().contains("divide"));
-        assert!(WindowSpec::parse("5x").unwrap_err().contains("units"));
+        assert!(WindowSpec::parse("5x").unwrap_err().contains("unknown unit `x`: use ms, s, m or h"));
+        assert!(WindowSpec::parse("1500ms").unwrap_err().contains("not whole seconds"));
+        assert_eq!(WindowSpec::parse("60000ms").unwrap().name(), "1m");
         assert!(WindowSpec::parse("0s").unwrap_err().contains("between"));
         assert!(WindowSpec::parse("abc").unwrap_err().contains("not a duration"));
     }

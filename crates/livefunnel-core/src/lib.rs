@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod duration;
 pub mod engine;
 pub mod event;
 mod json;
@@ -12,6 +13,7 @@ pub mod row;
 
 pub use config::{ConfigError, EngineConfig, TimeMode, WindowSpec, USER_IDS_CLEAR};
 pub use decode::decode;
+pub use duration::Duration;
 pub use engine::{Engine, EngineStats, Outcome, RoomTotals, RunningRoom, StateError, STATE_FORMAT_VERSION};
 pub use event::{Event, EventType, Platform, Reason, Rejection, Source, SourceClass};
 pub use row::{

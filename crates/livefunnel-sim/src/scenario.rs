@@ -27,6 +27,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use livefunnel_core::Duration;
+
 /// What happens in a room.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Scenario {
@@ -282,25 +284,14 @@ fn parse_room_list(list: &str) -> Result<RoomSet, String> {
     Ok(RoomSet::Ranges(ranges))
 }
 
-/// Parses `1500ms`, `90s`, `30m`, `2h` (a bare number is seconds) into milliseconds.
+/// Parses `1500ms`, `90s`, `30m`, `2h` (a bare number is seconds) into milliseconds
+/// ([`Duration::parse_or_seconds`]); positive.
 pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1_000)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60_000)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3_600_000)
-    } else {
-        (s, 1_000)
-    };
-    let n: i64 = num.trim().parse().map_err(|_| format!("invalid duration `{s}` (use e.g. 90s, 30m, 2h)"))?;
-    if n <= 0 {
-        return Err(format!("duration `{s}` must be positive"));
+    let ms = Duration::parse_or_seconds(s)?.as_ms();
+    if ms <= 0 {
+        return Err(format!("duration `{}` must be positive", s.trim()));
     }
-    n.checked_mul(mult).ok_or_else(|| format!("duration `{s}` is too large"))
+    Ok(ms)
 }
 
 /// What the scenarios make of one room, with the stream-wide shares as defaults.

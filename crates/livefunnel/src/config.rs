@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Metadata, Source};
+pub use livefunnel_core::Duration;
+
+use crate::config_renamed::Renamed;
 use livefunnel_core::{EngineConfig, TimeMode, WindowSpec};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
@@ -138,102 +141,6 @@ impl Default for LimitsConfig {
     }
 }
 
-/// A duration written with a unit (`500ms`, `5s`, `10m`, `1h`), kept in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Duration {
-    ms: i64,
-}
-
-impl Duration {
-    pub const fn from_ms(ms: i64) -> Duration {
-        Duration { ms }
-    }
-
-    pub fn as_ms(self) -> i64 {
-        self.ms
-    }
-
-    /// Parses `<digits><unit>` with unit `ms`, `s`, `m` or `h`.
-    pub fn parse(text: &str) -> Result<Duration, String> {
-        let t = text.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (digits, unit) = t.split_at(split);
-        if digits.is_empty() {
-            return Err(format!(
-                "`{text}` is not a duration: write a whole number with a unit ms, s, m or h, like \"90s\""
-            ));
-        }
-        let factor = match unit.trim() {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "" => {
-                return Err(format!("`{text}` has no unit: write it with ms, s, m or h, like \"{digits}s\""))
-            }
-            other => {
-                return Err(format!(
-                    "`{text}` has the unknown unit `{other}`: use ms, s, m or h, like \"90s\""
-                ))
-            }
-        };
-        digits
-            .parse::<i64>()
-            .ok()
-            .and_then(|n| n.checked_mul(factor))
-            .map(Duration::from_ms)
-            .ok_or_else(|| format!("`{text}` is too large: keep durations below a few years"))
-    }
-}
-
-impl fmt::Display for Duration {
-    /// The largest unit that divides the value exactly: `2m`, `90s`, `1500ms`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.ms;
-        if ms != 0 && ms % 3_600_000 == 0 {
-            write!(f, "{}h", ms / 3_600_000)
-        } else if ms != 0 && ms % 60_000 == 0 {
-            write!(f, "{}m", ms / 60_000)
-        } else if ms % 1_000 == 0 {
-            write!(f, "{}s", ms / 1_000)
-        } else {
-            write!(f, "{ms}ms")
-        }
-    }
-}
-
-impl Serialize for Duration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Duration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Duration;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration string with a unit ms, s, m or h, like \"90s\"")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-                Duration::parse(v).map_err(E::custom)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-                Err(E::custom(format!(
-                    "`{v}` has no unit: write it as a string with ms, s, m or h, like \"{v}s\""
-                )))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-                Err(E::custom(format!(
-                    "`{v}` has no unit: write it as a string with ms, s, m or h, like \"{v}s\""
-                )))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// The configured window names, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowSet(pub Vec<String>);
@@ -317,10 +224,10 @@ pub fn load(sources: &Sources, mode: TimeMode) -> Result<Loaded, ConfigLoadError
                 message: format!("config file {}: {e}: check the --config path", path.display()),
             });
         }
-        figment = figment.merge(Toml::file_exact(path));
+        figment = figment.merge(Renamed(Toml::file_exact(path)));
     }
     if sources.env {
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split(ENV_SPLIT));
+        figment = figment.merge(Renamed(Env::prefixed(ENV_PREFIX).split(ENV_SPLIT)));
     }
     let mut config: Config = figment.extract().map_err(|e| from_figment(&e))?;
     config.privacy.check().map_err(|(key, message)| {
@@ -559,6 +466,27 @@ mod tests {
             let loaded = load_in(jail, Some(EXAMPLE)).expect("example loads");
             assert_eq!(loaded.config, Config::default());
             assert_eq!(loaded.engine, EngineConfig::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn clickhouse_durations_take_a_unit_and_the_old_millisecond_keys() {
+        Jail::expect_with(|jail| {
+            let toml = "[clickhouse]\nbatch_interval = \"250ms\"\n[clickhouse.retry]\nmax_elapsed = \"2m\"\n";
+            let loaded = load_in(jail, Some(toml)).expect("loads");
+            assert_eq!(loaded.config.clickhouse.batch_interval.as_ms(), 250);
+            assert_eq!(loaded.config.clickhouse.retry.max_elapsed.map(Duration::as_ms), Some(120_000));
+            // A file or an environment of before: integers of milliseconds under `_ms`.
+            jail.set_env("LIVEFUNNEL_CLICKHOUSE__REQUEST_TIMEOUT_MS", "5000");
+            let loaded = load_in(jail, Some("[clickhouse]\nbatch_interval_ms = 200\n")).expect("loads");
+            assert_eq!(loaded.config.clickhouse.batch_interval.as_ms(), 200);
+            assert_eq!(loaded.config.clickhouse.request_timeout.as_ms(), 5_000);
+            let err = load_in(jail, Some("[clickhouse]\nbatch_interval = \"5\"\n")).unwrap_err().to_string();
+            assert!(err.contains("clickhouse.batch_interval") && err.contains("no unit"), "{err}");
+            let both = "[clickhouse]\nbatch_interval = \"1s\"\nbatch_interval_ms = 1000\n";
+            let err = load_in(jail, Some(both)).unwrap_err().to_string();
+            assert!(err.contains("same key: keep batch_interval only"), "{err}");
             Ok(())
         });
     }
@@ -809,19 +737,5 @@ mod tests {
         let err =
             load(&Sources::file_only(Some(Path::new("/nonexistent/lf.toml"))), TimeMode::Replay).unwrap_err();
         assert!(err.message.contains("/nonexistent/lf.toml"), "{}", err.message);
-    }
-
-    #[test]
-    fn durations_parse_and_print() {
-        for (text, ms, shown) in
-            [("500ms", 500, "500ms"), ("5s", 5_000, "5s"), ("120s", 120_000, "2m"), ("1h", 3_600_000, "1h")]
-        {
-            let d = Duration::parse(text).unwrap();
-            assert_eq!(d.as_ms(), ms);
-            assert_eq!(d.to_string(), shown);
-        }
-        assert!(Duration::parse("90").unwrap_err().contains("no unit"));
-        assert!(Duration::parse("1d").unwrap_err().contains("unknown unit"));
-        assert!(Duration::parse("-5s").unwrap_err().contains("not a duration"));
     }
 }

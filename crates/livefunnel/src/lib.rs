@@ -4,6 +4,7 @@
 
 pub mod alert_relay;
 pub mod config;
+mod config_renamed;
 pub mod detectors_config;
 pub mod eval_alerts;
 pub mod logging;

@@ -334,7 +334,7 @@ fn every_dashboard_query_returns_rows_on_clickhouse_18_16_and_current() {
     let ch = ClickHouseConfig {
         url: server.http_url(),
         database: DATABASE.to_owned(),
-        batch_interval_ms: 200,
+        batch_interval: livefunnel_core::Duration::from_ms(200),
         ..Default::default()
     };
     fill(&f, &ch);

@@ -143,7 +143,7 @@ fn faultsuite_a_stop_with_clickhouse_unreachable_ends_within_its_limits() {
     let ch = ClickHouseConfig {
         url: format!("http://127.0.0.1:{}", livefunnel_testkit::free_port()),
         database: "failsafe_unreachable".to_owned(),
-        batch_interval_ms: 200,
+        batch_interval: livefunnel_core::Duration::from_ms(200),
         ..Default::default()
     };
     let group = "failsafe-unreachable";

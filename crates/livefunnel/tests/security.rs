@@ -60,7 +60,7 @@ fn sec_clickhouse(url: String) -> ClickHouseConfig {
         database: "sec".into(),
         user: WRITER_USER.into(),
         password: WRITER_PASSWORD.into(),
-        batch_interval_ms: 200,
+        batch_interval: livefunnel_core::Duration::from_ms(200),
         ..Default::default()
     }
 }

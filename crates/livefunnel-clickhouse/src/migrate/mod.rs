@@ -220,7 +220,7 @@ pub trait MigrationTarget: Sync {
     /// Runs a statement that answers nothing, within the request time limit.
     fn execute(&self, sql: &str) -> impl Future<Output = Result<(), ClickHouseError>> + Send;
     /// Runs a statement that copies a whole table, within the migration time limit
-    /// (`clickhouse.migration_timeout_ms`).
+    /// (`clickhouse.migration_timeout`).
     fn execute_long(&self, sql: &str) -> impl Future<Output = Result<(), ClickHouseError>> + Send;
     /// Runs a query and answers its `TabSeparated` lines.
     fn fetch_lines(&self, sql: &str) -> impl Future<Output = Result<Vec<String>, ClickHouseError>> + Send;
@@ -232,7 +232,7 @@ impl MigrationTarget for Conn {
     }
 
     fn execute_long(&self, sql: &str) -> impl Future<Output = Result<(), ClickHouseError>> + Send {
-        self.execute_within(sql, self.cfg.migration_timeout())
+        self.execute_within(sql, self.cfg.migration_timeout.as_std())
     }
 
     fn fetch_lines(&self, sql: &str) -> impl Future<Output = Result<Vec<String>, ClickHouseError>> + Send {

@@ -303,7 +303,7 @@ pub(super) async fn rekey<T: MigrationTarget>(
             Err(e) if lost_race(&e) => tracing::debug!(error = %e, "tables changed by a concurrent migration"),
             Err(ClickHouseError::Timeout { timeout_ms }) if step == MoveStep::Copy => {
                 return Err(fail(format!(
-                    "copying it took longer than {timeout_ms} ms (clickhouse.migration_timeout_ms); the server \
+                    "copying it took longer than {timeout_ms} ms (clickhouse.migration_timeout); the server \
                      may still be copying (system.processes): raise the limit, wait for the copy to end, then \
                      start again"
                 )))

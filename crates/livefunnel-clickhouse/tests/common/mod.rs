@@ -159,9 +159,9 @@ pub fn assert_same_rows(
 /// A config for `server`'s HTTP port and database `db`, with quick retries.
 pub fn config_for(server: &ClickHouseServer, db: &str) -> ClickHouseConfig {
     let mut cfg = ClickHouseConfig { url: server.http_url(), database: db.to_string(), ..Default::default() };
-    cfg.retry.initial_backoff_ms = 20;
-    cfg.retry.max_backoff_ms = 200;
-    cfg.request_timeout_ms = 10_000;
+    cfg.retry.initial_backoff = livefunnel_core::Duration::from_ms(20);
+    cfg.retry.max_backoff = livefunnel_core::Duration::from_ms(200);
+    cfg.request_timeout = livefunnel_core::Duration::from_ms(10_000);
     cfg
 }
 

@@ -82,7 +82,7 @@ pub fn ch_config(server: &ClickHouseServer, database: &str) -> ClickHouseConfig 
     ClickHouseConfig {
         url: server.http_url(),
         database: database.to_owned(),
-        batch_interval_ms: 200,
+        batch_interval: livefunnel_core::Duration::from_ms(200),
         ..Default::default()
     }
 }

@@ -70,7 +70,7 @@ topics = ["{TOPIC}"]
 url = "{url}"
 database = "{db}"
 user = "{user}"
-batch_interval_ms = {batch}
+batch_interval = "{batch}"
 
 [checkpoint]
 dir = "{state}"
@@ -84,7 +84,7 @@ listen = "{http}"
         url = ch.url,
         db = ch.database,
         user = ch.user,
-        batch = ch.batch_interval_ms,
+        batch = ch.batch_interval,
         state = dir.join("state").display(),
         interval = c.checkpoint_interval,
         http = c.http,
