@@ -35,25 +35,43 @@ pub struct Cluster {
     pub ch: ClickHouseConfig,
     pub dir: tempfile::TempDir,
     pub brokers: String,
-    pub mock: MockCluster<'static, DefaultProducerContext>,
+    /// `None` with a broker of one's own (`KAFKA_ENV`).
+    pub mock: Option<MockCluster<'static, DefaultProducerContext>>,
     pub server: ClickHouseServer,
 }
+
+/// `host:port` of a Kafka-protocol broker to run the cluster tests on instead of
+/// librdkafka's mock cluster (a fresh tansu, say: the test creates its topics there).
+/// The mock's group coordinator differs from a real one's; this is how to see a
+/// test's figures on another.
+pub const KAFKA_ENV: &str = "LIVEFUNNEL_TEST_KAFKA";
 
 impl Cluster {
     /// `inputs` over `partitions` input partitions, rows into `database`.
     pub fn new(database: &str, partitions: i32, dlq_partitions: i32, inputs: Vec<Input>) -> Cluster {
         init_logs();
         let server = ClickHouseServer::spawn();
-        let mock = MockCluster::new(1).expect("mock cluster");
-        mock.create_topic(TOPIC, partitions, 1).unwrap();
         // As many store partitions as input partitions: each keeps one input partition's
         // checkpoints, within the mock broker's 5 MB per partition.
-        mock.create_topic(STORE_TOPIC, partitions, 1).unwrap();
-        mock.create_topic(DLQ_TOPIC, dlq_partitions, 1).unwrap();
-        let brokers = mock.bootstrap_servers();
+        let topics = [(TOPIC, partitions), (STORE_TOPIC, partitions), (DLQ_TOPIC, dlq_partitions)];
+        let rt = runtime();
+        let (brokers, mock) = match std::env::var(KAFKA_ENV).ok().filter(|b| !b.is_empty()) {
+            Some(brokers) => {
+                eprintln!("{KAFKA_ENV}: the cluster runs on the broker at {brokers}");
+                rt.block_on(create_topics(&brokers, &topics));
+                (brokers, None)
+            }
+            None => {
+                let mock = MockCluster::new(1).expect("mock cluster");
+                for (topic, n) in topics {
+                    mock.create_topic(topic, n, 1).unwrap();
+                }
+                (mock.bootstrap_servers(), Some(mock))
+            }
+        };
         let expected = latest(&replay_inputs(&inputs).rows);
         Cluster {
-            rt: runtime(),
+            rt,
             inputs,
             expected,
             ch: ch_config(&server, database),
@@ -72,6 +90,24 @@ impl Cluster {
     /// Waits until ClickHouse holds replay's latest rows; fails after `limit` with `logs()`.
     pub fn wait_for_replay(&self, limit: Duration, logs: impl Fn() -> String) {
         self.rt.block_on(wait_for_clickhouse_or(&self.ch, &self.expected, limit, logs));
+    }
+}
+
+/// Creates the topics on a broker of one's own; a topic that exists already fails the
+/// test, as it would hold another run's messages.
+async fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    use livefunnel_kafka::rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use livefunnel_kafka::rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("creating an admin client");
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|&(t, n)| NewTopic::new(t, n, TopicReplication::Fixed(1))).collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(&new, &opts).await.expect("creating the topics");
+    for r in results {
+        if let Err((topic, e)) = r {
+            panic!("{KAFKA_ENV}: topic {topic} not created ({e}); give the test a fresh broker");
+        }
     }
 }
 
@@ -217,7 +253,7 @@ dlq_topic = "{DLQ_TOPIC}"
 [clickhouse]
 url = "{}"
 database = "{}"
-batch_interval_ms = 200
+batch_interval = "200ms"
 
 [checkpoint]
 store = "kafka"
