@@ -87,17 +87,11 @@ impl Default for RetryConfig {
     }
 }
 
-/// A configuration value that cannot work, naming the key and the fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("clickhouse.{field}: {message}")]
-pub struct ConfigError {
-    /// The key below `clickhouse.`, e.g. `retry.max_backoff`.
-    pub field: &'static str,
-    pub message: String,
-}
+pub use livefunnel_core::ConfigError;
 
-fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError { field, message: message.into() }
+/// `field` is the key below `clickhouse.`, e.g. `retry.max_backoff`.
+fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::new(format!("clickhouse.{field}"), message)
 }
 
 impl ClickHouseConfig {
@@ -218,9 +212,9 @@ mod tests {
             let mut cfg = ClickHouseConfig::default();
             edit(&mut cfg);
             let err = cfg.validate().unwrap_err();
-            assert_eq!(err.field, field);
+            assert_eq!(err.key, format!("clickhouse.{field}"));
             let text = err.to_string();
-            assert!(text.starts_with(&format!("clickhouse.{field}: ")), "{text}");
+            assert!(text.starts_with(&format!("config key `clickhouse.{field}`: ")), "{text}");
             assert!(text.contains(hint), "{text}");
         };
         check(|c| c.url = "https://ch:8443".into(), "url", "http://127.0.0.1:8123");

@@ -429,7 +429,7 @@ mod tests {
     fn new_refuses_an_invalid_config() {
         let cfg = ClickHouseConfig { database: "no-dash".into(), ..ClickHouseConfig::default() };
         let err = ClickHouseSink::new(cfg, ClickHouseMetrics::unregistered()).err().unwrap();
-        assert!(err.to_string().starts_with("clickhouse.database: "), "{err}");
+        assert!(err.to_string().starts_with("config key `clickhouse.database`: "), "{err}");
         assert!(!err.is_retryable());
     }
 }

@@ -129,7 +129,8 @@ pub const OTHER_KEY: &str = "__other__";
 /// [`EngineConfig::user_id_form`] of ids as they arrive.
 pub const USER_IDS_CLEAR: &str = "clear";
 
-/// A configuration value that cannot be used, naming the key and the fix.
+/// A configuration value that cannot be used, naming the dotted key
+/// (`clickhouse.batch_rows`) and the fix: the one configuration error of the workspace.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
     pub key: String,
@@ -145,6 +146,12 @@ impl fmt::Display for ConfigError {
 impl ConfigError {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError { key: key.into(), message: message.into() }
+    }
+
+    /// As [`ConfigError::new`], with the message a `String` already (so that
+    /// `"...".into()` needs no annotation).
+    pub fn at(key: impl Into<String>, message: String) -> ConfigError {
+        ConfigError { key: key.into(), message }
     }
 }
 

@@ -16,7 +16,7 @@ use figment::{Figment, Metadata, Source};
 pub use livefunnel_core::Duration;
 
 use crate::config_renamed::Renamed;
-use livefunnel_core::{EngineConfig, TimeMode, WindowSpec};
+use livefunnel_core::{ConfigError, EngineConfig, TimeMode, WindowSpec};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -230,11 +230,11 @@ pub fn load(sources: &Sources, mode: TimeMode) -> Result<Loaded, ConfigLoadError
         figment = figment.merge(Renamed(Env::prefixed(ENV_PREFIX).split(ENV_SPLIT)));
     }
     let mut config: Config = figment.extract().map_err(|e| from_figment(&e))?;
-    config.privacy.check().map_err(|(key, message)| {
+    config.privacy.check().map_err(|ConfigError { key, message }| {
         let origin = figment.find_metadata(&key).and_then(|md| origin(md, &key));
         keyed(&key, origin, &message)
     })?;
-    config.alert_relay.check().map_err(|(key, message)| {
+    config.alert_relay.check().map_err(|ConfigError { key, message }| {
         let origin = figment.find_metadata(&key).and_then(|md| origin(md, &key));
         keyed(&key, origin, &message)
     })?;
@@ -242,13 +242,13 @@ pub fn load(sources: &Sources, mode: TimeMode) -> Result<Loaded, ConfigLoadError
         let origin = figment.find_metadata(&e.key).and_then(|md| origin(md, &e.key));
         keyed(&e.key, origin, &e.message)
     })?;
-    config.check_pipeline().map_err(|(key, message)| {
+    config.check_pipeline().map_err(|ConfigError { key, message }| {
         let origin = figment.find_metadata(&key).and_then(|md| origin(md, &key));
         keyed(&key, origin, &message)
     })?;
     // Only a value someone set must name a configured window: the defaults turn off.
     let set_by_user = |key: &str| figment.find_metadata(key).and_then(|md| origin(md, key)).is_some();
-    config.signals.check(&engine.windows, set_by_user).map_err(|(key, message)| {
+    config.signals.check(&engine.windows, set_by_user).map_err(|ConfigError { key, message }| {
         let origin = figment.find_metadata(&key).and_then(|md| origin(md, &key));
         keyed(&key, origin, &message)
     })?;
@@ -259,7 +259,7 @@ pub fn load(sources: &Sources, mode: TimeMode) -> Result<Loaded, ConfigLoadError
         },
         None => None,
     };
-    config.detectors.check(&engine, online_slide, set_by_user).map_err(|(key, message)| {
+    config.detectors.check(&engine, online_slide, set_by_user).map_err(|ConfigError { key, message }| {
         let origin = figment.find_metadata(&key).and_then(|md| origin(md, &key));
         keyed(&key, origin, &message)
     })?;
@@ -268,8 +268,7 @@ pub fn load(sources: &Sources, mode: TimeMode) -> Result<Loaded, ConfigLoadError
 
 impl Config {
     /// Maps into the engine's parameters and checks them; errors name the key.
-    pub fn engine_config(&self, mode: TimeMode) -> Result<EngineConfig, livefunnel_core::ConfigError> {
-        use livefunnel_core::ConfigError;
+    pub fn engine_config(&self, mode: TimeMode) -> Result<EngineConfig, ConfigError> {
         let t = &self.time;
         let mut windows = Vec::with_capacity(self.windows.set.0.len());
         for name in &self.windows.set.0 {
@@ -331,23 +330,23 @@ impl Config {
     }
 
     /// Checks the live pipeline's sections; the error is `(dotted key, message)`.
-    pub fn check_pipeline(&self) -> Result<(), (String, String)> {
-        self.kafka.validate().map_err(|(k, m)| (k.to_owned(), m))?;
-        self.clickhouse.validate().map_err(|e| (format!("clickhouse.{}", e.field), e.message))?;
-        self.checkpoint.validate().map_err(|(k, m)| (k.to_owned(), m))?;
+    pub fn check_pipeline(&self) -> Result<(), ConfigError> {
+        self.kafka.validate()?;
+        self.clickhouse.validate()?;
+        self.checkpoint.validate()?;
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err((
-                "http.listen".into(),
+            return Err(ConfigError::at(
+                "http.listen",
                 format!("`{}` is not an address: write ip:port, like \"127.0.0.1:9464\"", self.http.listen),
             ));
         }
         if self.http.series_ttl.as_ms() < 1_000 {
-            return Err(("http.series_ttl".into(), "must be at least 1s, like \"15m\"".into()));
+            return Err(ConfigError::at("http.series_ttl", "must be at least 1s, like \"15m\"".into()));
         }
         self.wall.check()?;
         if !(1..=10_000_000).contains(&self.http.max_room_series) {
-            return Err((
-                "http.max_room_series".into(),
+            return Err(ConfigError::at(
+                "http.max_room_series",
                 format!(
                     "is {}: must be from 1 to 10000000 rooms, like 20000 (each room has about 26 series)",
                     self.http.max_room_series

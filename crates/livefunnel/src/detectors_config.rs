@@ -2,6 +2,7 @@
 //! exported as `livefunnel_detector_threshold`, which the shipped rules compare with,
 //! so rules and configuration cannot drift apart.
 
+use livefunnel_core::ConfigError;
 use livefunnel_core::{EngineConfig, WindowSpec};
 use livefunnel_metrics::DetectorConfig;
 use serde::{Deserialize, Serialize};
@@ -82,20 +83,23 @@ impl Default for DetectorsConfig {
 
 impl DetectorsConfig {
     /// The detectors' parameters; the error is `(dotted key, message)`.
-    pub fn parameters(&self) -> Result<DetectorConfig, (String, String)> {
-        let whole = |key: &str, d: Duration| -> Result<u32, (String, String)> {
+    pub fn parameters(&self) -> Result<DetectorConfig, ConfigError> {
+        let whole = |key: &str, d: Duration| -> Result<u32, ConfigError> {
             let ms = d.as_ms();
             if ms % 60_000 != 0 || !(0..=24 * 60 * 60_000).contains(&ms) {
-                return Err((
+                return Err(ConfigError::at(
                     format!("detectors.{key}"),
                     format!("is {d}: must be whole minutes up to a day, like \"10m\""),
                 ));
             }
             Ok((ms / 60_000) as u32)
         };
-        let positive_minutes = |key: &str, d: Duration| -> Result<f64, (String, String)> {
+        let positive_minutes = |key: &str, d: Duration| -> Result<f64, ConfigError> {
             if d.as_ms() <= 0 {
-                return Err((format!("detectors.{key}"), format!("is {d}: must be positive, like \"60m\"")));
+                return Err(ConfigError::at(
+                    format!("detectors.{key}"),
+                    format!("is {d}: must be positive, like \"60m\""),
+                ));
             }
             Ok(d.as_ms() as f64 / 60_000.0)
         };
@@ -128,7 +132,7 @@ impl DetectorsConfig {
                 .message
                 .replace("warmup_minutes", "warmup")
                 .replace("baseline_delay_minutes", "baseline_delay");
-            (format!("detectors.{key}"), message)
+            ConfigError::at(format!("detectors.{key}"), message)
         })?;
         Ok(c)
     }
@@ -142,7 +146,7 @@ impl DetectorsConfig {
         engine: &EngineConfig,
         online_slide_ms: Option<i64>,
         set_by_user: impl Fn(&str) -> bool,
-    ) -> Result<(), (String, String)> {
+    ) -> Result<(), ConfigError> {
         if !self.enabled {
             return Ok(());
         }
@@ -153,16 +157,16 @@ impl DetectorsConfig {
                 self.enabled = false;
                 return Ok(());
             }
-            return Err((
-                "detectors.enabled".into(),
+            return Err(ConfigError::at(
+                "detectors.enabled",
                 "the detectors read the \"1m\" window and its source breakdowns: add \"1m\" to windows.set \
                  (and to windows.breakdowns when that is set), or set detectors.enabled = false"
                     .into(),
             ));
         }
         if let Some(slide) = online_slide_ms.filter(|s| 60_000 % s != 0) {
-            return Err((
-                "signals.online_window".into(),
+            return Err(ConfigError::at(
+                "signals.online_window",
                 format!(
                     "its slide of {slide} ms does not divide 60 s, which the online cliff detector compares \
                      over: use a window like \"5m/10s\", or set detectors.enabled = false"

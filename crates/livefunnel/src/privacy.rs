@@ -11,6 +11,7 @@
 //! would merge two viewers in a distinct count) out of reach for any realistic
 //! audience, and 32 hex characters fit the contract's 128-byte `user_id` limit.
 
+use livefunnel_core::ConfigError;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -33,10 +34,10 @@ pub struct PrivacyConfig {
 
 impl PrivacyConfig {
     /// The error is `(dotted key, message)`.
-    pub fn check(&self) -> Result<(), (String, String)> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         if self.hash_user_ids && self.salt.expose().trim().is_empty() {
-            return Err((
-                "privacy.salt".into(),
+            return Err(ConfigError::at(
+                "privacy.salt",
                 "is empty but privacy.hash_user_ids is true: set a long random salt, preferably from \
                  the environment (LIVEFUNNEL_PRIVACY__SALT=$(openssl rand -hex 32)), or turn hashing off"
                     .into(),
@@ -153,7 +154,7 @@ mod tests {
     #[test]
     fn hashing_needs_a_salt_and_debug_hides_it() {
         let cfg = PrivacyConfig { hash_user_ids: true, salt: Secret::default() };
-        let (key, msg) = cfg.check().unwrap_err();
+        let ConfigError { key, message: msg } = cfg.check().unwrap_err();
         assert_eq!(key, "privacy.salt");
         assert!(msg.contains("LIVEFUNNEL_PRIVACY__SALT") && msg.contains("hash_user_ids"), "{msg}");
         assert!(PrivacyConfig::default().check().is_ok(), "off needs no salt");

@@ -2,6 +2,7 @@
 //! `[kafka]`, `[clickhouse]`, `[checkpoint]`, `[http]` and `[signals]`. Loaded and
 //! layered with the rest of the configuration (see `config`).
 
+use livefunnel_core::ConfigError;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -152,15 +153,21 @@ impl KafkaConfig {
         }
     }
 
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.brokers.trim().is_empty() {
-            return Err(("kafka.brokers", "is empty: set it to host:port[,host:port...]".into()));
+            return Err(ConfigError::at(
+                "kafka.brokers",
+                "is empty: set it to host:port[,host:port...]".into(),
+            ));
         }
         if self.group_id.trim().is_empty() {
-            return Err(("kafka.group_id", "is empty: name the consumer group, like \"livefunnel\"".into()));
+            return Err(ConfigError::at(
+                "kafka.group_id",
+                "is empty: name the consumer group, like \"livefunnel\"".into(),
+            ));
         }
         if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
-            return Err((
+            return Err(ConfigError::at(
                 "kafka.topics",
                 "needs at least one non-empty topic name, like [\"room-events\"]".into(),
             ));
@@ -169,14 +176,17 @@ impl KafkaConfig {
             if self.properties.contains_key(key)
                 || self.properties.contains_key(key.split('.').next().unwrap_or(""))
             {
-                return Err((
+                return Err(ConfigError::at(
                     "kafka",
                     format!("sets `{key}` directly: use kafka.brokers / kafka.group_id instead"),
                 ));
             }
         }
         if self.topics.iter().any(|t| self.dlq_topic_for(t) == *t) {
-            return Err(("kafka.dlq_topic", "is one of the input topics: choose another name".into()));
+            return Err(ConfigError::at(
+                "kafka.dlq_topic",
+                "is one of the input topics: choose another name".into(),
+            ));
         }
         // librdkafka's default `message.max.bytes`, and room for a key and the headers.
         const DEFAULT_MAX: usize = 1_000_000;
@@ -184,11 +194,13 @@ impl KafkaConfig {
         let max_key = "message.max.bytes";
         let max = match self.librdkafka_properties().get(max_key).map(|v| v.parse::<usize>()) {
             Some(Ok(max)) => max,
-            Some(Err(_)) => return Err(("kafka", format!("{max_key} is not a number of bytes"))),
+            Some(Err(_)) => {
+                return Err(ConfigError::at("kafka", format!("{max_key} is not a number of bytes")))
+            }
             None => DEFAULT_MAX,
         };
         if self.dlq_truncate_bytes == 0 || self.dlq_truncate_bytes.saturating_add(ROOM) > max {
-            return Err((
+            return Err(ConfigError::at(
                 "kafka.dlq_truncate_bytes",
                 format!(
                     "is {}: set it between 1 and {} ({max_key} {max} minus {ROOM} bytes for the key and headers), \
@@ -269,25 +281,29 @@ impl Default for CheckpointKafkaConfig {
 
 impl CheckpointConfig {
     /// The error is `(dotted key, message)`.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.interval.as_ms() < 100 {
-            return Err(("checkpoint.interval", "must be at least 100ms, like \"10s\"".into()));
+            return Err(ConfigError::at(
+                "checkpoint.interval",
+                "must be at least 100ms, like \"10s\"".into(),
+            ));
         }
         match self.store {
-            CheckpointStoreKind::Dir if self.dir.as_os_str().is_empty() => {
-                Err(("checkpoint.dir", "is empty: name a local directory for checkpoints".into()))
-            }
+            CheckpointStoreKind::Dir if self.dir.as_os_str().is_empty() => Err(ConfigError::at(
+                "checkpoint.dir",
+                "is empty: name a local directory for checkpoints".into(),
+            )),
             CheckpointStoreKind::Dir => Ok(()),
             CheckpointStoreKind::Kafka => {
                 let k = &self.kafka;
                 if k.topic.trim().is_empty() {
-                    return Err((
+                    return Err(ConfigError::at(
                         "checkpoint.kafka.topic",
                         "is empty: name a topic, like \"livefunnel.checkpoints\"".into(),
                     ));
                 }
                 if !(1024..=64 * 1024 * 1024).contains(&k.chunk_bytes) {
-                    return Err((
+                    return Err(ConfigError::at(
                         "checkpoint.kafka.chunk_bytes",
                         format!(
                             "is {}: keep it between 1024 and the broker's message.max.bytes, like 524288",
@@ -296,16 +312,22 @@ impl CheckpointConfig {
                     ));
                 }
                 if k.partitions < 1 {
-                    return Err(("checkpoint.kafka.partitions", "must be at least 1, like 12".into()));
+                    return Err(ConfigError::at(
+                        "checkpoint.kafka.partitions",
+                        "must be at least 1, like 12".into(),
+                    ));
                 }
                 if k.replication_factor == 0 || k.replication_factor < -1 {
-                    return Err((
+                    return Err(ConfigError::at(
                         "checkpoint.kafka.replication_factor",
                         "must be -1 (broker default) or at least 1".into(),
                     ));
                 }
                 if k.timeout.as_ms() < 1_000 {
-                    return Err(("checkpoint.kafka.timeout", "must be at least 1s, like \"30s\"".into()));
+                    return Err(ConfigError::at(
+                        "checkpoint.kafka.timeout",
+                        "must be at least 1s, like \"30s\"".into(),
+                    ));
                 }
                 Ok(())
             }
@@ -376,7 +398,7 @@ impl SignalsConfig {
         &mut self,
         windows: &[WindowSpec],
         set_by_user: impl Fn(&str) -> bool,
-    ) -> Result<(), (String, String)> {
+    ) -> Result<(), ConfigError> {
         let configured = || {
             let names: Vec<String> = windows
                 .iter()
@@ -394,7 +416,7 @@ impl SignalsConfig {
             }
             let spec = WindowSpec::parse(value).map_err(|m| {
                 let fix = "name a hop or tumble window of windows.set, like \"10m/1m\", or \"\" for off";
-                (key.to_owned(), format!("window `{value}`: {m}; {fix}"))
+                ConfigError::at(key, format!("window `{value}`: {m}; {fix}"))
             })?;
             if windows.contains(&spec) && spec != WindowSpec::Session {
                 continue;
@@ -408,7 +430,7 @@ impl SignalsConfig {
             } else {
                 "is not in windows.set"
             };
-            return Err((
+            return Err(ConfigError::at(
                 key.to_owned(),
                 format!(
                     "window `{value}` {why}: set it to one of windows.set's hop/tumble windows ({}), add it to windows.set, or set it to \"\" to turn this signal off",
@@ -492,7 +514,7 @@ mod tests {
             let k: KafkaConfig = toml::from_str(toml).unwrap();
             match k.validate() {
                 Ok(()) => assert!(ok, "{toml}"),
-                Err((key, msg)) => {
+                Err(ConfigError { key, message: msg }) => {
                     assert!(!ok, "{toml}: {msg}");
                     assert_eq!(key, "kafka.dlq_truncate_bytes");
                     assert!(msg.contains("message.max.bytes"), "{msg}");
@@ -504,7 +526,7 @@ mod tests {
     #[test]
     fn direct_bootstrap_servers_is_refused_with_the_fix() {
         let k: KafkaConfig = toml::from_str("\"bootstrap.servers\" = \"x:1\"").unwrap();
-        let (key, msg) = k.validate().unwrap_err();
+        let ConfigError { key, message: msg } = k.validate().unwrap_err();
         assert_eq!(key, "kafka");
         assert!(msg.contains("kafka.brokers"), "{msg}");
     }

@@ -12,6 +12,7 @@
 
 mod render;
 
+use livefunnel_core::ConfigError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -64,25 +65,25 @@ impl Default for AlertRelayConfig {
 
 impl AlertRelayConfig {
     /// The key and the fix of the first unusable value.
-    pub fn check(&self) -> Result<(), (String, String)> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         if !(self.wecom_url.starts_with("https://") || self.wecom_url.starts_with("http://")) {
-            return Err((
-                "alert_relay.wecom_url".into(),
+            return Err(ConfigError::at(
+                "alert_relay.wecom_url",
                 "must be an http(s) URL, e.g. https://qyapi.weixin.qq.com/cgi-bin/webhook/send".into(),
             ));
         }
         if self.max_alerts == 0 {
-            return Err(("alert_relay.max_alerts".into(), "must be at least 1: use e.g. 20".into()));
+            return Err(ConfigError::at("alert_relay.max_alerts", "must be at least 1: use e.g. 20".into()));
         }
         for (name, key) in &self.robots {
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err((
+                return Err(ConfigError::at(
                     format!("alert_relay.robots.{name}"),
                     "a robot name is letters, digits and _: it is the last part of the webhook path".into(),
                 ));
             }
             if key.expose().is_empty() {
-                return Err((
+                return Err(ConfigError::at(
                     format!("alert_relay.robots.{name}"),
                     format!(
                         "is empty: set LIVEFUNNEL_ALERT_RELAY__ROBOTS__{}=<the robot's webhook key>",
@@ -254,10 +255,10 @@ mod tests {
         let mut cfg = AlertRelayConfig::default();
         cfg.check().unwrap();
         cfg.robots.insert("org-a".into(), Secret::new("k"));
-        assert_eq!(cfg.check().unwrap_err().0, "alert_relay.robots.org-a");
+        assert_eq!(cfg.check().unwrap_err().key, "alert_relay.robots.org-a");
         cfg.robots.clear();
         cfg.robots.insert("org_a".into(), Secret::new(""));
-        let (key, fix) = cfg.check().unwrap_err();
+        let ConfigError { key, message: fix } = cfg.check().unwrap_err();
         assert_eq!(key, "alert_relay.robots.org_a");
         assert!(fix.contains("LIVEFUNNEL_ALERT_RELAY__ROBOTS__ORG_A"), "{fix}");
         cfg.robots.insert("org_a".into(), Secret::new("s3cr3t"));

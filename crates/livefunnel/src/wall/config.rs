@@ -1,5 +1,6 @@
 //! `[wall]`: the live wall served on `http.listen` (`/`, `/rooms/{id}`, `/api/...`).
 
+use livefunnel_core::ConfigError;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -62,16 +63,16 @@ impl Default for WallConfig {
 
 impl WallConfig {
     /// The error is `(dotted key, message)`.
-    pub fn check(&self) -> Result<(), (String, String)> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         if !matches!(self.language.as_str(), "zh" | "en") {
-            return Err((
-                "wall.language".into(),
+            return Err(ConfigError::at(
+                "wall.language",
                 format!("is `{}`: use \"zh\" (Chinese labels) or \"en\"", self.language),
             ));
         }
         if !is_time_zone_name(&self.time_zone) {
-            return Err((
-                "wall.time_zone".into(),
+            return Err(ConfigError::at(
+                "wall.time_zone",
                 format!(
                     "`{}` is not a time zone name: use an IANA name like \"Asia/Shanghai\" or \"UTC\"",
                     self.time_zone
@@ -79,14 +80,14 @@ impl WallConfig {
             ));
         }
         if !(1..=500).contains(&self.page_size) {
-            return Err((
-                "wall.page_size".into(),
+            return Err(ConfigError::at(
+                "wall.page_size",
                 format!("is {}: show from 1 to 500 rooms per page, like 24", self.page_size),
             ));
         }
         if self.page_seconds.as_ms() != 0 && self.page_seconds.as_ms() < 5_000 {
-            return Err((
-                "wall.page_seconds".into(),
+            return Err(ConfigError::at(
+                "wall.page_seconds",
                 "must be at least 5s (a page must be readable), or \"0s\" for pages that never turn".into(),
             ));
         }
@@ -98,10 +99,13 @@ impl WallConfig {
         for (name, org) in &self.orgs {
             let key = |k: &str| format!("wall.orgs.{name}.{k}");
             if org.org_id.trim().is_empty() {
-                return Err((key("org_id"), "is empty: name the org_id whose rooms this token shows".into()));
+                return Err(ConfigError::at(
+                    key("org_id"),
+                    "is empty: name the org_id whose rooms this token shows".into(),
+                ));
             }
             if org.token.is_empty() {
-                return Err((
+                return Err(ConfigError::at(
                     key("token"),
                     format!(
                         "is empty: set it from the environment, {}=$(openssl rand -hex 16)",
@@ -111,7 +115,7 @@ impl WallConfig {
             }
             check_token(&key("token"), &org.token)?;
             if let Some((_, other)) = seen.iter().find(|(t, _)| *t == org.token.expose()) {
-                return Err((
+                return Err(ConfigError::at(
                     key("token"),
                     format!("is the same as {other}: give each org a token of its own"),
                 ));
@@ -136,11 +140,11 @@ impl WallConfig {
     }
 }
 
-fn check_token(key: &str, token: &Secret) -> Result<(), (String, String)> {
+fn check_token(key: &str, token: &Secret) -> Result<(), ConfigError> {
     let t = token.expose();
     if t.chars().count() < MIN_TOKEN_CHARS || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err((
-            key.into(),
+        return Err(ConfigError::at(
+            key,
             format!(
                 "must be at least {MIN_TOKEN_CHARS} characters without spaces: generate one with \
                  `openssl rand -hex 16` and set it from the environment ({})",
@@ -284,30 +288,30 @@ mod tests {
     #[test]
     fn bad_values_name_the_key_and_the_fix() {
         let err = |c: WallConfig| c.check().unwrap_err();
-        let (k, m) = err(with_org("xm", "org-xingmang", "short"));
+        let ConfigError { key: k, message: m } = err(with_org("xm", "org-xingmang", "short"));
         assert_eq!(k, "wall.orgs.xm.token");
         assert!(m.contains("openssl rand -hex 16") && m.contains("LIVEFUNNEL_WALL__ORGS__XM__TOKEN"), "{m}");
-        let (k, _) = err(with_org("xm", "", "0123456789abcdef"));
+        let ConfigError { key: k, message: _ } = err(with_org("xm", "", "0123456789abcdef"));
         assert_eq!(k, "wall.orgs.xm.org_id");
-        let (k, m) = err(with_org("xm", "org-x", ""));
+        let ConfigError { key: k, message: m } = err(with_org("xm", "org-x", ""));
         assert_eq!(k, "wall.orgs.xm.token");
         assert!(m.contains("environment"), "{m}");
         let mut c = with_org("xm", "org-x", "0123456789abcdef");
         c.admin_token = "0123456789abcdef".into();
-        let (k, m) = err(c);
+        let ConfigError { key: k, message: m } = err(c);
         assert_eq!(k, "wall.orgs.xm.token");
         assert!(m.contains("wall.admin_token"), "{m}");
         let c = WallConfig { language: "fr".into(), ..WallConfig::default() };
-        assert_eq!(err(c).0, "wall.language");
+        assert_eq!(err(c).key, "wall.language");
         let c = WallConfig { time_zone: "Shanghai time".into(), ..WallConfig::default() };
-        assert_eq!(err(c).0, "wall.time_zone");
+        assert_eq!(err(c).key, "wall.time_zone");
         for tz in ["UTC", "Asia/Shanghai", "America/Argentina/Buenos_Aires", "Etc/GMT+8"] {
             let c = WallConfig { time_zone: tz.into(), ..WallConfig::default() };
             c.check().unwrap_or_else(|e| panic!("{tz}: {e:?}"));
         }
         let c = WallConfig { page_size: 0, ..WallConfig::default() };
-        assert_eq!(err(c).0, "wall.page_size");
+        assert_eq!(err(c).key, "wall.page_size");
         let c = WallConfig { page_seconds: Duration::from_ms(1_000), ..WallConfig::default() };
-        assert_eq!(err(c).0, "wall.page_seconds");
+        assert_eq!(err(c).key, "wall.page_seconds");
     }
 }
