@@ -43,8 +43,9 @@ pub struct Cluster {
 /// `host:port` of a Kafka-protocol broker to run the cluster tests on instead of
 /// librdkafka's mock cluster (a fresh tansu, say: the test creates its topics there).
 /// The mock's group coordinator differs from a real one's; this is how to see a
-/// test's figures on another.
-pub const KAFKA_ENV: &str = "LIVEFUNNEL_TEST_KAFKA";
+/// test's figures on another. Not `LIVEFUNNEL_*`: the instances would read that as a
+/// configuration key.
+pub const KAFKA_ENV: &str = "TESTKIT_KAFKA";
 
 impl Cluster {
     /// `inputs` over `partitions` input partitions, rows into `database`.
