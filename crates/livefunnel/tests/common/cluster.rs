@@ -47,6 +47,10 @@ pub struct Cluster {
 /// configuration key.
 pub const KAFKA_ENV: &str = "TESTKIT_KAFKA";
 
+/// Set to `1`: each instance is a static member of its group (`group.instance.id`, its
+/// name), as a deployment that restarts a process under the same name can be.
+pub const STATIC_MEMBERSHIP_ENV: &str = "TESTKIT_STATIC_MEMBERSHIP";
+
 impl Cluster {
     /// `inputs` over `partitions` input partitions, rows into `database`.
     pub fn new(database: &str, partitions: i32, dlq_partitions: i32, inputs: Vec<Input>) -> Cluster {
@@ -237,6 +241,10 @@ impl Instance {
     pub fn start(name: &str, dir: &Path, brokers: &str, ch: &ClickHouseConfig, group: &str) -> Instance {
         let http = free_local_addr();
         let config = dir.join(format!("{name}.toml"));
+        let static_member = match std::env::var(STATIC_MEMBERSHIP_ENV).as_deref() {
+            Ok("1") => format!("\"group.instance.id\" = \"{group}-{name}\""),
+            _ => String::new(),
+        };
         let text = format!(
             r#"
 [time]
@@ -250,6 +258,7 @@ dlq_topic = "{DLQ_TOPIC}"
 "session.timeout.ms" = {SESSION_TIMEOUT_MS}
 "heartbeat.interval.ms" = 1000
 "max.poll.interval.ms" = 20000
+{static_member}
 
 [clickhouse]
 url = "{}"
