@@ -22,6 +22,21 @@ impl Duration {
         self.ms
     }
 
+    /// As a `std` duration; a negative one is zero.
+    pub fn as_std(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.ms.max(0) as u64)
+    }
+
+    /// As [`Duration::parse`], but a bare number is seconds: for command-line flags and
+    /// window names, where `90` has always meant `90s`.
+    pub fn parse_or_seconds(text: &str) -> Result<Duration, String> {
+        let t = text.trim();
+        if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+            return Duration::parse(&format!("{t}s"));
+        }
+        Duration::parse(t)
+    }
+
     /// Parses `<digits><unit>` with unit `ms`, `s`, `m` or `h`.
     pub fn parse(text: &str) -> Result<Duration, String> {
         let t = text.trim();
@@ -100,25 +115,6 @@ impl<'de> Deserialize<'de> for Duration {
             }
         }
         d.deserialize_any(V)
-    }
-}
-
-impl Duration {
-    /// As [`Duration::parse`], but a bare number is seconds: for command-line flags and
-    /// window names, where `90` has always meant `90s`.
-    pub fn parse_or_seconds(text: &str) -> Result<Duration, String> {
-        let t = text.trim();
-        if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-            return Duration::parse(&format!("{t}s"));
-        }
-        Duration::parse(t)
-    }
-}
-
-impl Duration {
-    /// As a `std` duration; a negative one is zero.
-    pub fn as_std(self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.ms.max(0) as u64)
     }
 }
 

@@ -136,7 +136,8 @@ impl Tracked {
         self.gauges = RoomGauges::default();
     }
 
-    /// Creates its counter series at its totals, and keeps them.
+    /// Creates its counter series at its totals, and keeps them; its gauge series are
+    /// found again at the next tick.
     fn create_series(&mut self, metrics: &RoomMetrics) {
         let counters = metrics.counter_series(&self.key);
         for (c, v) in counters.iter().zip(self.totals.fields()) {

@@ -242,8 +242,8 @@ mod tests {
 
     const LABELS: &[&str] = &["org_id", "room_id", "platform", "window"];
 
-    /// The same updates through prometheus' vectors and through text families give the
-    /// same text: label order, series order, escaping, NaN, integers and fractions.
+    /// A family longer than a render chunk, and one a series short of it or over it,
+    /// renders every series once and in order.
     #[test]
     fn renders_families_of_several_chunks() {
         for n in [CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 7] {
@@ -264,6 +264,8 @@ mod tests {
         }
     }
 
+    /// The same updates through prometheus' vectors and through text families give the
+    /// same text: label order, series order, escaping, NaN, integers and fractions.
     #[test]
     fn renders_what_a_registry_renders() {
         let reg = Registry::new();
