@@ -40,7 +40,7 @@ impl Conn {
             url: &self.cfg.url,
             user: &self.cfg.user,
             database: &self.cfg.database,
-            timeout_ms: self.cfg.request_timeout.as_ms().max(0) as u64,
+            timeout_ms: self.cfg.request_timeout.as_unsigned_ms(),
         }
     }
 

@@ -310,7 +310,7 @@ async fn insert_with_retry(
         }
         let since = *failing_since.get_or_insert(t0);
         let elapsed_ms = since.elapsed().as_millis() as u64;
-        if conn.cfg.retry.max_elapsed.is_some_and(|max| elapsed_ms >= max.as_ms() as u64) {
+        if conn.cfg.retry.max_elapsed.is_some_and(|max| elapsed_ms >= max.as_unsigned_ms()) {
             return Err(ClickHouseError::RetriesExhausted { elapsed_ms, last: Box::new(err) });
         }
         let wait = backoff(&conn.cfg.retry, attempt);
@@ -367,9 +367,11 @@ async fn insert(conn: &Conn, sql: &str, bytes: &[u8]) -> Result<(), ClickHouseEr
 
 /// Exponential backoff with full jitter: uniform in `[0, min(max, initial * 2^attempt)]`.
 fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
-    let (initial, max) =
-        (retry.initial_backoff.as_ms().max(0) as u64, retry.max_backoff.as_ms().max(0) as u64);
-    let cap = initial.saturating_mul(1u64 << attempt.min(40)).min(max);
+    let cap = retry
+        .initial_backoff
+        .as_unsigned_ms()
+        .saturating_mul(1u64 << attempt.min(40))
+        .min(retry.max_backoff.as_unsigned_ms());
     Duration::from_millis(rand::rng().random_range(0..=cap))
 }
 

@@ -22,9 +22,14 @@ impl Duration {
         self.ms
     }
 
+    /// Milliseconds, a negative duration as zero: for the APIs that count in `u64`.
+    pub fn as_unsigned_ms(self) -> u64 {
+        self.ms.max(0) as u64
+    }
+
     /// As a `std` duration; a negative one is zero.
     pub fn as_std(self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.ms.max(0) as u64)
+        std::time::Duration::from_millis(self.as_unsigned_ms())
     }
 
     /// As [`Duration::parse`], but a bare number is seconds: for command-line flags and

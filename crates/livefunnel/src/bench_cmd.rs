@@ -175,7 +175,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         fetch_wait_ms: args.fetch_wait_ms,
         checkpoint_interval_ms: loaded.config.checkpoint.interval.as_ms(),
         clickhouse_batch_rows: loaded.config.clickhouse.batch_rows,
-        clickhouse_batch_interval_ms: loaded.config.clickhouse.batch_interval.as_ms().max(0) as u64,
+        clickhouse_batch_interval_ms: loaded.config.clickhouse.batch_interval.as_unsigned_ms(),
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load_start = procstat::load_average();

@@ -342,7 +342,7 @@ impl CheckpointConfig {
             chunk_bytes: self.kafka.chunk_bytes as usize,
             create_partitions: self.kafka.partitions,
             create_replication: self.kafka.replication_factor,
-            timeout: std::time::Duration::from_millis(self.kafka.timeout.as_ms() as u64),
+            timeout: self.kafka.timeout.as_std(),
         })
     }
 }
