@@ -41,6 +41,8 @@ pub struct Config {
     pub clickhouse: livefunnel_clickhouse::ClickHouseConfig,
     /// Live pipeline: checkpoints of the per-partition state.
     pub checkpoint: crate::run_config::CheckpointConfig,
+    /// Live pipeline: the engine threads.
+    pub runtime: crate::run_config::RuntimeConfig,
     /// Live pipeline: `/metrics`, `/healthz`, `/readyz`.
     pub http: crate::run_config::HttpConfig,
     /// Live pipeline: the windows behind the alert-signal series.
@@ -334,6 +336,7 @@ impl Config {
         self.kafka.validate()?;
         self.clickhouse.validate()?;
         self.checkpoint.validate()?;
+        self.runtime.validate()?;
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::at(
                 "http.listen",
@@ -498,6 +501,20 @@ mod tests {
             assert_eq!(Config::default().http.max_room_series, 20_000);
             let err = load_in(jail, Some("[http]\nmax_room_series = 0\n")).unwrap_err().to_string();
             assert!(err.contains("http.max_room_series") && err.contains("like 20000"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn engine_threads_are_checked_and_named() {
+        Jail::expect_with(|jail| {
+            assert_eq!(load_in(jail, None).expect("loads").config.runtime.engine_threads, 0);
+            let err = load_in(jail, Some("[runtime]\nengine_threads = 5000\n")).unwrap_err().to_string();
+            assert!(err.contains("runtime.engine_threads") && err.contains("0 is one per core"), "{err}");
+            jail.set_env("LIVEFUNNEL_RUNTIME__ENGINE_THREADS", "3");
+            let loaded = load_in(jail, None).expect("loads");
+            let settings = crate::pipeline::Settings::from_config(&loaded, crate::pipeline::SinkKind::Null);
+            assert_eq!(settings.engine_threads, 3);
             Ok(())
         });
     }

@@ -370,6 +370,31 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[runtime]`: the process's threads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Threads running the partitions' engines (decoding, windows, room series,
+    /// snapshots), apart from the ones serving HTTP and talking to Kafka and ClickHouse;
+    /// 0 is one per core the process may use.
+    pub engine_threads: u32,
+}
+
+impl RuntimeConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.engine_threads > 1024 {
+            return Err(ConfigError::at(
+                "runtime.engine_threads",
+                format!(
+                    "is {}: at most 1024; 0 is one per core, which is the usual choice",
+                    self.engine_threads
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `[signals]`: the windows behind the alert-signal series (docs/metrics.md): values of
 /// a room's latest closed window, computed in event time, so alert rules are thresholds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

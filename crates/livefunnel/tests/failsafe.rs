@@ -2,6 +2,8 @@
 //! dropped by hand while `livefunnel run` writes to the table) or a partition task
 //! that panics stops the process with a non-zero exit and a last line `error: ...`
 //! naming the cause, after the healthy partitions took their final checkpoints.
+//! Engines that are busy for long (a huge snapshot, a burst of work) never hold the
+//! threads serving `/metrics`: they run on threads of their own.
 //! And `/readyz` of an instance without a partition (a group with more members than
 //! partitions) says so, while staying ready.
 
@@ -253,6 +255,77 @@ fn readyz_of_a_standby_member_says_it_holds_no_partition() {
         .await;
         let st = standby.terminate();
         assert!(st.success(), "{st:?}");
+    });
+    drop(server);
+}
+
+/// Every engine thread blocked (by a test hook, as a long snapshot or a burst of CPU
+/// work would block it): `/metrics` still answers, and once the engines go on every
+/// event is counted and written. On a pipeline whose engines share the HTTP server's
+/// workers, the scrape waits for as long as they are blocked.
+#[test]
+fn metrics_answer_while_every_engine_thread_is_blocked() {
+    const PARTS: i32 = 4;
+    let server = ClickHouseServer::spawn();
+    init_logs();
+    let mock = MockCluster::new(1).expect("starting the mock cluster");
+    mock.create_topic(TOPIC, PARTS, 1).expect("creating the input topic");
+    let brokers = mock.bootstrap_servers();
+    let inputs = sample_input(PARTS);
+    let dir = tempfile::tempdir().unwrap();
+    let ch = ch_config(&server, "failsafe_busy");
+    let group = "failsafe-busy";
+    let addr = free_local_addr();
+    let threads = 2;
+    let extra = format!("\n[runtime]\nengine_threads = {threads}\n");
+    let config = write_run_config(
+        dir.path(),
+        &RunConfig { extra: &extra, ..RunConfig::new(&brokers, &ch, group, addr) },
+    );
+    let stall = dir.path().join("stall");
+    std::fs::write(&stall, b"").unwrap();
+    let stalled = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("stall."))
+            .count()
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let mut cmd = run_command(&config, &dir.path().join("run.log"));
+        cmd.env("TESTKIT_STALL_FILE", &stall);
+        let run = Run::spawn(cmd, addr, &dir.path().join("run.log"));
+        produce(&brokers, &inputs).await;
+        wait_for(
+            &run,
+            "every engine thread blocked",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || async { (stalled() < threads).then(|| format!("{} partitions blocked", stalled())) },
+        )
+        .await;
+        // A timeout, not a measure: blocked workers would hold the scrape until the
+        // file goes, i.e. for ever.
+        let got = tokio::time::timeout(Duration::from_secs(20), http_get(addr, "/metrics")).await;
+        let answered = matches!(&got, Ok(Ok((200, body))) if body.contains("livefunnel_build_info"));
+        assert!(answered, "/metrics while the engines are blocked: {got:?}\n{}", run.log_tail(30));
+        assert_eq!(stalled(), threads, "only the blocked threads' partitions are stuck");
+
+        std::fs::remove_file(&stall).unwrap();
+        let ends = partition_ends(&inputs, PARTS);
+        wait_committed(
+            &run,
+            "every partition committed to its end",
+            &brokers,
+            group,
+            &ends,
+            Duration::from_secs(60),
+        )
+        .await;
+        let consumed = series_sum(&scrape(addr).await, "livefunnel_events_consumed_total");
+        assert_eq!(consumed, inputs.len() as f64);
+        let expected = latest(&replay_inputs(&inputs).rows);
+        wait_for_clickhouse_or(&ch, &expected, Duration::from_secs(60), || run.log_tail(60)).await;
     });
     drop(server);
 }

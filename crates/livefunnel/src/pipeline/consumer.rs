@@ -48,6 +48,8 @@ pub struct ConsumerSettings {
     pub settings: Settings,
     pub start_without: StartAt,
     pub sink: mpsc::Sender<SinkMsg>,
+    /// Where the partition tasks run.
+    pub engines: Arc<super::engines::EnginePool>,
     pub metrics: Metrics,
     pub status: Arc<Status>,
     pub shutdown: CancellationToken,
@@ -68,6 +70,7 @@ struct Handler {
     state: Arc<dyn CheckpointStore>,
     dlq: DeadLetters,
     commits: mpsc::UnboundedSender<(Assignment, i64)>,
+    /// The pipeline's own runtime, on which a revoke waits for the final checkpoints.
     runtime: tokio::runtime::Handle,
     tasks: Arc<Mutex<HashMap<Assignment, Running>>>,
 }
@@ -102,7 +105,7 @@ impl Handler {
             fence: fence.clone(),
             offset_reset: offset_reset.clone(),
         };
-        let join = self.runtime.spawn(partition::supervise(setup, ctx, rx, stop_rx));
+        let join = self.cs.engines.spawn(partition::supervise(setup, ctx, rx, stop_rx));
         let running = Running { tx, stop: stop_tx, join, fence, offset_reset };
         self.tasks.lock().expect("poisoned").insert(a.clone(), running);
         Ok(start)

@@ -48,7 +48,7 @@ pub async fn serve(
 }
 
 /// Rendered on a blocking thread: at thousands of rooms a render takes milliseconds
-/// to tens of them, which the runtime's workers spend on partitions instead.
+/// to tens of them, which the runtime's workers owe the consumer loop and the sink.
 async fn metrics(State(s): State<AppState>) -> axum::response::Response {
     let rendered = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();

@@ -26,6 +26,7 @@
 mod batch;
 mod consumer;
 mod dead_letters;
+mod engines;
 mod fence;
 mod http;
 mod partition;
@@ -75,6 +76,8 @@ pub struct Settings {
     pub series_ttl_ms: i64,
     /// `http.max_room_series`: rooms with series on this instance, at most.
     pub max_room_series: usize,
+    /// `runtime.engine_threads`: threads running the partitions' engines; 0 is one per core.
+    pub engine_threads: usize,
     /// The windows behind the alert-signal series (`[signals]`).
     pub signals: SignalWindows,
     /// The room alert detectors (`[detectors]`); `None`: off.
@@ -250,6 +253,8 @@ pub async fn run_with_metrics(
             }
         });
     }
+    let engines = Arc::new(engines::EnginePool::start(settings.engine_threads)?);
+    tracing::info!(threads = engines.threads(), "engine threads");
     let (sink_tx, sink_rx) = tokio::sync::mpsc::channel(sink::CHANNEL_BATCHES);
     let mut sink_task = tokio::spawn(sink::run(
         settings.sink.clone(),
@@ -267,6 +272,7 @@ pub async fn run_with_metrics(
         settings: settings.clone(),
         start_without,
         sink: sink_tx,
+        engines: engines.clone(),
         metrics: metrics.clone(),
         status: status.clone(),
         shutdown: shutdown.clone(),
@@ -309,6 +315,8 @@ pub async fn run_with_metrics(
             fail(&status, &shutdown, why);
         }
     }
+    // Every partition task has ended, unless a fatal error gave some of them up.
+    drop(engines);
     shutdown.cancel();
     let fatal = status.fatal.lock().expect("poisoned").clone();
     match fatal {
@@ -338,6 +346,7 @@ impl Settings {
             checkpoint_interval_ms: c.checkpoint.interval.as_ms(),
             series_ttl_ms: c.http.series_ttl.as_ms(),
             max_room_series: c.http.max_room_series as usize,
+            engine_threads: c.runtime.engine_threads as usize,
             signals: c.signals.resolve(&loaded.engine.windows),
             detectors: c.detectors.resolve(),
             privacy: c.privacy.hasher(),

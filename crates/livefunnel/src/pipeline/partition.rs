@@ -247,6 +247,7 @@ async fn run(
 
 impl Task {
     async fn process(&mut self, batch: MsgBatch) -> anyhow::Result<()> {
+        super::test_hooks::stall(&self.s.a.topic, self.s.a.partition);
         let now = now_ms();
         let m = self.ctx.metrics.clone();
         if self.ctx.offset_reset.swap(false, Ordering::Relaxed) {
@@ -562,7 +563,7 @@ async fn send_to_sink(
 
 /// When a partition's checkpoint clock starts: partitions assigned together take their
 /// snapshots spread over the interval (by eighths, by partition number) rather than all
-/// at once, so the runtime's workers do not all stall on a snapshot in the same tick.
+/// at once, so the engine threads do not all stall on a snapshot in the same tick.
 fn staggered(now: Instant, interval: Duration, partition: i32) -> Instant {
     let eighths = partition.rem_euclid(8) as u32;
     now.checked_sub(interval * eighths / 8).unwrap_or(now)

@@ -5,6 +5,9 @@
 //!
 //! - `TESTKIT_PANIC_AT=<topic>/<partition>@<offset>`: the partition task panics on that
 //!   message.
+//! - `TESTKIT_STALL_FILE=<path>`: while that file exists, a partition task that gets
+//!   a batch blocks its thread (as a long snapshot or a burst of CPU work would), after
+//!   creating `<path>.<topic>-<partition>` to say so.
 //! - `TESTKIT_REVOKE_TIMEOUT_MS=<ms>`: how long a revoke (or a stop) waits for the
 //!   final checkpoints, instead of 60 s.
 
@@ -43,4 +46,22 @@ pub fn panic_at(topic: &str, partition: i32, offset: i64) {
         }
     }
     let _ = (topic, partition, offset);
+}
+
+/// Blocks the calling thread while `TESTKIT_STALL_FILE` exists.
+pub fn stall(topic: &str, partition: i32) {
+    #[cfg(feature = "test-hooks")]
+    {
+        static FILE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+        if let Some(path) = FILE.get_or_init(|| var("TESTKIT_STALL_FILE").map(Into::into)) {
+            if path.exists() {
+                let marker = format!("{}.{topic}-{partition}", path.display());
+                std::fs::write(&marker, b"").expect("writing the stall marker");
+                while path.exists() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+    let _ = (topic, partition);
 }

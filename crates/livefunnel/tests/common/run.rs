@@ -231,6 +231,7 @@ pub fn test_settings(brokers: &str, group: &str, ch: ClickHouseConfig, state: &P
         checkpoint_interval_ms: 1_000,
         series_ttl_ms: 15 * 60_000,
         max_room_series: livefunnel_metrics::DEFAULT_MAX_ROOMS,
+        engine_threads: 0,
         privacy: None,
         wall: livefunnel::wall::WallConfig::default(),
     }
