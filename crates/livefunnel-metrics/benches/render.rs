@@ -17,6 +17,8 @@ fn rooms() -> (Registry, RoomMetrics) {
     let m = RoomMetrics::new(&reg, windows.clone()).unwrap();
     let _pipeline = PipelineMetrics::new(&reg).unwrap();
     let mut t = RoomTracker::default();
+    let mut engine = livefunnel_core::Engine::new(livefunnel_core::EngineConfig::default());
+    let mut touched = Vec::new();
     for r in 0..ROOMS {
         let room = format!("room-{r:06}");
         for (kind, amount) in [
@@ -25,10 +27,15 @@ fn rooms() -> (Registry, RoomMetrics) {
             (EventType::OrderPaid, Some(19_900 + r as i64)),
             (EventType::Comment, None),
         ] {
-            let mut e = Event::minimal("e", kind, 1_000, &room, "s1");
+            let id = format!("{room}-{kind:?}");
+            let mut e = Event::minimal(&id, kind, 1_000, &room, "s1");
             e.user_id = Some(Cow::Borrowed("u"));
             e.amount_cents = amount;
-            t.on_accepted(&m, &e, 0);
+            engine.process(&e, 0, &mut Vec::new());
+        }
+        engine.touched(&mut touched);
+        for tr in touched.drain(..) {
+            t.on_touched(&m, &tr, 0);
         }
         let counts = Counts {
             room_impressions: 400 + r as u64,

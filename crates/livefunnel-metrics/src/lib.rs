@@ -32,7 +32,7 @@ pub use pipeline::{PipelineMetrics, DEAD_LETTER_ERROR_KINDS, OFFSET_JUMP_KINDS};
 pub use process::register_process_series;
 pub use products::{ProductCounts, ProductLine, ProductWindow, TOP_PRODUCTS};
 pub use relay::{RelayMetrics, RELAY_RESULTS};
-pub use room::{RoomKey, RoomTotals, RoomTracker};
+pub use room::{CounterTotals, RoomKey, RoomTracker};
 pub use room_info::{RoomInfo, RoomInfoMetrics};
 pub use room_metrics::{RoomMetrics, DEFAULT_MAX_ROOMS};
 pub use room_reading::RoomReading;

@@ -3,16 +3,16 @@
 //! [`RoomMetrics`] holds the registered series, shared by every partition.
 //! [`RoomTracker`] is one partition's bookkeeping, one entry per `room_id`: the room's
 //! current labels (those of its latest event: when they change, its series move to the
-//! new ones), the counter totals (saved in the partition's checkpoint, so counters
-//! continue across restarts), when its session ended (its series go `series_ttl` later,
-//! so the series count tracks live rooms, not history), whether it has series (at most
-//! `http.max_room_series` rooms of the instance do), and its alert-signal state
-//! ([`crate::signals`]).
+//! new ones), the counter totals (counted by the engine; mirrored here once per room
+//! and batch, and saved in the partition's checkpoint), when its session ended (its
+//! series go `series_ttl` later, so the series count tracks live rooms, not history),
+//! whether it has series (at most `http.max_room_series` rooms of the instance do), and
+//! its alert-signal state ([`crate::signals`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use livefunnel_core::{BreakdownKind, Counts, Event, EventType, Row, RunningRoom};
+use livefunnel_core::{BreakdownKind, Counts, Row, RunningRoom, TouchedRoom};
 use serde::{Deserialize, Serialize};
 
 use crate::detection::{self, CheckpointError, MINUTE_WINDOW};
@@ -36,9 +36,10 @@ impl RoomKey {
     }
 }
 
-/// The counter values of one room since its series appeared.
+/// The counter values of one room: the engine's [`livefunnel_core::RoomTotals`] as of
+/// the room's last touch, kept to render and to save.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoomTotals {
+pub struct CounterTotals {
     pub watch_entries: u64,
     pub product_clicks: u64,
     pub orders_paid: u64,
@@ -47,7 +48,19 @@ pub struct RoomTotals {
     pub comments: u64,
 }
 
-impl RoomTotals {
+impl CounterTotals {
+    /// The engine's totals as counter values (money never below zero).
+    pub fn of(t: &livefunnel_core::RoomTotals) -> CounterTotals {
+        CounterTotals {
+            watch_entries: t.watch_entries,
+            product_clicks: t.product_clicks,
+            orders_paid: t.orders_paid,
+            gmv_cents: t.gmv_cents.max(0) as u64,
+            refund_cents: t.refund_cents.max(0) as u64,
+            comments: t.comments,
+        }
+    }
+
     /// The values, in field order (the order of [`RoomMetrics`]' counters).
     pub fn fields(&self) -> [u64; 6] {
         [
@@ -66,13 +79,13 @@ impl RoomTotals {
 struct Tracked {
     /// The labels its series have (or would have).
     key: RoomKey,
-    totals: RoomTotals,
+    totals: CounterTotals,
     /// Wall clock (ms) at which the room was first seen not live after being seen;
     /// `None` while live or never observed.
     ended_at_ms: Option<i64>,
     /// Whether it has series in this process (not saved: a new process starts without).
     series: Shown,
-    /// Its counter series while shown, in [`RoomTotals`]' order: an event adds to them
+    /// Its counter series while shown, in [`CounterTotals`]' order: an event adds to them
     /// without looking its labels up.
     counters: Option<Box<[Arc<Value>; 6]>>,
     /// Its gauge series while shown, created at the first tick that sets them.
@@ -100,7 +113,7 @@ impl Tracked {
     fn new(key: RoomKey) -> Tracked {
         Tracked {
             key,
-            totals: RoomTotals::default(),
+            totals: CounterTotals::default(),
             ended_at_ms: None,
             series: Shown::No,
             counters: None,
@@ -199,14 +212,14 @@ struct SavedRoom<T> {
 /// written before signals existed ends before it (see [`RoomTracker::from_checkpoint`]).
 #[derive(Deserialize)]
 struct Saved {
-    rooms: BTreeMap<RoomKey, SavedRoom<RoomTotals>>,
+    rooms: BTreeMap<RoomKey, SavedRoom<CounterTotals>>,
     signals: Signals,
 }
 
 /// The checkpoint form before the signals existed.
 #[derive(Deserialize)]
 struct SavedV1 {
-    rooms: BTreeMap<RoomKey, SavedRoom<RoomTotals>>,
+    rooms: BTreeMap<RoomKey, SavedRoom<CounterTotals>>,
 }
 
 /// [`Saved`], written from a tracker without copying it.
@@ -251,7 +264,7 @@ impl RoomTracker {
 
     /// A saved room. Versions that kept one entry per label set may have several of
     /// one room: they become one, with the counts of all, live if any is.
-    fn restore_room(&mut self, key: RoomKey, saved: SavedRoom<RoomTotals>) {
+    fn restore_room(&mut self, key: RoomKey, saved: SavedRoom<CounterTotals>) {
         let Some(t) = self.rooms.get_mut(&key.room_id) else {
             let mut t = Tracked::new(key.clone());
             t.totals = saved.totals;
@@ -374,58 +387,43 @@ impl RoomTracker {
         }
     }
 
-    /// Counts an accepted event in its room's counters; `now_ms` is the wall clock at
-    /// which the pipeline accepted it. A room seen for the first time takes the
-    /// event's labels; later, labels follow the running values ([`RoomTracker::observe`]).
-    pub fn on_accepted(&mut self, metrics: &RoomMetrics, ev: &Event<'_>, now_ms: i64) {
+    /// A room with accepted events since the last call ([`livefunnel_core::Engine::touched`]),
+    /// accepted at wall clock `now_ms`: its counters move to the engine's totals. A room
+    /// seen for the first time takes the labels of its latest event; later, labels follow
+    /// the running values ([`RoomTracker::observe`]).
+    pub fn on_touched(&mut self, metrics: &RoomMetrics, r: &TouchedRoom, now_ms: i64) {
         // One map lookup each for a room already known, the common case; looked up by
-        // `&str`, so a room's key is built once, not per event.
-        match self.signals.rooms.get_mut(&*ev.room_id) {
+        // `&str`, so a room's key is built once, not per call.
+        match self.signals.rooms.get_mut(&*r.room_id) {
             Some(room) => room.on_accepted(now_ms),
-            None => self.signals.room_mut(&ev.room_id).on_accepted(now_ms),
+            None => self.signals.room_mut(&r.room_id).on_accepted(now_ms),
         }
-        let mut d = RoomTotals::default();
-        match ev.kind {
-            EventType::Enter => d.watch_entries = 1,
-            EventType::ProductClick => d.product_clicks = 1,
-            EventType::OrderPaid => {
-                d.orders_paid = 1;
-                d.gmv_cents = ev.amount_cents().max(0) as u64;
-            }
-            EventType::Refund => d.refund_cents = ev.amount_cents().max(0) as u64,
-            EventType::Comment => d.comments = 1,
-            _ => {}
-        }
-        let t = match self.rooms.get_mut(&*ev.room_id) {
+        let t = match self.rooms.get_mut(&*r.room_id) {
             Some(t) => t,
             None => {
                 let key = RoomKey {
-                    org_id: ev.org_id().to_owned(),
-                    room_id: ev.room_id.to_string(),
-                    platform: ev.platform().as_str().to_owned(),
+                    org_id: r.identity.org_id.to_string(),
+                    room_id: r.room_id.to_string(),
+                    platform: r.identity.platform.as_str().to_owned(),
                 };
                 self.rooms.entry(key.room_id.clone()).or_insert(Tracked::new(key))
             }
         };
-        let tt = &mut t.totals;
-        tt.watch_entries += d.watch_entries;
-        tt.product_clicks += d.product_clicks;
-        tt.orders_paid += d.orders_paid;
-        tt.gmv_cents = tt.gmv_cents.saturating_add(d.gmv_cents);
-        tt.refund_cents = tt.refund_cents.saturating_add(d.refund_cents);
-        tt.comments += d.comments;
+        let was = std::mem::replace(&mut t.totals, CounterTotals::of(&r.totals));
         match (&t.series, &t.counters) {
             (Shown::Yes, Some(counters)) => {
-                for (c, v) in counters.iter().zip(d.fields()) {
-                    if v > 0 {
-                        c.inc_by(v as f64);
+                for ((c, now), was) in counters.iter().zip(t.totals.fields()).zip(was.fields()) {
+                    // The engine's totals only grow; a checkpoint of a version that
+                    // counted apart from the engine may have been ahead, never behind.
+                    if now > was {
+                        c.inc_by((now - was) as f64);
                     }
                 }
             }
-            // Shown with its totals, this event included.
+            // Shown with its totals.
             _ => {
                 if t.show(metrics) {
-                    self.signals.room_mut(&ev.room_id).dirty = true;
+                    self.signals.room_mut(&r.room_id).dirty = true;
                 }
             }
         }
@@ -560,7 +558,7 @@ impl RoomTracker {
     }
 
     /// A room's counter totals, when `key` holds its labels now.
-    pub fn totals(&self, key: &RoomKey) -> Option<&RoomTotals> {
+    pub fn totals(&self, key: &RoomKey) -> Option<&CounterTotals> {
         self.rooms.get(&key.room_id).filter(|t| t.key == *key).map(|t| &t.totals)
     }
 

@@ -214,13 +214,14 @@ impl RoomMetrics {
     }
 
     /// The room's counter series, created at 0 where missing, in the order of
-    /// [`RoomTotals`](crate::RoomTotals)' fields: the tracker keeps them and adds each event to them.
+    /// [`CounterTotals`](crate::CounterTotals)' fields: the tracker keeps them and adds
+    /// what the engine's totals grew by to them.
     pub(crate) fn counter_series(&self, key: &RoomKey) -> Box<[Arc<Value>; 6]> {
         let l = key.labels();
         Box::new(self.counters().map(|c| c.with_label_values(&l)))
     }
 
-    /// The counter vectors, in the order of [`RoomTotals`](crate::RoomTotals)' fields.
+    /// The counter vectors, in the order of [`CounterTotals`](crate::CounterTotals)' fields.
     pub(crate) fn counters(&self) -> [&TextFamily; 6] {
         [
             &*self.watch_entries,

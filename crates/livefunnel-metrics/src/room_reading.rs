@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use livefunnel_core::Counts;
 
-use crate::room::{RoomKey, RoomTotals};
+use crate::room::{CounterTotals, RoomKey};
 use crate::room_metrics::RoomMetrics;
 use crate::signals::{SignalValues, SERIES_COUNT};
 
@@ -30,7 +30,7 @@ pub(crate) struct Running {
 pub struct RoomReading {
     pub key: RoomKey,
     /// `livefunnel_room_*_total`.
-    pub totals: RoomTotals,
+    pub totals: CounterTotals,
     /// `livefunnel_room_online_viewers`.
     pub online: u64,
     /// `livefunnel_room_live`.
@@ -53,7 +53,7 @@ impl RoomMetrics {
                 .values()
                 .map(|r| RoomReading {
                     key: r.key.clone(),
-                    totals: RoomTotals::default(),
+                    totals: CounterTotals::default(),
                     online: r.online,
                     live: r.live,
                     windows: r.windows.clone(),
@@ -133,9 +133,9 @@ mod tests {
     fn a_reading_shows_what_the_scrape_shows() {
         let reg = Registry::new();
         let m = RoomMetrics::new(&reg, vec!["5m/10s".into()]).unwrap();
-        let mut t = RoomTracker::default();
-        t.on_accepted(&m, &ev(EventType::OrderPaid, "r1", Some(19_900)), 0);
-        t.on_accepted(&m, &ev(EventType::Enter, "r1", None), 0);
+        let (mut t, mut feed) = (RoomTracker::default(), crate::tests::Feed::default());
+        feed.accept(&mut t, &m, &ev(EventType::OrderPaid, "r1", Some(19_900)), 0);
+        feed.accept(&mut t, &m, &ev(EventType::Enter, "r1", None), 0);
         let counts = Counts {
             room_impressions: 40,
             watch_pv: 10,

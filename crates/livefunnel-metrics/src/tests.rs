@@ -1,6 +1,6 @@
 use std::borrow::Cow;
 
-use livefunnel_core::{Counts, Event, EventType};
+use livefunnel_core::{Counts, Engine, EngineConfig, Event, EventType, Outcome, TouchedRoom};
 use prometheus::Registry;
 
 use super::*;
@@ -10,6 +10,31 @@ fn ev(kind: EventType, room: &str, amount: Option<i64>) -> Event<'static> {
     e.user_id = Some(Cow::Borrowed("u"));
     e.amount_cents = amount;
     e
+}
+
+/// Events through an engine, as the pipeline feeds them: the tracker's counters follow
+/// the totals of the rooms each event touched.
+#[derive(Default)]
+pub(crate) struct Feed {
+    engine: Option<Engine>,
+    n: u64,
+    touched: Vec<TouchedRoom>,
+}
+
+impl Feed {
+    pub(crate) fn accept(&mut self, t: &mut RoomTracker, m: &RoomMetrics, ev: &Event<'_>, now_ms: i64) {
+        let engine = self.engine.get_or_insert_with(|| Engine::new(EngineConfig::default()));
+        let mut ev = ev.clone();
+        self.n += 1;
+        ev.event_id = Cow::Owned(format!("feed-{}", self.n));
+        let out = engine.process(&ev, now_ms, &mut Vec::new());
+        assert!(matches!(out, Outcome::Accepted { .. }), "{out:?}");
+        engine.touched(&mut self.touched);
+        assert_eq!(self.touched.len(), 1, "one event touches its room");
+        for r in self.touched.drain(..) {
+            t.on_touched(m, &r, now_ms);
+        }
+    }
 }
 
 fn metrics() -> (Registry, RoomMetrics, PipelineMetrics) {
@@ -25,12 +50,13 @@ fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 
 #[test]
 fn counters_follow_accepted_events_and_continue_after_restore() {
+    let mut feed = Feed::default();
     let (reg, m, _) = metrics();
     let mut t = RoomTracker::default();
-    t.on_accepted(&m, &ev(EventType::OrderPaid, "r1", Some(19_900)), 0);
-    t.on_accepted(&m, &ev(EventType::OrderPaid, "r1", Some(100)), 0);
-    t.on_accepted(&m, &ev(EventType::Enter, "r1", None), 0);
-    t.on_accepted(&m, &ev(EventType::Refund, "r1", Some(500)), 0);
+    feed.accept(&mut t, &m, &ev(EventType::OrderPaid, "r1", Some(19_900)), 0);
+    feed.accept(&mut t, &m, &ev(EventType::OrderPaid, "r1", Some(100)), 0);
+    feed.accept(&mut t, &m, &ev(EventType::Enter, "r1", None), 0);
+    feed.accept(&mut t, &m, &ev(EventType::Refund, "r1", Some(500)), 0);
     let text = render_all(&reg, &m);
     let gmv = r#"livefunnel_room_gmv_cents_total{org_id="default",platform="other",room_id="r1"}"#;
     assert_eq!(line(&text, gmv), Some(&*format!("{gmv} 20000")), "{text}");
@@ -49,9 +75,30 @@ fn counters_follow_accepted_events_and_continue_after_restore() {
     let mut t2 = RoomTracker::from_checkpoint(&bytes).unwrap();
     assert_eq!(t2, t);
     t2.publish(&m2);
-    t2.on_accepted(&m2, &ev(EventType::OrderPaid, "r1", Some(1)), 0);
+    feed.accept(&mut t2, &m2, &ev(EventType::OrderPaid, "r1", Some(1)), 0);
     let text = render_all(&reg2, &m2);
     assert_eq!(line(&text, gmv), Some(&*format!("{gmv} 20001")), "{text}");
+}
+
+/// The engine counts; the tracker shows what it counted. A tracker that knows nothing
+/// of a room the engine holds (its series expired, or a checkpoint of a version that
+/// counted from its series' start) shows the engine's totals, not a count from zero.
+#[test]
+fn counters_show_the_engine_totals_whatever_the_tracker_saw() {
+    let mut feed = Feed::default();
+    let (_, m, _) = metrics();
+    feed.accept(&mut RoomTracker::default(), &m, &ev(EventType::OrderPaid, "r1", Some(300)), 0);
+    let (reg2, m2, _) = metrics();
+    let mut fresh = RoomTracker::default();
+    feed.accept(&mut fresh, &m2, &ev(EventType::OrderPaid, "r1", Some(5)), 0);
+    let gmv = r#"livefunnel_room_gmv_cents_total{org_id="default",platform="other",room_id="r1"}"#;
+    let text = render_all(&reg2, &m2);
+    assert_eq!(line(&text, gmv), Some(&*format!("{gmv} 305")), "{text}");
+    let orders = r#"livefunnel_room_orders_paid_total{org_id="default",platform="other",room_id="r1"}"#;
+    assert_eq!(line(&text, orders), Some(&*format!("{orders} 2")), "{text}");
+    feed.accept(&mut fresh, &m2, &ev(EventType::Refund, "r1", Some(40)), 0);
+    let refund = r#"livefunnel_room_refund_cents_total{org_id="default",platform="other",room_id="r1"}"#;
+    assert_eq!(line(&render_all(&reg2, &m2), refund), Some(&*format!("{refund} 40")));
 }
 
 #[test]
@@ -74,10 +121,11 @@ fn window_gauges_show_running_values_and_nan_for_null_ratios() {
 
 #[test]
 fn series_go_ttl_after_the_session_ends() {
+    let mut feed = Feed::default();
     let (reg, m, _) = metrics();
     let mut t = RoomTracker::default();
     let key = RoomKey { org_id: "default".into(), room_id: "r1".into(), platform: "other".into() };
-    t.on_accepted(&m, &ev(EventType::Enter, "r1", None), 0);
+    feed.accept(&mut t, &m, &ev(EventType::Enter, "r1", None), 0);
     let c = Counts::default();
     t.observe(&m, &key, 1, true, &[("5m/10s", &c)], 0);
     assert_eq!(t.expire(&m, 10_000_000, 900_000), 0, "a live room never expires");
@@ -120,11 +168,12 @@ fn pipeline_series_exist_with_every_reason() {
 
 #[test]
 fn top_rooms_by_gmv() {
+    let mut feed = Feed::default();
     let (_, m, _) = metrics();
     let mut t = RoomTracker::default();
-    t.on_accepted(&m, &ev(EventType::OrderPaid, "a", Some(5)), 0);
-    t.on_accepted(&m, &ev(EventType::OrderPaid, "b", Some(50)), 0);
-    t.on_accepted(&m, &ev(EventType::OrderPaid, "c", Some(20)), 0);
+    feed.accept(&mut t, &m, &ev(EventType::OrderPaid, "a", Some(5)), 0);
+    feed.accept(&mut t, &m, &ev(EventType::OrderPaid, "b", Some(50)), 0);
+    feed.accept(&mut t, &m, &ev(EventType::OrderPaid, "c", Some(20)), 0);
     let top: Vec<_> = t.top_by_gmv(2).into_iter().map(|(k, g)| (k.room_id, g)).collect();
     assert_eq!(top, vec![("b".to_string(), 50), ("c".to_string(), 20)]);
 }
@@ -133,6 +182,7 @@ fn top_rooms_by_gmv() {
 /// sales included.
 #[test]
 fn top_rooms_by_gmv_agree_with_a_full_sort() {
+    let mut feed = Feed::default();
     let (_, m, _) = metrics();
     let mut t = RoomTracker::default();
     let mut x = 12345u64;
@@ -141,7 +191,7 @@ fn top_rooms_by_gmv_agree_with_a_full_sort() {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let room = format!("r{}", (x >> 33) % 120);
         let kind = if i % 7 == 0 { EventType::Enter } else { EventType::OrderPaid };
-        t.on_accepted(&m, &ev(kind, &room, Some(((x >> 20) % 4) as i64 * 100)), 0);
+        feed.accept(&mut t, &m, &ev(kind, &room, Some(((x >> 20) % 4) as i64 * 100)), 0);
         rooms.insert(room);
     }
     let mut all: Vec<(RoomKey, u64)> = rooms
@@ -167,18 +217,18 @@ struct TrackerV1 {
 
 #[derive(serde::Serialize)]
 struct TrackedV1 {
-    totals: RoomTotals,
+    totals: CounterTotals,
     ended_at_ms: Option<i64>,
 }
 
 #[test]
 fn a_checkpoint_from_before_the_signals_still_loads() {
     let key = |r: &str| RoomKey { org_id: "default".into(), room_id: r.into(), platform: "other".into() };
-    let totals = RoomTotals { gmv_cents: 12_345, orders_paid: 3, ..RoomTotals::default() };
+    let totals = CounterTotals { gmv_cents: 12_345, orders_paid: 3, ..CounterTotals::default() };
     let old = TrackerV1 {
         rooms: [
             (key("a"), TrackedV1 { totals: totals.clone(), ended_at_ms: None }),
-            (key("b"), TrackedV1 { totals: RoomTotals::default(), ended_at_ms: Some(7) }),
+            (key("b"), TrackedV1 { totals: CounterTotals::default(), ended_at_ms: Some(7) }),
         ]
         .into(),
     };
@@ -241,6 +291,7 @@ fn signal_metrics() -> (Registry, RoomMetrics) {
 
 #[test]
 fn signal_series_follow_the_rows_and_go_with_the_room() {
+    let mut feed = Feed::default();
     let (reg, m) = signal_metrics();
     let mut t = RoomTracker::default();
     t.set_signal_windows(signal_windows());
@@ -254,7 +305,7 @@ fn signal_series_follow_the_rows_and_go_with_the_room() {
     let mut ev = ev(EventType::Enter, "r", None);
     ev.org_id = Some(std::borrow::Cow::Borrowed("o"));
     ev.platform = Some(livefunnel_core::Platform::Douyin);
-    t.on_accepted(&m, &ev, 1_767_225_600_000);
+    feed.accept(&mut t, &m, &ev, 1_767_225_600_000);
     t.publish_signals(&m);
     assert!(
         !render_all(&reg, &m).contains("livefunnel_room_signal_gpm{"),
@@ -340,14 +391,15 @@ fn series_of(text: &str, room: &str) -> Vec<String> {
 
 #[test]
 fn a_room_whose_labels_change_leaves_no_series_under_the_old_ones() {
+    let mut feed = Feed::default();
     let (reg, m, _) = metrics();
     let mut t = RoomTracker::default();
     let c = Counts::default();
-    t.on_accepted(&m, &room_event(EventType::OrderPaid, "r", "a", Some(100)), 0);
+    feed.accept(&mut t, &m, &room_event(EventType::OrderPaid, "r", "a", Some(100)), 0);
     t.observe(&m, &room_key("a", "r"), 3, true, &[("5m/10s", &c)], 0);
     assert!(render_all(&reg, &m).contains(r#"org_id="a""#));
     // The room's latest event now says org b: its series move there, its counters with them.
-    t.on_accepted(&m, &room_event(EventType::OrderPaid, "r", "b", Some(50)), 0);
+    feed.accept(&mut t, &m, &room_event(EventType::OrderPaid, "r", "b", Some(50)), 0);
     t.observe(&m, &room_key("b", "r"), 4, true, &[("5m/10s", &c)], 0);
     let text = render_all(&reg, &m);
     let series = series_of(&text, "r");
@@ -357,7 +409,7 @@ fn a_room_whose_labels_change_leaves_no_series_under_the_old_ones() {
     assert!(text.contains(r#"livefunnel_room_online_viewers{org_id="b",platform="douyin",room_id="r"} 4"#));
     assert_eq!(t.live_rooms(), 1);
     // A late event still carrying the old labels counts in the room, under its labels.
-    t.on_accepted(&m, &room_event(EventType::OrderPaid, "r", "a", Some(1)), 0);
+    feed.accept(&mut t, &m, &room_event(EventType::OrderPaid, "r", "a", Some(1)), 0);
     let text = render_all(&reg, &m);
     assert!(series_of(&text, "r").iter().all(|l| l.contains(r#"org_id="b""#)), "{text}");
     assert_eq!(line(&text, gmv), Some(&*format!("{gmv} 151")), "{text}");
@@ -369,16 +421,17 @@ fn a_room_whose_labels_change_leaves_no_series_under_the_old_ones() {
 
 #[test]
 fn rooms_beyond_the_cap_get_no_series_and_are_counted() {
+    let mut feed = Feed::default();
     let reg = Registry::new();
     let m = RoomMetrics::new(&reg, vec!["5m/10s".into()]).unwrap().with_max_rooms(2);
     let c = Counts::default();
     // Two partitions of one instance: the cap is the instance's.
     let (mut a, mut b) = (RoomTracker::default(), RoomTracker::default());
-    a.on_accepted(&m, &room_event(EventType::Enter, "r1", "o", None), 0);
-    b.on_accepted(&m, &room_event(EventType::Enter, "r2", "o", None), 0);
-    b.on_accepted(&m, &room_event(EventType::Enter, "r3", "o", None), 0);
+    feed.accept(&mut a, &m, &room_event(EventType::Enter, "r1", "o", None), 0);
+    feed.accept(&mut b, &m, &room_event(EventType::Enter, "r2", "o", None), 0);
+    feed.accept(&mut b, &m, &room_event(EventType::Enter, "r3", "o", None), 0);
     b.observe(&m, &room_key("o", "r3"), 5, true, &[("5m/10s", &c)], 0);
-    b.on_accepted(&m, &room_event(EventType::Enter, "r3", "o", None), 0);
+    feed.accept(&mut b, &m, &room_event(EventType::Enter, "r3", "o", None), 0);
     let text = render_all(&reg, &m);
     assert_eq!(series_of(&text, "r3"), Vec::<String>::new());
     assert!(!series_of(&text, "r2").is_empty());
@@ -389,7 +442,7 @@ fn rooms_beyond_the_cap_get_no_series_and_are_counted() {
     // r1's series expire: r3 gets its series at its next event, with its whole count.
     a.observe(&m, &room_key("o", "r1"), 0, false, &[("5m/10s", &c)], 0);
     assert_eq!(a.expire(&m, 900_000, 900_000), 1);
-    b.on_accepted(&m, &room_event(EventType::OrderPaid, "r3", "o", Some(7)), 0);
+    feed.accept(&mut b, &m, &room_event(EventType::OrderPaid, "r3", "o", Some(7)), 0);
     let text = render_all(&reg, &m);
     let l = r#"{org_id="o",platform="douyin",room_id="r3"}"#;
     assert!(text.contains(&format!("livefunnel_room_watch_entries_total{l} 2\n")), "{text}");
@@ -406,7 +459,7 @@ fn rooms_beyond_the_cap_get_no_series_and_are_counted() {
 /// restored as one room, with the counts of both, live if either is.
 #[test]
 fn a_checkpoint_with_a_room_under_two_label_sets_restores_one_room() {
-    let totals = |gmv| RoomTotals { gmv_cents: gmv, orders_paid: 1, ..RoomTotals::default() };
+    let totals = |gmv| CounterTotals { gmv_cents: gmv, orders_paid: 1, ..CounterTotals::default() };
     let old = TrackerV1 {
         rooms: [
             (room_key("a", "r"), TrackedV1 { totals: totals(100), ended_at_ms: None }),

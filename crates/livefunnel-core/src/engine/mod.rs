@@ -28,7 +28,7 @@ use crate::row::Row;
 use emit::{Scratch, EPOCH_SHIFT};
 use keyed::{Interned, Keyed};
 use room::Room;
-pub use running::{RoomTotals, RunningRoom};
+pub use running::{RoomTotals, RunningRoom, TouchedRoom};
 pub use state::{StateError, STATE_FORMAT_VERSION};
 
 /// What happened to one validated event.
@@ -189,6 +189,8 @@ pub struct Engine {
     active_rooms: usize,
     /// Rooms changed since the last [`Engine::running`] call.
     dirty: Vec<u32>,
+    /// Rooms with an accepted event since the last [`Engine::touched`] call.
+    touched: Vec<u32>,
     /// Restored after a crash: the wall clock of `last_input` belongs to the process
     /// that crashed, so the next `tick` only takes the new clock as its reference.
     reanchor_wall_clock: bool,
@@ -217,6 +219,7 @@ impl Engine {
             wall_timeouts: BTreeSet::new(),
             active_rooms: 0,
             dirty: Vec::new(),
+            touched: Vec::new(),
             reanchor_wall_clock: false,
             scratch: Scratch::default(),
             presence: presence::Buffers::default(),
@@ -324,6 +327,10 @@ impl Engine {
         if !room.dirty {
             room.dirty = true;
             self.dirty.push(ri);
+        }
+        if !room.touched {
+            room.touched = true;
+            self.touched.push(ri);
         }
         self.track_session(ri, si, ev.kind == crate::event::EventType::SessionEnd);
 

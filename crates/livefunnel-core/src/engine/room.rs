@@ -91,6 +91,8 @@ pub struct Room {
     pub totals: RoomTotals,
     /// Changed since the last [`super::Engine::running`] call; every room is after a restore.
     pub dirty: bool,
+    /// An accepted event since the last [`super::Engine::touched`] call.
+    pub touched: bool,
     pub last_gc_horizon: i64,
     pub last_expire_horizon: i64,
     /// Key in the engine's due index, if queued.
@@ -174,6 +176,7 @@ impl Room {
             retired: false,
             totals: RoomTotals::default(),
             dirty: false,
+            touched: false,
             last_gc_horizon: i64::MIN,
             last_expire_horizon: i64::MIN,
             due_key: None,

@@ -10,6 +10,15 @@ use super::Engine;
 use crate::event::EventType;
 use crate::row::{Identity, WindowRow};
 
+/// A room with an accepted event since the previous [`Engine::touched`] call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TouchedRoom {
+    pub room_id: Arc<str>,
+    /// Of the room's latest accepted event (largest `ts`, then the later arrival).
+    pub identity: Arc<Identity>,
+    pub totals: RoomTotals,
+}
+
 /// A room's counts since its first event, behind the `livefunnel_room_*_total`
 /// counters. Part of a checkpoint, so they continue across restarts (§4).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +113,27 @@ impl Engine {
                 }
             }
             out.push(r);
+        }
+    }
+}
+
+impl Engine {
+    /// Appends every room with an accepted event since the previous call, each once,
+    /// with its totals now: the room counters' values, counted by the engine only. A
+    /// flag and a push per event; the copy per room and call.
+    pub fn touched(&mut self, out: &mut Vec<TouchedRoom>) {
+        for ri in self.touched.drain(..) {
+            let room = &mut self.rooms[ri as usize];
+            room.touched = false;
+            let Some((_, _, identity)) = &room.latest else {
+                debug_assert!(false, "a room is touched only by an accepted event");
+                continue;
+            };
+            out.push(TouchedRoom {
+                room_id: room.id.clone(),
+                identity: identity.clone(),
+                totals: room.totals.clone(),
+            });
         }
     }
 }

@@ -358,3 +358,36 @@ fn breakdown_rows_only_for_the_configured_windows() {
     // The 2m/1m rows themselves are still there, with every measure.
     assert_eq!(r.last("r1", "2m/1m", T0).counts.gmv_cents, 19_900);
 }
+
+#[test]
+fn touched_rooms_come_once_per_call_with_their_totals() {
+    let mut run = Run::new(cfg(&["1m"]));
+    run.push("a", T::Enter, T0, Some("u1"));
+    run.push("a", T::OrderPaid, T0 + S, Some("u1"));
+    run.push("b", T::Comment, T0 + S, Some("u2"));
+    let again = run.ev("a", T::OrderPaid, T0 + 2 * S, Some("u1"));
+    assert!(matches!(run.send(&again), Outcome::Accepted { .. }));
+    let mut out = Vec::new();
+    run.engine.touched(&mut out);
+    let got: Vec<_> = out
+        .iter()
+        .map(|r| {
+            (&*r.room_id, r.totals.watch_entries, r.totals.orders_paid, r.totals.gmv_cents, r.totals.comments)
+        })
+        .collect();
+    assert_eq!(got, [("a", 1, 2, 39_800, 0), ("b", 0, 0, 0, 1)]);
+    assert_eq!(&*out[0].identity.session_id, "s1");
+    // Nothing since, and a duplicate (not accepted) touches nothing.
+    out.clear();
+    run.engine.touched(&mut out);
+    assert!(out.is_empty());
+    assert!(matches!(run.send(&again), Outcome::Duplicate));
+    run.engine.touched(&mut out);
+    assert!(out.is_empty());
+    // The totals go on from where they were.
+    run.push("a", T::Enter, T0 + 3 * S, Some("u3"));
+    run.engine.touched(&mut out);
+    let got: Vec<_> =
+        out.iter().map(|r| (&*r.room_id, r.totals.watch_entries, r.totals.orders_paid)).collect();
+    assert_eq!(got, [("a", 2, 2)]);
+}

@@ -107,6 +107,8 @@ struct Task {
     s: PartitionSetup,
     ctx: Ctx,
     rows: Vec<Row>,
+    /// The rooms a batch touched, reused from batch to batch.
+    touched: Vec<livefunnel_core::TouchedRoom>,
     annotations: Vec<Annotation>,
     dead_letters: Outbox,
     /// Messages below the expected offset are being skipped (reported once per run).
@@ -166,6 +168,7 @@ async fn run(
         s: setup,
         ctx,
         rows: Vec::new(),
+        touched: Vec::new(),
         annotations: Vec::new(),
         dead_letters,
         rewinding: false,
@@ -278,7 +281,6 @@ impl Task {
                 Outcome::Accepted { late } => {
                     accepted += 1;
                     late_accepted += u64::from(late);
-                    self.s.tracker.on_accepted(&m.rooms, &ev, now);
                     if let Some(a) = Annotation::from_event(&ev) {
                         self.annotations.push(a);
                     }
@@ -286,6 +288,11 @@ impl Task {
                 Outcome::Duplicate => duplicates += 1,
                 Outcome::Rejected(reason) => self.dead_letter(reason, &msg),
             }
+        }
+        // The room counters follow the engine's totals, once per room and batch.
+        self.s.engine.touched(&mut self.touched);
+        for r in self.touched.drain(..) {
+            self.s.tracker.on_touched(&m.rooms, &r, now);
         }
         m.pipeline.events_accepted.inc_by(accepted);
         m.pipeline.events_late_accepted.inc_by(late_accepted);

@@ -495,7 +495,7 @@ mod tests {
         assert_eq!(v["rooms"][0]["room_id"], "r3");
         assert_eq!(v["directory_error"], "rooms.csv: line 3: oops");
         let mut s = s;
-        let totals = livefunnel_metrics::RoomTotals { gmv_cents: 20, ..Default::default() };
+        let totals = livefunnel_metrics::CounterTotals { gmv_cents: 20, ..Default::default() };
         let detail = super::super::board::RoomDetail {
             funnel: None,
             sources: None,

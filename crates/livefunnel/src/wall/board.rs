@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use livefunnel_core::Counts;
 use livefunnel_metrics::signals::Series;
-use livefunnel_metrics::{DetectorConfig, RoomInfo, RoomInfoMetrics, RoomMetrics, RoomReading, RoomTotals};
+use livefunnel_metrics::{
+    CounterTotals, DetectorConfig, RoomInfo, RoomInfoMetrics, RoomMetrics, RoomReading,
+};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -88,7 +90,7 @@ pub struct RoomDetail {
     pub funnel: Option<Funnel>,
     pub sources: Option<Sources>,
     /// The room's counters (`livefunnel_room_*_total`).
-    pub totals: RoomTotals,
+    pub totals: CounterTotals,
     /// Wall clock of the room's latest accepted event, unix seconds.
     pub last_event_received_s: Option<f64>,
     /// The alert detectors' values against their thresholds; `None`: detectors off.
