@@ -85,7 +85,7 @@ struct Tracked {
     ended_at_ms: Option<i64>,
     /// Whether it has series in this process (not saved: a new process starts without).
     series: Shown,
-    /// Its counter series while shown, in [`CounterTotals`]' order: an event adds to them
+    /// Its counter series while shown, in [`CounterTotals`]' order: a touch adds to them
     /// without looking its labels up.
     counters: Option<Box<[Arc<Value>; 6]>>,
     /// Its gauge series while shown, created at the first tick that sets them.
@@ -413,8 +413,9 @@ impl RoomTracker {
         match (&t.series, &t.counters) {
             (Shown::Yes, Some(counters)) => {
                 for ((c, now), was) in counters.iter().zip(t.totals.fields()).zip(was.fields()) {
-                    // The engine's totals only grow; a checkpoint of a version that
-                    // counted apart from the engine may have been ahead, never behind.
+                    // The engine's totals only grow, and totals restored from a version
+                    // that counted apart (from the series' start) are never above them:
+                    // the guard only keeps a counter from ever going down.
                     if now > was {
                         c.inc_by((now - was) as f64);
                     }

@@ -115,9 +115,7 @@ impl Engine {
             out.push(r);
         }
     }
-}
 
-impl Engine {
     /// Appends every room with an accepted event since the previous call, each once,
     /// with its totals now: the room counters' values, counted by the engine only. A
     /// flag and a push per event; the copy per room and call.
