@@ -31,10 +31,11 @@ fn last_line(run: &Run) -> String {
 }
 
 fn mock_cluster(
+    partitions: i32,
 ) -> (MockCluster<'static, livefunnel_kafka::rdkafka::producer::DefaultProducerContext>, String) {
     init_logs();
     let mock = MockCluster::new(1).expect("starting the mock cluster");
-    mock.create_topic(TOPIC, PARTITIONS, 1).expect("creating the input topic");
+    mock.create_topic(TOPIC, partitions, 1).expect("creating the input topic");
     let brokers = mock.bootstrap_servers();
     (mock, brokers)
 }
@@ -42,7 +43,7 @@ fn mock_cluster(
 #[test]
 fn faultsuite_a_column_dropped_under_the_sink_stops_the_process_naming_it() {
     let server = ClickHouseServer::spawn();
-    let (_mock, brokers) = mock_cluster();
+    let (_mock, brokers) = mock_cluster(PARTITIONS);
     let inputs = sample_input(PARTITIONS);
     let (first, second) = inputs.split_at(inputs.len() / 2);
     let dir = tempfile::tempdir().unwrap();
@@ -77,7 +78,7 @@ fn faultsuite_a_column_dropped_under_the_sink_stops_the_process_naming_it() {
 #[test]
 fn faultsuite_a_partition_task_panic_stops_the_process_after_final_checkpoints_of_the_others() {
     let server = ClickHouseServer::spawn();
-    let (_mock, brokers) = mock_cluster();
+    let (_mock, brokers) = mock_cluster(PARTITIONS);
     let inputs = sample_input(PARTITIONS);
     let (on_0, on_1): (Vec<Input>, Vec<Input>) = inputs.into_iter().partition(|i| i.partition == 0);
     let dir = tempfile::tempdir().unwrap();
@@ -138,7 +139,7 @@ fn faultsuite_a_partition_task_panic_stops_the_process_after_final_checkpoints_o
 /// connection for ever. Nothing is committed: a restart computes those rows again.
 #[test]
 fn faultsuite_a_stop_with_clickhouse_unreachable_ends_within_its_limits() {
-    let (_mock, brokers) = mock_cluster();
+    let (_mock, brokers) = mock_cluster(PARTITIONS);
     let inputs = sample_input(PARTITIONS);
     let dir = tempfile::tempdir().unwrap();
     // A port nobody listens on: every connection is refused.
@@ -267,10 +268,7 @@ fn readyz_of_a_standby_member_says_it_holds_no_partition() {
 fn metrics_answer_while_every_engine_thread_is_blocked() {
     const PARTS: i32 = 4;
     let server = ClickHouseServer::spawn();
-    init_logs();
-    let mock = MockCluster::new(1).expect("starting the mock cluster");
-    mock.create_topic(TOPIC, PARTS, 1).expect("creating the input topic");
-    let brokers = mock.bootstrap_servers();
+    let (_mock, brokers) = mock_cluster(PARTS);
     let inputs = sample_input(PARTS);
     let dir = tempfile::tempdir().unwrap();
     let ch = ch_config(&server, "failsafe_busy");
