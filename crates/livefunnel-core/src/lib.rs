@@ -15,7 +15,8 @@ pub use config::{ConfigError, EngineConfig, TimeMode, WindowSpec, USER_IDS_CLEAR
 pub use decode::decode;
 pub use duration::Duration;
 pub use engine::{
-    Engine, EngineStats, Outcome, RoomTotals, RunningRoom, StateError, TouchedRoom, STATE_FORMAT_VERSION,
+    Engine, EngineStats, Outcome, RoomTotals, RunningRoom, SnapshotStats, StateError, TouchedRoom,
+    STATE_FORMAT_VERSION,
 };
 pub use event::{Event, EventType, Platform, Reason, Rejection, Source, SourceClass};
 pub use row::{

@@ -4,6 +4,8 @@
 //! - restored after a crash (stale slots re-emitted, a new version epoch), the latest
 //!   row of every key is the same, and versions keep rising;
 //! - damaged or truncated state bytes are an error, never a panic;
+//! - an incremental snapshot, at any points of a stream and after a restore, has the
+//!   bytes of a full one;
 //! - a room's running values equal the rows emitted at end of input, and its online
 //!   count the brute-force model's.
 //!
@@ -288,6 +290,35 @@ proptest! {
         let case = live_or_not(case, live);
         let n = script(&case, seed).len();
         check(&case, split.index(n + 1), seed).map_err(|e| TestCaseError::fail(format!("{e}\n{case:?}")))?;
+    }
+
+    #[test]
+    fn incremental_snapshots_have_the_bytes_of_full_ones(
+        case in case(),
+        live in any::<bool>(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 1..6),
+        restore_at in any::<prop::sample::Index>(),
+        seed in any::<u64>(),
+    ) {
+        let case = live_or_not(case, live);
+        let actions = script(&case, seed);
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(actions.len() + 1)).collect();
+        cuts.push(actions.len());
+        cuts.sort_unstable();
+        let restore_at = restore_at.index(cuts.len());
+        let mut engine = Engine::new(case.cfg.clone());
+        let mut rows = Vec::new();
+        let mut from = 0;
+        for (i, &to) in cuts.iter().enumerate() {
+            run(&mut engine, &case, &actions[from..to], &mut rows);
+            from = to;
+            let (bytes, stats) = engine.snapshot_incremental();
+            prop_assert_eq!(stats.rooms_encoded + stats.rooms_kept, engine.rooms());
+            prop_assert!(bytes == engine.snapshot(), "cut {} of {:?}: the bytes differ", i, cuts);
+            if i == restore_at {
+                engine = Engine::restore(case.cfg.clone(), &bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+        }
     }
 
     #[test]

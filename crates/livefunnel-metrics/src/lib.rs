@@ -28,7 +28,7 @@ pub mod text_family;
 pub use clickhouse::ClickHouseMetrics;
 pub use detection::CheckpointError;
 pub use livefunnel_detectors::{DetectorConfig, DetectorValues, RoomDetectors};
-pub use pipeline::{PipelineMetrics, DEAD_LETTER_ERROR_KINDS, OFFSET_JUMP_KINDS};
+pub use pipeline::{PipelineMetrics, DEAD_LETTER_ERROR_KINDS, OFFSET_JUMP_KINDS, SNAPSHOT_ROOM_KINDS};
 pub use process::register_process_series;
 pub use products::{ProductCounts, ProductLine, ProductWindow, TOP_PRODUCTS};
 pub use relay::{RelayMetrics, RELAY_RESULTS};

@@ -18,6 +18,10 @@ pub const DEAD_LETTER_ERROR_KINDS: [&str; 3] = ["retryable", "too_large", "perma
 /// expected offset: seen already, skipped).
 pub const OFFSET_JUMP_KINDS: [&str; 3] = ["gap", "beyond_end", "rewind"];
 
+/// `how` of `livefunnel_snapshot_rooms_total`: `encoded` (changed since the
+/// partition's last snapshot), `kept` (unchanged: the bytes of the last one reused).
+pub const SNAPSHOT_ROOM_KINDS: [&str; 2] = ["encoded", "kept"];
+
 #[derive(Clone)]
 pub struct PipelineMetrics {
     /// Messages read from Kafka, valid or not.
@@ -43,6 +47,12 @@ pub struct PipelineMetrics {
     pub rows_emitted: IntCounterVec,
     pub checkpoints: IntCounterVec,
     pub checkpoint_duration_seconds: Histogram,
+    /// Time a partition's engine thread spent encoding the state for a checkpoint:
+    /// the partition (and the others on its thread) handle no event meanwhile.
+    pub snapshot_duration_seconds: Histogram,
+    /// Rooms written by snapshots, by [`SNAPSHOT_ROOM_KINDS`]: encoded (changed since
+    /// the partition's last snapshot) or kept (unchanged, their bytes reused).
+    pub snapshot_rooms: IntCounterVec,
     pub checkpoint_age_seconds: prometheus::GaugeVec,
     /// Wall clock of the partition's last checkpoint saved and committed (or of its
     /// assignment, before the first): alerts use `time() - x`, which grows even when the
@@ -145,6 +155,20 @@ impl PipelineMetrics {
                 )
                 .buckets(exponential_buckets(0.005, 2.0, 14)?),
             )?,
+            snapshot_duration_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "livefunnel_snapshot_duration_seconds",
+                    "time a partition's engine thread spent encoding its state for a checkpoint",
+                )
+                .buckets(exponential_buckets(0.0005, 2.0, 14)?),
+            )?,
+            snapshot_rooms: IntCounterVec::new(
+                Opts::new(
+                    "livefunnel_snapshot_rooms_total",
+                    "rooms written by checkpoint snapshots: encoded (changed since the last) or kept (bytes reused)",
+                ),
+                &["how"],
+            )?,
             checkpoint_age_seconds: prometheus::GaugeVec::new(
                 Opts::new("livefunnel_checkpoint_age_seconds", "seconds since the last completed checkpoint"),
                 part,
@@ -204,6 +228,8 @@ impl PipelineMetrics {
         registry.register(Box::new(m.rows_emitted.clone()))?;
         registry.register(Box::new(m.checkpoints.clone()))?;
         registry.register(Box::new(m.checkpoint_duration_seconds.clone()))?;
+        registry.register(Box::new(m.snapshot_duration_seconds.clone()))?;
+        registry.register(Box::new(m.snapshot_rooms.clone()))?;
         registry.register(Box::new(m.checkpoint_age_seconds.clone()))?;
         registry.register(Box::new(m.checkpoint_last_success_timestamp_seconds.clone()))?;
         registry.register(Box::new(m.partition_last_progress_timestamp_seconds.clone()))?;
@@ -227,6 +253,9 @@ impl PipelineMetrics {
         }
         for kind in OFFSET_JUMP_KINDS {
             m.offset_jumps.with_label_values(&[kind]);
+        }
+        for how in SNAPSHOT_ROOM_KINDS {
+            m.snapshot_rooms.with_label_values(&[how]);
         }
         Ok(m)
     }

@@ -162,6 +162,9 @@ fn pipeline_series_exist_with_every_reason() {
             assert!(text.contains(&format!("{name}{{kind=\"{k}\"}} 0")), "{name}\n{text}");
         }
     }
+    for how in crate::SNAPSHOT_ROOM_KINDS {
+        assert!(text.contains(&format!("livefunnel_snapshot_rooms_total{{how=\"{how}\"}} 0")), "{text}");
+    }
     assert!(text.contains("livefunnel_dead_letters_truncated_total 0"));
     assert!(text.contains("livefunnel_events_duplicate_total 1"));
 }

@@ -1,7 +1,9 @@
 //! Memory bound: `livefunnel run` as its own process holds 10,000
 //! concurrent live rooms, each with a session and 3–20 viewers present, spread over
 //! 12 partitions; its resident memory (VmHWM, the peak of VmRSS) stays under
-//! [`RSS_CAP_MIB`], and the test prints bytes per room in memory and in checkpoints.
+//! [`RSS_CAP_MIB`], and the test prints bytes per room in memory and in checkpoints;
+//! once the rooms are quiet, checkpoints keep their encoded bytes instead of encoding
+//! them again.
 //!
 //! A manual measurement at another scale, e.g.
 //! `MEMORY_ROOMS=50000 MEMORY_PARTITIONS=16 MEMORY_RSS_CAP_MIB=4096 cargo test --release
@@ -205,6 +207,16 @@ fn faultsuite_ten_thousand_live_rooms_stay_under_the_memory_cap() {
         render_ms[0] > 0.0 && render_ms[4] < scrape_ms[4] * 2.0,
         "render {render_ms:?}, scrape {scrape_ms:?}"
     );
+    let snapshot =
+        |how| series_value(&exposition, "livefunnel_snapshot_rooms_total", &[("how", how)]).unwrap_or(0.0);
+    let (encoded, kept) = (snapshot("encoded"), snapshot("kept"));
+    eprintln!(
+        "[memory] snapshots: {:.2} s encoding in {} of them, {encoded} rooms encoded, {kept} kept",
+        series_value(&exposition, "livefunnel_snapshot_duration_seconds_sum", &[]).unwrap_or(0.0),
+        series_value(&exposition, "livefunnel_snapshot_duration_seconds_count", &[]).unwrap_or(0.0),
+    );
+    // After the load, the rooms are quiet: the last checkpoints kept their bytes.
+    assert!(kept > 0.0, "snapshots encoded {encoded} rooms and kept none");
     let room_series = exposition.lines().filter(|l| !l.starts_with('#') && l.contains("room_id=")).count();
     let hwm_kib = status_kib(&p, "VmHWM").max(peak_sampled);
     let per_room = (loaded_kib.saturating_sub(idle_kib) * 1024) as f64 / rooms as f64;

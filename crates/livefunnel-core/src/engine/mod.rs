@@ -12,6 +12,7 @@ mod keyed;
 mod lifecycle;
 mod presence;
 mod room;
+mod rooms;
 mod running;
 mod session;
 mod slots;
@@ -28,8 +29,9 @@ use crate::row::Row;
 use emit::{Scratch, EPOCH_SHIFT};
 use keyed::{Interned, Keyed};
 use room::Room;
+use rooms::Rooms;
 pub use running::{RoomTotals, RunningRoom, TouchedRoom};
-pub use state::{StateError, STATE_FORMAT_VERSION};
+pub use state::{SnapshotStats, StateError, STATE_FORMAT_VERSION};
 
 /// What happened to one validated event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +167,7 @@ pub struct Engine {
     cfg: EngineConfig,
     p: Params,
     stats: EngineStats,
-    rooms: Vec<Room>,
+    rooms: Rooms,
     /// Room ids to indexes into `rooms`, in order of first arrival.
     room_index: Interned,
     /// `partition_max_ts`; `i64::MIN` before the first accepted event.
@@ -207,7 +209,7 @@ impl Engine {
             cfg,
             p,
             stats: EngineStats::default(),
-            rooms: Vec::new(),
+            rooms: Rooms::default(),
             room_index: Interned::default(),
             partition_max_ts: i64::MIN,
             seq: 0,
@@ -448,7 +450,7 @@ impl Engine {
     /// [`Engine::finish`], handing the rows to `sink` room by room, so a large input
     /// never holds all of its final rows at once.
     pub fn finish_with(&mut self, buf: &mut Vec<Row>, mut sink: impl FnMut(&mut Vec<Row>)) {
-        for room in &mut self.rooms {
+        for room in self.rooms.iter_mut() {
             room.flush(&self.p, &mut self.scratch, buf);
             sink(buf);
         }

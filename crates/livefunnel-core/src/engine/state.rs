@@ -181,9 +181,11 @@ struct RoomState {
     products: Vec<Arc<str>>,
 }
 
-/// The room as written, borrowing what is big.
+/// [`Body`] without its rooms, borrowing what is big. Postcard writes a struct as its
+/// fields one after another and a sequence as its length then its elements: this, the
+/// number of rooms, then each room's [`RoomRef`] are the bytes of a [`Body`].
 #[derive(Serialize)]
-struct BodyRef<'a> {
+struct BodyHead<'a> {
     epoch: u32,
     stats: &'a EngineStats,
     room_limit: u64,
@@ -192,7 +194,6 @@ struct BodyRef<'a> {
     partition_max_ts: i64,
     seq: u64,
     last_input: Option<(i64, i64)>,
-    rooms: Vec<RoomRef<'a>>,
 }
 
 /// [`RoomState`] with its large parts borrowed: same fields, same order.
@@ -268,12 +269,53 @@ impl Engine {
     /// memory, viewers and their presence, slots, sessions, version counters and the
     /// fingerprints of the last emissions, the version epoch, the counters.
     pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = self.snapshot_head();
+        for room in self.rooms.iter() {
+            out = encode(&RoomRef::of(room, &self.p), out);
+        }
+        seal(out)
+    }
+
+    /// [`Engine::snapshot`]'s bytes, encoding only the rooms changed since the previous
+    /// call: the others' bytes are kept from it (memory: about one encoded state,
+    /// [`SnapshotStats::kept_bytes`]). For the
+    /// live pipeline, whose checkpoints otherwise stall their partition to encode rooms
+    /// that did not change.
+    pub fn snapshot_incremental(&mut self) -> (Vec<u8>, SnapshotStats) {
+        let mut stats = SnapshotStats::default();
+        // A room is encoded into a small buffer that stays in the cache, then copied:
+        // encoding straight into the large output was a fifth slower on busy partitions.
+        let mut scratch = Vec::new();
+        for i in 0..self.rooms.len() {
+            let (room, kept) = self.rooms.with_encoding(i);
+            if kept.is_empty() {
+                scratch.clear();
+                scratch = encode(&RoomRef::of(room, &self.p), scratch);
+                kept.reserve_exact(scratch.len());
+                kept.extend_from_slice(&scratch);
+                stats.rooms_encoded += 1;
+            } else {
+                stats.rooms_kept += 1;
+            }
+            stats.kept_bytes += kept.len();
+        }
+        let mut out = self.snapshot_head();
+        out.reserve_exact(stats.kept_bytes);
+        for bytes in self.rooms.encodings() {
+            out.extend_from_slice(bytes);
+        }
+        (seal(out), stats)
+    }
+
+    /// Magic, version, room for the checksum, the configuration, the body up to its
+    /// rooms and their number.
+    fn snapshot_head(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + 4096);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&STATE_FORMAT_VERSION.to_le_bytes());
         out.extend_from_slice(&[0; 4]);
         let s = &self.stats;
-        let body = BodyRef {
+        let head = BodyHead {
             epoch: self.version_epoch(),
             stats: s,
             room_limit: s.room_limit,
@@ -282,14 +324,11 @@ impl Engine {
             partition_max_ts: self.partition_max_ts,
             seq: self.seq,
             last_input: self.last_input,
-            rooms: self.rooms.iter().map(|r| RoomRef::of(r, &self.p)).collect(),
         };
-        // Writing into a Vec fails only on allocation failure, which aborts anyway.
-        let out = postcard::to_extend(&ConfigPrint::of(&self.cfg), out).expect("encoding into a vec");
-        let mut out = postcard::to_extend(&body, out).expect("encoding into a vec");
-        let crc = crc32fast::hash(&out[HEADER_LEN..]);
-        out[6..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
-        out
+        let out = encode(&ConfigPrint::of(&self.cfg), out);
+        let out = encode(&head, out);
+        // A sequence's length is written as a usize is.
+        encode(&self.rooms.len(), out)
     }
 
     /// Restores an engine from [`Engine::snapshot`] bytes after a restart, for the live
@@ -300,7 +339,7 @@ impl Engine {
     /// [`Engine::set_version_epoch`] with a new epoch before processing.
     pub fn restore(cfg: EngineConfig, bytes: &[u8]) -> Result<Engine, StateError> {
         let mut engine = Engine::restore_exact(cfg, bytes)?;
-        for room in &mut engine.rooms {
+        for room in engine.rooms.iter_mut() {
             let h = room.horizon(&engine.p);
             room.mark_stale(h);
         }
@@ -397,6 +436,30 @@ impl Engine {
         engine.last_input = body.last_input;
         Ok(engine)
     }
+}
+
+/// Appends `value` to `out`. Writing into a Vec fails only on allocation failure,
+/// which aborts anyway.
+fn encode(value: &impl Serialize, out: Vec<u8>) -> Vec<u8> {
+    postcard::to_extend(value, out).expect("encoding into a vec")
+}
+
+/// Writes the checksum of everything after the header into it.
+fn seal(mut out: Vec<u8>) -> Vec<u8> {
+    let crc = crc32fast::hash(&out[HEADER_LEN..]);
+    out[6..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// What [`Engine::snapshot_incremental`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotStats {
+    /// Rooms changed since the previous snapshot (or never encoded), encoded now.
+    pub rooms_encoded: usize,
+    /// Rooms unchanged since then, whose bytes were kept.
+    pub rooms_kept: usize,
+    /// The rooms' encodings now kept, every room's.
+    pub kept_bytes: usize,
 }
 
 /// A room read back, its tables rebuilt and every index it holds checked.

@@ -391,3 +391,41 @@ fn touched_rooms_come_once_per_call_with_their_totals() {
         out.iter().map(|r| (&*r.room_id, r.totals.watch_entries, r.totals.orders_paid)).collect();
     assert_eq!(got, [("a", 2, 2)]);
 }
+
+#[test]
+fn incremental_snapshots_encode_only_the_rooms_changed_since_the_last() {
+    let mut run = Run::new(cfg(&["1m"]));
+    run.push("a", T::Enter, T0, Some("u1"));
+    run.push("b", T::Enter, T0, Some("u2"));
+    run.push("c", T::Enter, T0, Some("u3"));
+    let (first, stats) = run.engine.snapshot_incremental();
+    assert_eq!((stats.rooms_encoded, stats.rooms_kept), (3, 0));
+    assert_eq!(first, run.engine.snapshot());
+    assert!(stats.kept_bytes >= first.len() - 200, "every room's bytes are kept: {stats:?}, {}", first.len());
+
+    // Room b changes; a and c keep their bytes, and the whole is what a full snapshot writes.
+    run.push("b", T::OrderPaid, T0 + S, Some("u2"));
+    let (second, stats) = run.engine.snapshot_incremental();
+    assert_eq!((stats.rooms_encoded, stats.rooms_kept), (1, 2));
+    assert_eq!(second, run.engine.snapshot());
+    assert_ne!(second, first);
+
+    // A duplicate or a rejected event changes no room.
+    let dup = run.ev("c", T::Comment, T0 + S, Some("u3"));
+    assert!(matches!(run.send(&dup), Outcome::Accepted { .. }));
+    assert!(matches!(run.send(&dup), Outcome::Duplicate));
+    let (_, stats) = run.engine.snapshot_incremental();
+    assert_eq!((stats.rooms_encoded, stats.rooms_kept), (1, 2));
+    assert!(matches!(run.send(&dup), Outcome::Duplicate));
+    let (third, stats) = run.engine.snapshot_incremental();
+    assert_eq!((stats.rooms_encoded, stats.rooms_kept), (0, 3));
+    assert_eq!(third, run.engine.snapshot());
+
+    // The partition's progress closes a's and b's windows (their rows change them).
+    run.push("c", T::Comment, T0 + 3 * M, Some("u3"));
+    let (fourth, stats) = run.engine.snapshot_incremental();
+    assert_eq!(fourth, run.engine.snapshot());
+    assert_eq!(stats.rooms_encoded + stats.rooms_kept, 3);
+    let restored = Engine::restore_exact(cfg(&["1m"]), &fourth).expect("restores");
+    assert_eq!(restored.snapshot(), fourth);
+}

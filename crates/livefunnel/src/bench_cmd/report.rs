@@ -59,6 +59,14 @@ pub struct Counts {
     pub checkpoints: u64,
     /// From snapshot to committed offset, summed over checkpoints.
     pub checkpoint_seconds: f64,
+    /// Engine threads encoding snapshots, summed over checkpoints.
+    pub snapshot_seconds: f64,
+    /// The upper bound of the histogram bucket of the longest snapshot.
+    pub snapshot_max_seconds: f64,
+    /// Rooms encoded by snapshots (changed since their partition's last one).
+    pub snapshot_rooms_encoded: u64,
+    /// Rooms whose bytes snapshots kept from the last one.
+    pub snapshot_rooms_kept: u64,
     /// Partition tasks waiting for the sink to take rows, summed over partitions.
     pub sink_wait_seconds: f64,
 }
@@ -219,7 +227,15 @@ fn counts_lines(c: &Counts) {
     }
     line(
         "checkpoints",
-        format!("{}, {:.1} s snapshot-to-commit in all", c.checkpoints, c.checkpoint_seconds),
+        format!(
+            "{}, {:.1} s snapshot-to-commit in all; snapshots {:.2} s in all, longest ≤ {} ms, {} rooms encoded, {} kept",
+            c.checkpoints,
+            c.checkpoint_seconds,
+            c.snapshot_seconds,
+            c.snapshot_max_seconds * 1000.0,
+            thousands(c.snapshot_rooms_encoded),
+            thousands(c.snapshot_rooms_kept)
+        ),
     );
     line(
         "sink back-pressure",

@@ -125,6 +125,10 @@ impl Running {
                 .sum(),
             checkpoints: m.checkpoints.with_label_values(&["ok"]).get(),
             checkpoint_seconds: m.checkpoint_duration_seconds.get_sample_sum(),
+            snapshot_seconds: m.snapshot_duration_seconds.get_sample_sum(),
+            snapshot_max_seconds: histogram_max(&m.snapshot_duration_seconds),
+            snapshot_rooms_encoded: m.snapshot_rooms.with_label_values(&["encoded"]).get(),
+            snapshot_rooms_kept: m.snapshot_rooms.with_label_values(&["kept"]).get(),
             sink_wait_seconds: m.sink_wait_seconds.get(),
         }
     }
@@ -143,4 +147,16 @@ fn series<'a>(
     name: &'a str,
 ) -> impl Iterator<Item = &'a prometheus::proto::Metric> + 'a {
     families.iter().filter(move |f| f.name() == name).flat_map(|f| f.get_metric())
+}
+
+/// The upper bound of the lowest bucket holding every observation (0 with none;
+/// infinite when some fell above the last bound).
+fn histogram_max(h: &prometheus::Histogram) -> f64 {
+    let m = prometheus::core::Metric::metric(h);
+    let h = m.get_histogram();
+    let total = h.get_sample_count();
+    if total == 0 {
+        return 0.0;
+    }
+    h.get_bucket().iter().find(|b| b.cumulative_count() == total).map_or(f64::INFINITY, |b| b.upper_bound())
 }

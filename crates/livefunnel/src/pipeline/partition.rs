@@ -459,15 +459,21 @@ impl Task {
         // Dead letters are part of "nothing lost": the offset moves past them only
         // once Kafka has them (or they are given up, loudly).
         self.dead_letters.flush().await?;
+        let encoding = Instant::now();
+        let (engine, rooms) = self.s.engine.snapshot_incremental();
         let ck = Checkpoint {
             topic: self.s.a.topic.clone(),
             partition: self.s.a.partition,
             next_offset,
             epoch: self.s.epoch,
             taken_at_ms: now_ms(),
-            engine: self.s.engine.snapshot(),
+            engine,
             extra: self.s.tracker.to_checkpoint().context("encoding room counters")?,
         };
+        let m = &self.ctx.metrics.pipeline;
+        m.snapshot_duration_seconds.observe(encoding.elapsed().as_secs_f64());
+        m.snapshot_rooms.with_label_values(&["encoded"]).inc_by(rooms.rooms_encoded as u64);
+        m.snapshot_rooms.with_label_values(&["kept"]).inc_by(rooms.rooms_kept as u64);
         let (tx, rx) = oneshot::channel();
         let barrier = SinkMsg::Barrier { ack: tx, drain };
         send_to_sink(
