@@ -155,6 +155,18 @@ impl ConfigError {
     }
 }
 
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "LIVEFUNNEL_";
+/// Separator between section and key in environment variable names.
+pub const ENV_SPLIT: &str = "__";
+
+/// `time.allowed_lateness` → `LIVEFUNNEL_TIME__ALLOWED_LATENESS`: the variable that sets
+/// a key, for messages that tell where to set it.
+pub fn env_var_name(key: &str) -> String {
+    let parts: Vec<String> = key.split('.').map(|p| p.to_ascii_uppercase()).collect();
+    format!("{ENV_PREFIX}{}", parts.join(ENV_SPLIT))
+}
+
 impl Default for EngineConfig {
     fn default() -> EngineConfig {
         EngineConfig {

@@ -11,7 +11,9 @@ pub mod event;
 mod json;
 pub mod row;
 
-pub use config::{ConfigError, EngineConfig, TimeMode, WindowSpec, USER_IDS_CLEAR};
+pub use config::{
+    env_var_name, ConfigError, EngineConfig, TimeMode, WindowSpec, ENV_PREFIX, ENV_SPLIT, USER_IDS_CLEAR,
+};
 pub use decode::decode;
 pub use duration::Duration;
 pub use engine::{

@@ -1,4 +1,4 @@
-//! The room series read back, for the wall (`livefunnel` crate, `wall/`): what
+//! The room series read back, for the wall (`livefunnel-pipeline` crate, `wall/`): what
 //! `/metrics` shows of each room, from the same in-memory values, without a second
 //! computation.
 //!

@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use livefunnel::config::{self, Loaded, Sources};
-use livefunnel::pipeline::{self, Settings, SinkKind};
-use livefunnel::run_config::PropValue;
 use livefunnel_clickhouse::ClickHouseConfig;
 use livefunnel_core::TimeMode;
 use livefunnel_kafka::rdkafka::mocking::MockCluster;
+use livefunnel_pipeline::config::PropValue;
+use livefunnel_pipeline::{self as pipeline, Settings, SinkKind};
 use livefunnel_sim::SimParams;
 
 use report::{Freshness, Machine, Report, Setup, Throughput};
@@ -290,7 +290,7 @@ impl Bench<'_> {
             None if self.args.sink == BenchSink::Null => SinkKind::Null,
             None => SinkKind::Jsonl(self.data_dir.join(phase).join("output")),
         };
-        Settings::from_config(&loaded, sink)
+        loaded.pipeline_settings(sink)
     }
 
     /// A stream that ends now and holds at least `events` messages: the simulator

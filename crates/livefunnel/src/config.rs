@@ -20,10 +20,8 @@ use livefunnel_core::{ConfigError, EngineConfig, TimeMode, WindowSpec};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// Prefix of the environment variables that override configuration keys.
-pub const ENV_PREFIX: &str = "LIVEFUNNEL_";
-/// Separator between section and key in environment variable names.
-pub const ENV_SPLIT: &str = "__";
+pub use livefunnel_core::{env_var_name, ENV_PREFIX, ENV_SPLIT};
+use livefunnel_pipeline::{Settings, SinkKind};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -36,23 +34,23 @@ pub struct Config {
     /// Memory and accuracy limits (contract §3).
     pub limits: LimitsConfig,
     /// Live pipeline: the input topics and any librdkafka property.
-    pub kafka: crate::run_config::KafkaConfig,
+    pub kafka: livefunnel_pipeline::config::KafkaConfig,
     /// Live pipeline: where result rows go (contract §5).
     pub clickhouse: livefunnel_clickhouse::ClickHouseConfig,
     /// Live pipeline: checkpoints of the per-partition state.
-    pub checkpoint: crate::run_config::CheckpointConfig,
+    pub checkpoint: livefunnel_pipeline::config::CheckpointConfig,
     /// Live pipeline: the engine threads.
-    pub runtime: crate::run_config::RuntimeConfig,
+    pub runtime: livefunnel_pipeline::config::RuntimeConfig,
     /// Live pipeline: `/metrics`, `/healthz`, `/readyz`.
-    pub http: crate::run_config::HttpConfig,
+    pub http: livefunnel_pipeline::config::HttpConfig,
     /// Live pipeline: the windows behind the alert-signal series.
-    pub signals: crate::run_config::SignalsConfig,
+    pub signals: livefunnel_pipeline::config::SignalsConfig,
     /// Live pipeline and `eval-alerts`: the room alert detectors.
     pub detectors: crate::detectors_config::DetectorsConfig,
     /// `user_id` pseudonymised at ingest (run and replay).
-    pub privacy: crate::privacy::PrivacyConfig,
+    pub privacy: livefunnel_pipeline::privacy::PrivacyConfig,
     /// Live pipeline: the wall pages and their JSON API on `http.listen`.
-    pub wall: crate::wall::WallConfig,
+    pub wall: livefunnel_pipeline::wall::WallConfig,
     /// How the process logs.
     pub log: crate::logging::LogConfig,
     /// `livefunnel alert-relay`: Alertmanager to WeCom group robots.
@@ -216,6 +214,28 @@ pub struct Loaded {
     pub engine: EngineConfig,
 }
 
+impl Loaded {
+    /// The live pipeline's settings, writing its rows to `sink`.
+    pub fn pipeline_settings(&self, sink: SinkKind) -> Settings {
+        let c = &self.config;
+        Settings {
+            engine: self.engine.clone(),
+            kafka: c.kafka.clone(),
+            sink,
+            state_dir: c.checkpoint.dir.clone(),
+            shared_store: c.checkpoint.kafka_store(&c.kafka.group_id),
+            checkpoint_interval_ms: c.checkpoint.interval.as_ms(),
+            series_ttl_ms: c.http.series_ttl.as_ms(),
+            max_room_series: c.http.max_room_series as usize,
+            engine_threads: c.runtime.engine_threads as usize,
+            signals: c.signals.resolve(&self.engine.windows),
+            detectors: c.detectors.resolve(),
+            privacy: c.privacy.hasher(),
+            wall: c.wall.clone(),
+        }
+    }
+}
+
 /// Loads, layers, checks and maps the configuration.
 pub fn load(sources: &Sources, mode: TimeMode) -> Result<Loaded, ConfigLoadError> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -376,12 +396,6 @@ fn origin(md: &Metadata, key: &str) -> Option<String> {
     }
 }
 
-/// `time.allowed_lateness` → `LIVEFUNNEL_TIME__ALLOWED_LATENESS`.
-pub fn env_var_name(key: &str) -> String {
-    let parts: Vec<String> = key.split('.').map(|p| p.to_ascii_uppercase()).collect();
-    format!("{ENV_PREFIX}{}", parts.join(ENV_SPLIT))
-}
-
 /// A parser message (TOML's spans several lines with a caret) as one line.
 fn one_line(message: &str) -> String {
     message
@@ -513,7 +527,7 @@ mod tests {
             assert!(err.contains("runtime.engine_threads") && err.contains("0 is one per core"), "{err}");
             jail.set_env("LIVEFUNNEL_RUNTIME__ENGINE_THREADS", "3");
             let loaded = load_in(jail, None).expect("loads");
-            let settings = crate::pipeline::Settings::from_config(&loaded, crate::pipeline::SinkKind::Null);
+            let settings = loaded.pipeline_settings(livefunnel_pipeline::SinkKind::Null);
             assert_eq!(settings.engine_threads, 3);
             Ok(())
         });
@@ -753,5 +767,52 @@ mod tests {
         let err =
             load(&Sources::file_only(Some(Path::new("/nonexistent/lf.toml"))), TimeMode::Replay).unwrap_err();
         assert!(err.message.contains("/nonexistent/lf.toml"), "{}", err.message);
+    }
+
+    /// Tokens set in the environment, as the docs say: per org under a name of one's
+    /// own; never printed by check-config, whose output is refused until they are set.
+    // figment's `Jail::expect_with` fixes the closure's `figment::Result` return type.
+    #[allow(clippy::result_large_err)]
+    #[test]
+    fn tokens_from_the_environment_are_used_and_never_printed() {
+        use livefunnel_pipeline::wall::config::Viewer;
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LIVEFUNNEL_WALL__ADMIN_TOKEN", "admin-0123456789abcdef");
+            jail.set_env("LIVEFUNNEL_WALL__ORGS__XINGMANG__ORG_ID", "org-xingmang");
+            jail.set_env("LIVEFUNNEL_WALL__ORGS__XINGMANG__TOKEN", "xingmang-0123456789abcdef");
+            let loaded = load(&Sources::cli(None), livefunnel_core::TimeMode::Live).expect("loads");
+            let access = loaded.config.wall.access();
+            assert_eq!(access.viewer("xingmang-0123456789abcdef"), Some(Viewer::Org("org-xingmang".into())));
+            assert_eq!(access.viewer("admin-0123456789abcdef"), Some(Viewer::All));
+            let printed = loaded.config.to_toml();
+            assert!(!printed.contains("0123456789abcdef") && printed.contains("[redacted]"), "{printed}");
+            assert!(!format!("{:?}", loaded.config).contains("0123456789abcdef"));
+            jail.clear_env();
+            jail.create_file("printed.toml", &printed)?;
+            let err = load(
+                &Sources::cli(Some(&jail.directory().join("printed.toml"))),
+                livefunnel_core::TimeMode::Live,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("wall.") && err.contains("[redacted]"), "{err}");
+            jail.set_env("LIVEFUNNEL_WALL__ORGS__XINGMANG__ORG_ID", "org-xingmang");
+            jail.set_env("LIVEFUNNEL_WALL__ORGS__XINGMANG__TOKEN", "short");
+            let err = load(&Sources::cli(None), livefunnel_core::TimeMode::Live).unwrap_err().to_string();
+            assert!(err.contains("wall.orgs.xingmang.token") && !err.contains("short"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_engine_records_the_user_id_form_of_the_privacy_section() {
+        use livefunnel_pipeline::privacy::PrivacyConfig;
+        let privacy =
+            PrivacyConfig { hash_user_ids: true, salt: livefunnel_clickhouse::Secret::new("pepper-xyz") };
+        let form = privacy.user_id_form();
+        let cfg = Config { privacy, ..Default::default() };
+        let engine = cfg.engine_config(TimeMode::Live).unwrap();
+        assert_eq!(engine.user_id_form, form, "the engine's checkpoints record it");
+        assert_ne!(Config::default().engine_config(TimeMode::Live).unwrap().user_id_form, form);
     }
 }

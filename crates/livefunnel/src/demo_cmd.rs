@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use livefunnel::config::{self, Sources};
 use livefunnel::pacing::Pacer;
-use livefunnel::pipeline::{self, Settings, SinkKind, Status, World};
 use livefunnel::sim_cmd;
 use livefunnel_core::TimeMode;
 use livefunnel_kafka::rdkafka::mocking::MockCluster;
 use livefunnel_kafka::rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use livefunnel_kafka::rdkafka::ClientConfig;
+use livefunnel_pipeline::{self as pipeline, SinkKind, Status, World};
 use livefunnel_sim::{RoomScenario, SimParams, Simulator};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -126,7 +126,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let rt = crate::run_cmd::runtime()?;
     rt.block_on(async {
         let sink = choose_sink(args, &loaded.config.clickhouse).await;
-        let settings = Settings::from_config(&loaded, sink.clone());
+        let settings = loaded.pipeline_settings(sink.clone());
         let listener = tokio::net::TcpListener::bind(&args.http)
             .await
             .with_context(|| format!("binding --http {}: is another process using it? pick another port", args.http))?;

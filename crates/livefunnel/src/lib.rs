@@ -9,12 +9,8 @@ pub mod detectors_config;
 pub mod eval_alerts;
 pub mod logging;
 pub mod pacing;
-pub mod pipeline;
-pub mod privacy;
 pub mod replay;
-pub mod run_config;
 pub mod sim_cmd;
-pub mod wall;
 
 pub use config::{load, Config, ConfigLoadError, Loaded, Sources};
 pub use replay::{replay, replay_with, ReplayError, RowCounts, Summary};

@@ -19,7 +19,7 @@ use livefunnel_core::TimeMode;
 
 /// Real-time analytics for live-commerce rooms.
 #[derive(Parser, Debug)]
-#[command(name = "livefunnel", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BUILD_GIT_SHA"), ")"), about)]
+#[command(name = "livefunnel", version = livefunnel_pipeline::VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

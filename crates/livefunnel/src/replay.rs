@@ -186,7 +186,7 @@ pub fn replay_with(
     output: impl Write,
     dead_letter: Option<&mut dyn Write>,
     cfg: EngineConfig,
-    privacy: Option<&crate::privacy::UserIdHasher>,
+    privacy: Option<&livefunnel_pipeline::privacy::UserIdHasher>,
 ) -> Result<Summary, ReplayError> {
     let started = Instant::now();
     let mut engine = Engine::new(cfg);
@@ -218,7 +218,7 @@ pub fn replay_with(
         summary.lines += 1;
         let rejection = match decode(msg) {
             Ok(mut ev) => {
-                crate::privacy::pseudonymise(privacy, &mut ev);
+                livefunnel_pipeline::privacy::pseudonymise(privacy, &mut ev);
                 match engine.process(&ev, 0, &mut rows) {
                     Outcome::Accepted { late } => {
                         summary.accepted += 1;

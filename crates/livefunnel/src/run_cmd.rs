@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use livefunnel::config::{self, Sources};
-use livefunnel::pipeline::{self, Settings, SinkKind, Status, World};
 use livefunnel_core::TimeMode;
+use livefunnel_pipeline::{self as pipeline, SinkKind, Status, World};
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]
@@ -29,7 +29,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let loaded = config::load(&Sources::cli(args.config.as_deref()), TimeMode::Live)?;
-    let settings = Settings::from_config(&loaded, SinkKind::ClickHouse(loaded.config.clickhouse.clone()));
+    let settings = loaded.pipeline_settings(SinkKind::ClickHouse(loaded.config.clickhouse.clone()));
     runtime()?.block_on(async {
         let listen = &loaded.config.http.listen;
         let listener = tokio::net::TcpListener::bind(listen)

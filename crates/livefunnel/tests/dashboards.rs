@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use common::*;
 use livefunnel::config::{self, Sources};
-use livefunnel::pipeline::{self, Settings, SinkKind, Status, World};
 use livefunnel_clickhouse::{ClickHouseConfig, Table};
 use livefunnel_core::TimeMode;
+use livefunnel_pipeline::{self as pipeline, SinkKind, Status, World};
 use livefunnel_testkit::{Chdb, ChdbStep, ClickHouseServer};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -293,7 +293,7 @@ fn fill(f: &Fixture, ch: &ClickHouseConfig) {
     loaded.config.kafka.group_id = "dashboards".to_owned();
     loaded.config.kafka.dlq_topic = String::new();
     loaded.config.checkpoint.dir = f.dir.path().to_owned();
-    let mut settings = Settings::from_config(&loaded, SinkKind::ClickHouse(ch.clone()));
+    let mut settings = loaded.pipeline_settings(SinkKind::ClickHouse(ch.clone()));
     settings.checkpoint_interval_ms = 1_000;
     let expected = expected_with_stack_config(&f.inputs);
     f.rt.block_on(async {

@@ -175,7 +175,7 @@ fn faultsuite_a_stop_with_clickhouse_unreachable_ends_within_its_limits() {
         run.signal(2);
         // The bound is the checkpoints' wait plus the sink's, with a generous margin
         // for a loaded machine; before the fix the process never exited.
-        let st = run.wait_exit(revoke + livefunnel::pipeline::SINK_STOP_LIMIT + Duration::from_secs(30));
+        let st = run.wait_exit(revoke + livefunnel_pipeline::SINK_STOP_LIMIT + Duration::from_secs(30));
         assert!(!st.success(), "rows were left unwritten: the exit says so: {st:?}");
         let line = last_line(&run);
         assert!(line.starts_with("error: "), "the last line is the error: {line}\n{}", run.log_tail(30));

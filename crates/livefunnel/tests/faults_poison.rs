@@ -54,7 +54,7 @@ fn poison(reason: Reason, n: usize, v: usize, room: &str, session: &str, ts: i64
     let id = format!("poison-{n}");
     let head = format!(r#""event_id":"{id}","room_id":"{room}","session_id":"{session}""#);
     let like = |ts: i64| format!(r#"{{{head},"type":"like","ts":{ts},"user_id":"u-{n}"}}"#);
-    let now = livefunnel::pipeline::now_ms();
+    let now = livefunnel_pipeline::now_ms();
     let text = match reason {
         Reason::Oversize => match v % 2 {
             0 => {

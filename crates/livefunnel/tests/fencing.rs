@@ -29,7 +29,7 @@ const GROUP: &str = "fencing";
 
 /// A `session_start` of `room` on partition `p`: one annotation row once processed.
 fn session_start(p: i32, room: &str) -> Input {
-    let ts = livefunnel::pipeline::now_ms();
+    let ts = livefunnel_pipeline::now_ms();
     let payload = format!(
         r#"{{"event_id":"{room}-start","type":"session_start","ts":{ts},"room_id":"{room}","session_id":"s"}}"#
     );

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use livefunnel::pipeline::SinkKind;
+use livefunnel_pipeline::SinkKind;
 
 const PARTITIONS: i32 = 2;
 /// The alert's threshold, shortened: three checkpoint intervals.
@@ -45,7 +45,7 @@ async fn checkpointed(addr: std::net::SocketAddr) {
 
 /// The sample on `PARTITIONS` partitions, into JSONL files; checkpoints in the state
 /// directory returned.
-fn jsonl_fixture(group: &str) -> (Fixture, std::path::PathBuf, livefunnel::pipeline::Settings) {
+fn jsonl_fixture(group: &str) -> (Fixture, std::path::PathBuf, livefunnel_pipeline::Settings) {
     let f = Fixture::new(PARTITIONS);
     let state = f.dir.path().join("state");
     let mut settings =
@@ -198,7 +198,7 @@ fn a_hanging_checkpoint_save_does_not_stall_its_partition() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let ok_hung = checkpoints(&scrape(r.addr).await, "ok");
         let before = processed(&scrape(r.addr).await);
-        let now = livefunnel::pipeline::now_ms();
+        let now = livefunnel_pipeline::now_ms();
         let more: Vec<Input> = (0..200)
             .map(|i| {
                 let room = format!("hang-room-{}", i % 10);

@@ -186,11 +186,11 @@ fn the_probes_are_what_livefunnel_run_serves() {
         let text = scrape(addr).await;
         let info = format!(
             "livefunnel_build_info{{git_sha=\"{}\",version=\"{}\"}} 1",
-            livefunnel::pipeline::GIT_SHA,
+            livefunnel_pipeline::GIT_SHA,
             env!("CARGO_PKG_VERSION")
         );
         assert!(text.contains(&info), "no {info} in the scrape");
-        assert!(livefunnel::pipeline::GIT_SHA.len() == 12 || livefunnel::pipeline::GIT_SHA == "unknown");
+        assert!(livefunnel_pipeline::GIT_SHA.len() == 12 || livefunnel_pipeline::GIT_SHA == "unknown");
         assert!(series_sum(&text, "process_resident_memory_bytes") > 0.0);
     });
     drop(run);
@@ -200,7 +200,7 @@ fn the_probes_are_what_livefunnel_run_serves() {
 fn the_grace_period_outlasts_the_drain_and_requests_follow_sizing() {
     let d = of_kind("Deployment");
     let grace = d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap();
-    let drain = (livefunnel::pipeline::DRAIN_LIMIT + livefunnel::pipeline::SINK_STOP_LIMIT).as_secs();
+    let drain = (livefunnel_pipeline::DRAIN_LIMIT + livefunnel_pipeline::SINK_STOP_LIMIT).as_secs();
     assert!(grace >= drain + 10, "terminationGracePeriodSeconds {grace} s, a stop takes up to {drain} s");
     let r = &container()["resources"];
     let sizing = std::fs::read_to_string(repo_root().join("docs/sizing.md")).unwrap();

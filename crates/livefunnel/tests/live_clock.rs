@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use livefunnel::pipeline::SinkKind;
+use livefunnel_pipeline::SinkKind;
 
 const GROUP: &str = "live-clock";
 
@@ -27,7 +27,7 @@ fn a_far_ahead_clock_does_not_make_another_rooms_next_broadcast_too_late() {
     let brokers = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let now = livefunnel::pipeline::now_ms() / 1000 * 1000;
+    let now = livefunnel_pipeline::now_ms() / 1000 * 1000;
     let m = 60_000;
     let viewer = r#","user_id":"u1","source":"moments""#;
     // Room A broadcasts and ends; room C sends one event dated 50 minutes ahead (inside
@@ -128,7 +128,7 @@ fn a_lost_session_end_ends_the_broadcast_by_timeout() {
     let brokers = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let now = livefunnel::pipeline::now_ms() / 1000 * 1000;
+    let now = livefunnel_pipeline::now_ms() / 1000 * 1000;
     let inputs = [
         event("a1", "session_start", now, "A", "a-1", ""),
         event("a2", "enter", now + 1_000, "A", "a-1", r#","user_id":"u1","source":"moments""#),
@@ -148,7 +148,8 @@ fn a_lost_session_end_ends_the_broadcast_by_timeout() {
         e.presence_timeout_ms = 10_000;
         e.session_idle_timeout_ms = 20_000;
         e.validate().unwrap();
-        settings.signals = livefunnel::run_config::SignalsConfig::default().resolve(&settings.engine.windows);
+        settings.signals =
+            livefunnel_pipeline::config::SignalsConfig::default().resolve(&settings.engine.windows);
         let p = start_pipeline(settings).await;
         handled(p.addr, inputs.len()).await;
         let started = std::time::Instant::now();

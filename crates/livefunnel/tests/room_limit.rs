@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use livefunnel::pipeline::SinkKind;
+use livefunnel_pipeline::SinkKind;
 
 const GROUP: &str = "room-limit";
 const FLOOD: usize = 500;
@@ -20,7 +20,7 @@ fn a_flood_of_new_rooms_beyond_the_limit_is_dead_lettered() {
     mock.create_topic(DLQ_TOPIC, 1, 1).expect("creating the dead-letter topic");
     let brokers = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
-    let now = livefunnel::pipeline::now_ms() / 1000 * 1000;
+    let now = livefunnel_pipeline::now_ms() / 1000 * 1000;
     let msg = |i: usize, room: &str| {
         let payload = format!(
             r#"{{"event_id":"e{i}","type":"comment","ts":{},"room_id":"{room}","session_id":"s","user_id":"u{i}"}}"#,

@@ -13,9 +13,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
-use livefunnel::privacy::UserIdHasher;
 use livefunnel_clickhouse::{ClickHouseConfig, Secret};
 use livefunnel_core::TimeMode;
+use livefunnel_pipeline::privacy::UserIdHasher;
 use livefunnel_testkit::{ClickHouseServer, WRITER_PASSWORD, WRITER_USER};
 use serde_json::Value;
 

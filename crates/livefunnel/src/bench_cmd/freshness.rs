@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use livefunnel::pipeline;
 use livefunnel_kafka::rdkafka::mocking::MockCluster;
+use livefunnel_pipeline as pipeline;
 
 use super::report::{self, Freshness};
 use super::running::Running;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use livefunnel::pipeline::{self, Metrics, Settings, Status, World};
+use livefunnel_pipeline::{self as pipeline, Metrics, Settings, Status, World};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 

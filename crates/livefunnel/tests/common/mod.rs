@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use livefunnel::privacy::UserIdHasher;
 use livefunnel_clickhouse::{ClickHouseConfig, Table};
 use livefunnel_core::{EngineConfig, TimeMode};
+use livefunnel_pipeline::privacy::UserIdHasher;
 use livefunnel_testkit::ClickHouseServer;
 use serde_json::Value;
 

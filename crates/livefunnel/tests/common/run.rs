@@ -7,9 +7,9 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use livefunnel::pipeline::{self, Settings, SinkKind, Status, World};
 use livefunnel_clickhouse::ClickHouseConfig;
 use livefunnel_core::TimeMode;
+use livefunnel_pipeline::{self as pipeline, Settings, SinkKind, Status, World};
 use tokio_util::sync::CancellationToken;
 
 use super::{engine_config, TOPIC};
@@ -213,7 +213,7 @@ impl Drop for Run {
 /// The settings of an in-process pipeline: live mode with [`engine_config`], the
 /// input topic, rows to ClickHouse, checkpoint files in `state` every second.
 pub fn test_settings(brokers: &str, group: &str, ch: ClickHouseConfig, state: &Path) -> Settings {
-    let kafka = livefunnel::run_config::KafkaConfig {
+    let kafka = livefunnel_pipeline::config::KafkaConfig {
         brokers: brokers.to_owned(),
         topics: vec![TOPIC.to_owned()],
         group_id: group.to_owned(),
@@ -221,7 +221,7 @@ pub fn test_settings(brokers: &str, group: &str, ch: ClickHouseConfig, state: &P
     };
     let engine = engine_config(TimeMode::Live);
     Settings {
-        signals: livefunnel::run_config::SignalsConfig::default().resolve(&engine.windows),
+        signals: livefunnel_pipeline::config::SignalsConfig::default().resolve(&engine.windows),
         detectors: livefunnel::detectors_config::DetectorsConfig::default().resolve(),
         engine,
         kafka,
@@ -233,7 +233,7 @@ pub fn test_settings(brokers: &str, group: &str, ch: ClickHouseConfig, state: &P
         max_room_series: livefunnel_metrics::DEFAULT_MAX_ROOMS,
         engine_threads: 0,
         privacy: None,
-        wall: livefunnel::wall::WallConfig::default(),
+        wall: livefunnel_pipeline::wall::WallConfig::default(),
     }
 }
 

@@ -1,5 +1,8 @@
 //! The live pipeline: Kafka in, one engine per assigned partition, rows out to
-//! ClickHouse (or JSONL files), Prometheus series and health on HTTP.
+//! ClickHouse (or JSONL files), Prometheus series and health on HTTP, and the wall.
+//! The `livefunnel` binary builds [`Settings`] from its layered configuration and hands
+//! [`run`] its [`World`]; the sections of that configuration this crate reads are in
+//! [`config`] (Kafka, checkpoints, HTTP, runtime, signals), [`privacy`] and [`wall`].
 //!
 //! ```text
 //! consumer loop ──batches──▶ partition task (engine, DLQ, checkpoints) ──rows──▶ sink task
@@ -15,7 +18,7 @@
 //! before `o`; when ClickHouse has acknowledged them, the state is written to disk;
 //! only then is `o` committed to Kafka. A restart resumes from the checkpoint file.
 //!
-//! [docs/architecture.md](../../../../docs/architecture.md) draws the threads and queues
+//! [docs/architecture.md](../../../docs/architecture.md) draws the threads and queues
 //! and follows one event through them.
 //!
 //! Nothing fails quietly: a sink that stops, or a partition task that ends with an
@@ -24,14 +27,17 @@
 //! returns the error, so the process exits naming it.
 
 mod batch;
+pub mod config;
 mod consumer;
 mod dead_letters;
 mod engines;
 mod fence;
 mod http;
 mod partition;
+pub mod privacy;
 mod sink;
 mod test_hooks;
+pub mod wall;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -46,9 +52,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use http::serve as serve_http;
 
-/// The git commit this binary was built from (`unknown` when built outside a checkout
+/// The git commit this build was made from (`unknown` when built outside a checkout
 /// without `GIT_SHA`), as in `livefunnel_build_info`.
 pub const GIT_SHA: &str = env!("BUILD_GIT_SHA");
+
+/// `--version`'s text: the release and the commit.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BUILD_GIT_SHA"), ")");
 
 /// How long a stop (SIGTERM) waits for the partitions' final checkpoints, at most; the
 /// sink then writes what it holds. Orchestrators must give a stopping process longer.
@@ -61,7 +70,7 @@ pub const DRAIN_LIMIT: std::time::Duration = consumer::REVOKE_TIMEOUT;
 pub const SINK_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
 pub use sink::SinkKind;
 
-use crate::run_config::{KafkaConfig, StartWithout};
+use crate::config::{KafkaConfig, StartWithout};
 
 /// Everything `run` needs to know, already checked.
 #[derive(Debug, Clone)]
@@ -330,28 +339,6 @@ pub fn clickhouse_config(kind: &SinkKind) -> Option<&ClickHouseConfig> {
     match kind {
         SinkKind::ClickHouse(c) => Some(c),
         SinkKind::Jsonl(_) | SinkKind::Null => None,
-    }
-}
-
-impl Settings {
-    /// The pipeline's settings from a loaded configuration.
-    pub fn from_config(loaded: &crate::config::Loaded, sink: SinkKind) -> Settings {
-        let c = &loaded.config;
-        Settings {
-            engine: loaded.engine.clone(),
-            kafka: c.kafka.clone(),
-            sink,
-            state_dir: c.checkpoint.dir.clone(),
-            shared_store: c.checkpoint.kafka_store(&c.kafka.group_id),
-            checkpoint_interval_ms: c.checkpoint.interval.as_ms(),
-            series_ttl_ms: c.http.series_ttl.as_ms(),
-            max_room_series: c.http.max_room_series as usize,
-            engine_threads: c.runtime.engine_threads as usize,
-            signals: c.signals.resolve(&loaded.engine.windows),
-            detectors: c.detectors.resolve(),
-            privacy: c.privacy.hasher(),
-            wall: c.wall.clone(),
-        }
     }
 }
 

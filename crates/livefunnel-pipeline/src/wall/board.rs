@@ -354,7 +354,7 @@ fn window_size_ms(name: &str) -> i64 {
 pub fn run(mut builder: Builder, stop: CancellationToken) -> watch::Receiver<Arc<Snapshot>> {
     let timed = |b: &mut Builder| {
         let started = Instant::now();
-        let mut snap = b.build(crate::pipeline::now_ms());
+        let mut snap = b.build(crate::now_ms());
         snap.build_ms = started.elapsed().as_secs_f64() * 1000.0;
         snap
     };

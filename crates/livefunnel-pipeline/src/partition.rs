@@ -601,9 +601,8 @@ mod tests {
     fn the_engine_takes_every_epoch_a_store_claims_and_no_more() {
         use livefunnel_state::epoch::{EPOCH_SHIFT, MAX_EPOCH};
         let cfg =
-            crate::config::load(&crate::config::Sources::file_only(None), livefunnel_core::TimeMode::Live)
-                .unwrap()
-                .engine;
+            livefunnel_core::EngineConfig { mode: livefunnel_core::TimeMode::Live, ..Default::default() };
+        cfg.validate().unwrap();
         let mut e = Engine::new(cfg);
         e.set_version_epoch(MAX_EPOCH).unwrap();
         assert_eq!(e.version_epoch(), MAX_EPOCH);

@@ -10,7 +10,7 @@ use livefunnel_core::WindowSpec;
 use livefunnel_metrics::{SignalWindow, SignalWindows};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Duration;
+use livefunnel_core::Duration;
 
 /// `[kafka]`: the input topics, the consumer group and the dead-letter topic. Every
 /// other key of the table is a librdkafka property passed through unchanged, so SASL
