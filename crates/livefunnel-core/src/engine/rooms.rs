@@ -3,8 +3,8 @@
 //! A checkpoint encodes every room, yet between two checkpoints many rooms of a large
 //! partition may not change (ended broadcasts waiting to retire, retired rooms, quiet
 //! rooms). The table keeps each room's bytes from the last
-//! [`Engine::snapshot_incremental`](super::Engine::snapshot_incremental) and drops them
-//! whenever the room is borrowed mutably: every change to a room goes through
+//! [`Engine::snapshot_incremental`](super::Engine::snapshot_incremental) and forgets
+//! them whenever the room is borrowed mutably: every change to a room goes through
 //! `IndexMut` or `iter_mut`, so a room whose bytes are kept is one nobody could have
 //! changed since they were written. A changed room's buffer, sized to its encoding,
 //! is kept for the next: the table holds about one encoded state of its rooms.

@@ -278,9 +278,8 @@ impl Engine {
 
     /// [`Engine::snapshot`]'s bytes, encoding only the rooms changed since the previous
     /// call: the others' bytes are kept from it (memory: about one encoded state,
-    /// [`SnapshotStats::kept_bytes`]). For the
-    /// live pipeline, whose checkpoints otherwise stall their partition to encode rooms
-    /// that did not change.
+    /// [`SnapshotStats::kept_bytes`]). For the live pipeline, whose checkpoints
+    /// otherwise stall their partition to encode rooms that did not change.
     pub fn snapshot_incremental(&mut self) -> (Vec<u8>, SnapshotStats) {
         let mut stats = SnapshotStats::default();
         // A room is encoded into a small buffer that stays in the cache, then copied:
