@@ -20,7 +20,7 @@ use livefunnel_core::{ConfigError, EngineConfig, TimeMode, WindowSpec};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-pub use livefunnel_core::{env_var_name, ENV_PREFIX, ENV_SPLIT};
+use livefunnel_core::{env_var_name, ENV_PREFIX, ENV_SPLIT};
 use livefunnel_pipeline::{Settings, SinkKind};
 
 /// The whole configuration file.
