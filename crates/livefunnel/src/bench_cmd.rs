@@ -325,9 +325,15 @@ impl Bench<'_> {
             report::thousands(events),
             generated.bytes() / 1_000_000
         );
+        let mut parts = procstat::Parts::default();
+        let before = procstat::thread_ids();
         let mock = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
         mock.create_topic(TOPIC, args.partitions, 1).context("creating the throughput topic")?;
         let brokers = mock.bootstrap_servers();
+        parts.mock_broker_since(&before);
+        let before = procstat::thread_ids();
+        let producer = produce::connect(&brokers, &args.compression, TOPIC)?;
+        parts.producer_since(&before);
         let settings = self.settings(&brokers, "throughput");
         let rss_before_mb = procstat::rss_mb().0;
         let peak_rss_reset = procstat::reset_peak_rss();
@@ -336,14 +342,16 @@ impl Bench<'_> {
             let mut p = Running::start(settings, false).await?;
             let consumed = p.consumed_counters(args.partitions);
             let mut feeder = Some({
-                let (brokers, compression) = (brokers.clone(), args.compression.clone());
                 std::thread::Builder::new()
                     .name("bench-producer".into())
                     .spawn(move || {
-                        let mut f = produce::Feeder::new(&brokers, &compression, TOPIC, consumed)?;
+                        let mut f = produce::Feeder::new(producer, TOPIC, consumed);
                         let t = Instant::now();
                         generated.send_all(&mut f)?;
-                        anyhow::Ok((t.elapsed(), f.waited, procstat::this_thread_seconds()))
+                        // The producer's threads end with it, before the phase's
+                        // last sample: their CPU so far.
+                        let last = procstat::sample(None);
+                        anyhow::Ok((t.elapsed(), f.waited, procstat::this_thread_seconds(), last))
                     })
                     .context("starting the producer thread")?
             });
@@ -397,7 +405,8 @@ impl Bench<'_> {
                 let joined = tokio::task::spawn_blocking(move || f.join()).await?;
                 fed = Some(joined.map_err(|_| anyhow::anyhow!("the producer thread panicked"))??);
             }
-            let (fed_in, waited, producer_cpu) = fed.context("the producer's figures")?;
+            let (fed_in, waited, producer_cpu, producer_last) = fed.context("the producer's figures")?;
+            cpu1.keep_ended_threads(&producer_last);
             let written = {
                 let (brokers, partitions) = (brokers.clone(), args.partitions as usize);
                 tokio::task::spawn_blocking(move || produce::messages_in(&brokers, TOPIC, partitions))
@@ -414,8 +423,9 @@ impl Bench<'_> {
             }
             let first = first.unwrap_or(all_processed);
             let wall = (done - first).as_secs_f64();
-            let cpu = procstat::between(&cpu0.unwrap_or(cpu_processed), &cpu1);
+            let cpu = procstat::between(&cpu0.unwrap_or(cpu_processed), &cpu1, &parts);
             let cpu_cores = cpu.process_seconds / wall;
+            let pipeline_cpu_us_per_event = 1e6 * cpu.pipeline_seconds() / events as f64;
             anyhow::Ok(Throughput {
                 events,
                 generate_seconds,
@@ -431,6 +441,7 @@ impl Bench<'_> {
                 counts,
                 cpu,
                 cpu_cores,
+                pipeline_cpu_us_per_event,
                 rss_before_mb,
                 peak_rss_mb: procstat::rss_mb().1,
                 peak_rss_reset,

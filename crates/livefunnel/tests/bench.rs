@@ -66,6 +66,7 @@ fn bench_counts_every_event_and_sees_every_probe() {
         "freshness p50",
         "freshness p99",
         "CPU, this process",
+        "CPU, the pipeline",
     ] {
         assert!(stdout.contains(label), "no `{label}` in the summary:\n{stdout}");
     }
@@ -90,6 +91,15 @@ fn bench_counts_every_event_and_sees_every_probe() {
     let wall = f(&t["wall_seconds"]);
     assert!((f(&t["consume_seconds"]) + f(&t["drain_seconds"]) - wall).abs() < 1e-6, "{t}");
     assert!(f(&t["cpu"]["process_seconds"]) > 0.0, "{t}");
+    // The pipeline's part of the process, its threads told from the producer's and the
+    // mock broker's, is what the CPU per event counts.
+    let pipeline = f(&t["cpu"]["by_part"]["pipeline"]);
+    assert!(pipeline > 0.0, "{t}");
+    let per_event = f(&t["pipeline_cpu_us_per_event"]);
+    assert!((per_event - 1e6 * pipeline / 20_000.0).abs() < 1e-6, "{t}");
+    let threads: f64 = t["cpu"]["by_thread"].as_object().unwrap().values().map(f).sum();
+    let parts: f64 = t["cpu"]["by_part"].as_object().unwrap().values().map(f).sum();
+    assert!((threads - parts).abs() < 1e-6, "every thread in one part: {t}");
     assert!(f(&t["peak_rss_mb"]) > 0.0, "{t}");
 
     let fr = &v["freshness"];

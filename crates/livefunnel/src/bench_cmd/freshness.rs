@@ -19,9 +19,15 @@ const LAST_PROBES_TIMEOUT: Duration = Duration::from_secs(60);
 impl Bench<'_> {
     pub(super) fn freshness(&self) -> anyhow::Result<Freshness> {
         let args = self.args;
+        let mut parts = procstat::Parts::default();
+        let before = procstat::thread_ids();
         let mock = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
         mock.create_topic(TOPIC, args.partitions, 1).context("creating the freshness topic")?;
         let brokers = mock.bootstrap_servers();
+        parts.mock_broker_since(&before);
+        let before = procstat::thread_ids();
+        let kafka_producer = produce::connect(&brokers, &args.compression, TOPIC)?;
+        parts.producer_since(&before);
         let seconds = Duration::from_secs(args.freshness_seconds);
         // A little more than the phase needs, simulated before the clock starts.
         let needed = (f64::from(args.rate) * seconds.as_secs_f64() * 1.05) as u64 + 1_000;
@@ -56,13 +62,16 @@ impl Bench<'_> {
                     .context("starting the scraper thread")?
             };
             let cpu0 = procstat::sample(args.clickhouse_pid);
+            let consumed_at_start = p.status.events_consumed.load(Ordering::Relaxed);
             let producer = {
-                let (brokers, compression) = (brokers.clone(), args.compression.clone());
                 let consumed = p.consumed_counters(args.partitions);
                 std::thread::Builder::new()
                     .name("bench-producer".into())
                     .spawn(move || {
-                        paced.run(&mut produce::Feeder::new(&brokers, &compression, TOPIC, consumed)?)
+                        let mut feeder = produce::Feeder::new(kafka_producer, TOPIC, consumed);
+                        let produced = paced.run(&mut feeder);
+                        // The producer's threads end with it: their CPU so far.
+                        (produced, procstat::sample(None))
                     })
                     .context("starting the producer thread")?
             };
@@ -70,8 +79,8 @@ impl Bench<'_> {
                 .await
                 .context("waiting for the producer")?
                 .map_err(|_| anyhow::anyhow!("the producer thread panicked"))
-                .and_then(|r| r);
-            let produced = match produced {
+                .and_then(|(r, last)| r.map(|r| (r, last)));
+            let (produced, producer_last) = match produced {
                 Ok(r) => r,
                 Err(e) => {
                     stop.store(true, Ordering::Relaxed);
@@ -80,7 +89,8 @@ impl Bench<'_> {
                 }
             };
             let consumed_at_end = p.status.events_consumed.load(Ordering::Relaxed);
-            let cpu1 = procstat::sample(args.clickhouse_pid);
+            let mut cpu1 = procstat::sample(args.clickhouse_pid);
+            cpu1.keep_ended_threads(&producer_last);
             let probes_sent = produced.probes.len();
             // The probe room's `session_start` and `enter`, then the probes.
             let messages = produced.sent + probes_sent as u64 + 2;
@@ -109,7 +119,9 @@ impl Bench<'_> {
                 .map(|(s, (_, done))| (done.saturating_duration_since(*s).as_secs_f64() * 1000.0).round())
                 .collect();
             let elapsed = produced.elapsed.as_secs_f64();
-            let cpu = procstat::between(&cpu0, &cpu1);
+            let cpu = procstat::between(&cpu0, &cpu1, &parts);
+            let pipeline_cpu_us_per_event = 1e6 * cpu.pipeline_seconds()
+                / consumed_at_end.saturating_sub(consumed_at_start).max(1) as f64;
             anyhow::Ok(Freshness {
                 target_rate: f64::from(args.rate),
                 seconds: elapsed,
@@ -137,6 +149,7 @@ impl Bench<'_> {
                 metrics_bytes: observed.body_bytes_max,
                 counts,
                 cpu_cores: cpu.process_seconds / elapsed,
+                pipeline_cpu_us_per_event,
                 cpu,
                 peak_rss_mb,
             })

@@ -2,7 +2,7 @@
 //! another process (the ClickHouse server) and the whole machine. Linux only; on
 //! other systems every figure reads as zero.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 
 use serde::Serialize;
@@ -30,6 +30,9 @@ pub struct CpuUse {
     /// This process by thread name (digits stripped: `rdk:broker1` counts as `rdk:broker`);
     /// threads that ended between the samples are missing.
     pub by_thread: BTreeMap<String, f64>,
+    /// The same threads by what they work for: `pipeline`, `producer`, `mock broker`,
+    /// `bench` (see [`Parts`]). The pipeline's share is its CPU per event.
+    pub by_part: BTreeMap<&'static str, f64>,
     /// The process given with `--clickhouse-pid`, if any.
     pub clickhouse_seconds: Option<f64>,
     /// Every process on the machine, this one and other users' included.
@@ -59,20 +62,74 @@ impl Sample {
     }
 }
 
-pub fn between(a: &Sample, b: &Sample) -> CpuUse {
+/// The part of [`CpuUse::by_part`] that is the pipeline's.
+pub const PIPELINE: &str = "pipeline";
+
+impl CpuUse {
+    pub fn pipeline_seconds(&self) -> f64 {
+        self.by_part.get(PIPELINE).copied().unwrap_or(0.0)
+    }
+}
+
+/// The threads of the bench's process that are not the pipeline's. librdkafka names
+/// the threads of every client alike (`rdk:main`, `rdk:broker1`), so a client's
+/// threads are told apart by when they appeared: the mock cluster's while it started,
+/// the producer's while it connected, both before the pipeline started.
+#[derive(Debug, Clone, Default)]
+pub struct Parts {
+    mock_broker: HashSet<u32>,
+    producer: HashSet<u32>,
+}
+
+impl Parts {
+    /// The threads that appeared since `before` work for the mock broker.
+    pub fn mock_broker_since(&mut self, before: &HashSet<u32>) {
+        self.mock_broker.extend(thread_ids().difference(before));
+    }
+
+    /// The threads that appeared since `before` work for the bench's producer.
+    pub fn producer_since(&mut self, before: &HashSet<u32>) {
+        self.producer.extend(thread_ids().difference(before));
+    }
+
+    /// The bench's own threads are the main one (it watches the pipeline) and those it
+    /// names `bench-…`; `bench-producer` sends the stream.
+    fn part_of(&self, tid: u32, name: &str) -> &'static str {
+        if self.mock_broker.contains(&tid) {
+            "mock broker"
+        } else if self.producer.contains(&tid) || name == "bench-producer" {
+            "producer"
+        } else if tid == std::process::id() || name.starts_with("bench-") {
+            "bench"
+        } else {
+            PIPELINE
+        }
+    }
+}
+
+/// The ids of this process's threads now.
+pub fn thread_ids() -> HashSet<u32> {
+    let Ok(dir) = fs::read_dir("/proc/self/task") else { return HashSet::new() };
+    dir.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect()
+}
+
+pub fn between(a: &Sample, b: &Sample, parts: &Parts) -> CpuUse {
     let secs = |t: u64| t as f64 / TICKS_PER_SECOND;
     let mut by_thread: BTreeMap<String, f64> = BTreeMap::new();
+    let mut by_part: BTreeMap<&'static str, f64> = BTreeMap::new();
     for (tid, (name, ticks)) in &b.threads {
         // A thread started after `a` counts from zero.
         let before = a.threads.get(tid).filter(|(n, _)| n == name).map_or(0, |(_, t)| *t);
         let used = ticks.saturating_sub(before);
         if used > 0 {
             *by_thread.entry(name.clone()).or_default() += secs(used);
+            *by_part.entry(parts.part_of(*tid, name)).or_default() += secs(used);
         }
     }
     CpuUse {
         process_seconds: secs(b.process.saturating_sub(a.process)),
         by_thread,
+        by_part,
         clickhouse_seconds: match (a.other, b.other) {
             (Some(x), Some(y)) => Some(secs(y.saturating_sub(x))),
             _ => None,
@@ -173,6 +230,43 @@ mod tests {
         assert_eq!(thread_group("tokio-runtime-w"), "tokio-runtime-w");
     }
 
+    /// This thread's id, from `/proc/thread-self` (a link to `PID/task/TID`).
+    fn tid() -> u32 {
+        let link = fs::read_link("/proc/thread-self").unwrap();
+        link.file_name().unwrap().to_str().unwrap().parse().unwrap()
+    }
+
+    /// A thread that tells its id and lives until the sender it returns is dropped.
+    fn parked_thread() -> (u32, std::sync::mpsc::Sender<()>) {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            tid_tx.send(tid()).unwrap();
+            let _ = stop_rx.recv();
+        });
+        (tid_rx.recv().unwrap(), stop_tx)
+    }
+
+    #[test]
+    fn threads_count_for_the_part_they_appeared_for() {
+        let mut parts = Parts::default();
+        let before = thread_ids();
+        let (mock, _m) = parked_thread();
+        parts.mock_broker_since(&before);
+        let before = thread_ids();
+        let (producer, _p) = parked_thread();
+        parts.producer_since(&before);
+        let (consumer, _c) = parked_thread();
+        // Threads of every client share librdkafka's names.
+        assert_eq!(parts.part_of(mock, "rdk:broker"), "mock broker");
+        assert_eq!(parts.part_of(producer, "rdk:broker"), "producer");
+        assert_eq!(parts.part_of(consumer, "rdk:broker"), PIPELINE);
+        assert_eq!(parts.part_of(consumer, "lf-engine"), PIPELINE);
+        assert_eq!(parts.part_of(consumer, "bench-producer"), "producer");
+        assert_eq!(parts.part_of(consumer, "bench-scraper"), "bench");
+        assert_eq!(parts.part_of(std::process::id(), "livefunnel"), "bench");
+    }
+
     #[test]
     fn own_process_is_measured() {
         let a = sample(Some(std::process::id()));
@@ -185,7 +279,7 @@ mod tests {
             for _ in 0..1_000_000 {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
             }
-            let used = between(&a, &sample(Some(std::process::id())));
+            let used = between(&a, &sample(Some(std::process::id())), &Parts::default());
             let threads: f64 = used.by_thread.values().sum();
             let charged = used.process_seconds > 0.0 && threads > 0.0 && used.machine_busy_seconds > 0.0;
             if charged || start.elapsed().as_secs() > 20 {
@@ -194,6 +288,8 @@ mod tests {
         };
         assert!(used.process_seconds > 0.0, "{used:?}");
         assert!(used.by_thread.values().sum::<f64>() > 0.0, "{used:?}");
+        let parts: f64 = used.by_part.values().sum();
+        assert!((parts - used.by_thread.values().sum::<f64>()).abs() < 1e-9, "{used:?}");
         assert!(used.clickhouse_seconds.is_some_and(|s| s > 0.0), "the watched pid is this one: {used:?}");
         assert!(used.machine_available_seconds > 0.0 && used.machine_busy_seconds > 0.0, "{used:?}");
         let (rss, peak) = rss_mb();

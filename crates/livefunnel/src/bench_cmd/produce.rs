@@ -55,7 +55,7 @@ impl ProducerContext for Deliveries {
     }
 }
 
-type BaseProducer = livefunnel_kafka::rdkafka::producer::BaseProducer<Deliveries>;
+pub type BaseProducer = livefunnel_kafka::rdkafka::producer::BaseProducer<Deliveries>;
 
 /// A producer that never runs more than [`BACKLOG_BYTES`] ahead of the consumer on
 /// any partition. Messages go to explicit partitions so the backlog is known per
@@ -74,28 +74,35 @@ pub struct Feeder {
     pub waited: Duration,
 }
 
+/// A producer for the bench, connected: its threads exist once this returns, so
+/// the caller can tell them from the pipeline's (see `procstat::Parts`).
+pub fn connect(brokers: &str, compression: &str, topic: &str) -> anyhow::Result<BaseProducer> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        // librdkafka's default; a producing service batches about this long too,
+        // so it is part of the freshness measured.
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("compression.type", compression)
+        .create_with_context(Deliveries::default())
+        .context("creating the bench producer")?;
+    // The broker's own thread starts when the metadata names it.
+    producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .context("the bench producer's first metadata")?;
+    Ok(producer)
+}
+
 impl Feeder {
-    /// `consumed[p]`: the pipeline's consumed counter of partition `p`.
-    pub fn new(
-        brokers: &str,
-        compression: &str,
-        topic: &str,
-        consumed: Vec<IntCounter>,
-    ) -> anyhow::Result<Feeder> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            // librdkafka's default; a producing service batches about this long too,
-            // so it is part of the freshness measured.
-            .set("linger.ms", "5")
-            .set("batch.num.messages", "10000")
-            .set("queue.buffering.max.messages", "1000000")
-            .set("queue.buffering.max.kbytes", "1048576")
-            .set("compression.type", compression)
-            .create_with_context(Deliveries::default())
-            .context("creating the bench producer")?;
+    /// `producer` from [`connect`]; `consumed[p]`: the pipeline's consumed counter of
+    /// partition `p`.
+    pub fn new(producer: BaseProducer, topic: &str, consumed: Vec<IntCounter>) -> Feeder {
         let n = consumed.len();
         let accounted = consumed.iter().map(IntCounter::get).collect();
-        Ok(Feeder {
+        Feeder {
             producer,
             topic: topic.to_owned(),
             consumed,
@@ -104,7 +111,7 @@ impl Feeder {
             unconsumed: vec![0; n],
             sent: 0,
             waited: Duration::ZERO,
-        })
+        }
     }
 
     pub fn partitions(&self) -> usize {

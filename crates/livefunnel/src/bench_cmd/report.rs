@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::procstat::CpuUse;
+use super::procstat::{CpuUse, PIPELINE};
 
 /// The targets, printed next to what was reached.
 pub const TARGET_EVENTS_PER_SECOND: f64 = 300_000.0;
@@ -102,6 +102,9 @@ pub struct Throughput {
     pub cpu: CpuUse,
     /// Process CPU seconds per wall second, over `wall_seconds`.
     pub cpu_cores: f64,
+    /// The pipeline's threads' CPU (`cpu.by_part`, the producer, the mock broker and the
+    /// bench's own threads left out) per event.
+    pub pipeline_cpu_us_per_event: f64,
     /// Resident memory when the pipeline started: mostly the stream simulated
     /// beforehand (freed when it is all sent).
     pub rss_before_mb: f64,
@@ -153,6 +156,8 @@ pub struct Freshness {
     /// The production window only.
     pub cpu: CpuUse,
     pub cpu_cores: f64,
+    /// The pipeline's threads' CPU per message consumed in the production window.
+    pub pipeline_cpu_us_per_event: f64,
     pub peak_rss_mb: f64,
 }
 
@@ -172,7 +177,7 @@ fn line(label: &str, value: String) {
     println!("  {label:<30}{value}");
 }
 
-fn cpu_lines(cpu: &CpuUse, wall: f64) {
+fn cpu_lines(cpu: &CpuUse, wall: f64, us_per_event: f64) {
     let mut threads: Vec<(&String, &f64)> = cpu.by_thread.iter().collect();
     threads.sort_by(|a, b| b.1.total_cmp(a.1));
     let top: Vec<String> = threads.iter().take(6).map(|(n, s)| format!("{n} {s:.1}")).collect();
@@ -183,6 +188,21 @@ fn cpu_lines(cpu: &CpuUse, wall: f64) {
             cpu.process_seconds,
             cpu.process_seconds / wall,
             top.join(", ")
+        ),
+    );
+    let parts: Vec<String> = cpu
+        .by_part
+        .iter()
+        .filter(|(part, _)| **part != PIPELINE)
+        .map(|(part, s)| format!("{part} {s:.1} s"))
+        .collect();
+    line(
+        "CPU, the pipeline",
+        format!(
+            "{:.1} s = {:.2} cores, {us_per_event:.2} µs per event (target <= 3.3; the rest: {})",
+            cpu.pipeline_seconds(),
+            cpu.pipeline_seconds() / wall,
+            parts.join(", ")
         ),
     );
     if let Some(ch) = cpu.clickhouse_seconds {
@@ -282,7 +302,7 @@ pub fn print_throughput(t: &Throughput) {
         ),
     );
     counts_lines(&t.counts);
-    cpu_lines(&t.cpu, t.wall_seconds);
+    cpu_lines(&t.cpu, t.wall_seconds, t.pipeline_cpu_us_per_event);
     line(
         "memory",
         format!(
@@ -366,7 +386,7 @@ pub fn print_freshness(f: &Freshness) {
         ),
     );
     counts_lines(&f.counts);
-    cpu_lines(&f.cpu, f.seconds);
+    cpu_lines(&f.cpu, f.seconds, f.pipeline_cpu_us_per_event);
     line("memory", format!("peak {:.0} MB (the stream simulated beforehand included)", f.peak_rss_mb));
 }
 
