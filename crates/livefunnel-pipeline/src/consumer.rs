@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use futures::{FutureExt, StreamExt};
 use livefunnel_kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use livefunnel_kafka::rdkafka::message::Message;
@@ -21,7 +20,7 @@ use super::batch::MsgBatch;
 use super::fence::Fence;
 use super::partition::{self, PartitionSetup};
 use super::sink::SinkMsg;
-use super::{fail, Metrics, Settings, Status};
+use super::{fail, Fatal, Metrics, PipelineError, Settings, Status};
 
 /// Messages handed to a partition task at once, at most.
 const BATCH: usize = 2048;
@@ -59,7 +58,7 @@ pub struct ConsumerSettings {
 struct Running {
     tx: mpsc::Sender<MsgBatch>,
     stop: oneshot::Sender<()>,
-    join: tokio::task::JoinHandle<anyhow::Result<Option<i64>>>,
+    join: tokio::task::JoinHandle<Result<Option<i64>, PipelineError>>,
     fence: Fence,
     offset_reset: Arc<AtomicBool>,
 }
@@ -76,16 +75,27 @@ struct Handler {
 }
 
 impl Handler {
-    fn start(&self, a: &Assignment) -> anyhow::Result<StartAt> {
+    fn start(&self, a: &Assignment) -> Result<StartAt, PipelineError> {
         let s = &self.cs.settings;
-        let ck = self.state.load(&a.topic, a.partition)?;
-        let epoch = self.state.claim_epoch(&a.topic, a.partition, ck.as_ref().map_or(0, |c| c.epoch))?;
+        let restoring = |e: PipelineError| PipelineError::Restoring {
+            topic: a.topic.clone(),
+            partition: a.partition,
+            source: Box::new(e),
+        };
+        let store = |what: &str| {
+            let what = what.to_owned();
+            move |source| restoring(PipelineError::Store { what, source })
+        };
+        let ck = self.state.load(&a.topic, a.partition).map_err(store("loading its checkpoint"))?;
+        let epoch = self
+            .state
+            .claim_epoch(&a.topic, a.partition, ck.as_ref().map_or(0, |c| c.epoch))
+            .map_err(store("claiming its version epoch"))?;
         let start = match &ck {
             Some(c) => StartAt::Offset(c.next_offset),
             None => self.cs.start_without,
         };
-        let setup = PartitionSetup::new(a.clone(), s, ck, epoch, self.state.clone())
-            .with_context(|| format!("restoring partition {}/{}", a.topic, a.partition))?;
+        let setup = PartitionSetup::new(a.clone(), s, ck, epoch, self.state.clone()).map_err(restoring)?;
         info!(topic = %a.topic, partition = a.partition, epoch, start = ?start, "partition starting");
         let (tx, rx) = mpsc::channel(PARTITION_QUEUE);
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -129,7 +139,7 @@ impl AssignmentHandler for Handler {
             .map(|a| match self.start(a) {
                 Ok(s) => s,
                 Err(e) => {
-                    fail(&self.cs.status, &self.cs.shutdown, format!("{e:#}"));
+                    fail(&self.cs.status, &self.cs.shutdown, Fatal::of(None, &e));
                     // Nothing of this partition is processed or committed: the
                     // pipeline is stopping.
                     StartAt::End
@@ -196,7 +206,7 @@ async fn stop_and_wait(stopping: Vec<(Assignment, Running)>, timeout: Duration) 
             Ok(Ok(Ok(None))) => {}
             // An error of its own is the pipeline's fatal error, reported by the task.
             Ok(Ok(Err(e))) => warn!(
-                topic = %a.topic, partition = a.partition, error = %format!("{e:#}"),
+                topic = %a.topic, partition = a.partition, error = %super::error::chain(&e),
                 "partition stopped without a final checkpoint"
             ),
             Ok(Err(e)) => {
@@ -239,21 +249,27 @@ fn stop_all(
     }
 }
 
-pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
+pub async fn run(cs: ConsumerSettings) -> Result<(), PipelineError> {
     let cs = Arc::new(cs);
     let props = cs.settings.kafka.librdkafka_properties();
+    let opening = |source| PipelineError::Store { what: "opening the checkpoint store".into(), source };
     let state: Arc<dyn CheckpointStore> = match cs.settings.shared_store.clone() {
         Some(store) => {
             let props = props.clone();
             tokio::task::spawn_blocking(move || livefunnel_kafka::KafkaCheckpointStore::open(&props, store))
                 .await
-                .context("opening the checkpoint store")?
-                .map(Arc::new)?
+                .map_err(|e| PipelineError::Thread {
+                    what: "the checkpoint store",
+                    source: std::io::Error::other(e),
+                })?
+                .map(Arc::new)
+                .map_err(opening)?
         }
-        None => Arc::new(StateDir::open(&cs.settings.state_dir)?),
+        None => Arc::new(StateDir::open(&cs.settings.state_dir).map_err(opening)?),
     };
+    let kafka = |what| move |source| PipelineError::Kafka { what, source };
     let dlq = DeadLetters::new(&livefunnel_kafka::producer_config(&props))
-        .context("creating the dead-letter producer")?;
+        .map_err(kafka("creating the dead-letter producer"))?;
     let (commit_tx, mut commit_rx) = mpsc::unbounded_channel::<(Assignment, i64)>();
     let tasks: Arc<Mutex<HashMap<Assignment, Running>>> = Arc::default();
     let handler = Handler {
@@ -264,11 +280,12 @@ pub async fn run(cs: ConsumerSettings) -> anyhow::Result<()> {
         runtime: tokio::runtime::Handle::current(),
         tasks: tasks.clone(),
     };
-    let consumer: StreamConsumer<GroupContext<Handler>> = livefunnel_kafka::consumer_config(&props)?
+    let consumer: StreamConsumer<GroupContext<Handler>> = livefunnel_kafka::consumer_config(&props)
+        .map_err(kafka("the kafka consumer's settings"))?
         .create_with_context(GroupContext::new(handler))
-        .context("creating the kafka consumer")?;
+        .map_err(|e| kafka("creating the kafka consumer")(e.into()))?;
     let topics: Vec<&str> = cs.settings.kafka.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics).context("subscribing to the input topics")?;
+    consumer.subscribe(&topics).map_err(|e| kafka("subscribing to the input topics")(e.into()))?;
     info!(topics = ?topics, group = %cs.settings.kafka.group_id, "consuming");
 
     let mut senders: HashMap<(String, i32), mpsc::Sender<MsgBatch>> = HashMap::new();

@@ -25,6 +25,8 @@ use livefunnel_kafka::{DeadLetter, DeadLetters, Failure};
 use livefunnel_metrics::PipelineMetrics;
 use tracing::{error, warn};
 
+use crate::PipelineError;
+
 /// Attempts at a dead letter that no retry can fix, before it is given up.
 const PERMANENT_ATTEMPTS: u32 = 5;
 
@@ -55,13 +57,13 @@ impl Outbox {
 
     /// The next attempt that ended, handled: delivered, sent again, truncated or given
     /// up. `None` when nothing is on its way; an error when the producer is unusable.
-    pub async fn next(&mut self) -> Option<anyhow::Result<()>> {
+    pub async fn next(&mut self) -> Option<Result<(), PipelineError>> {
         let a = self.inflight.next().await?;
         Some(self.handle(a))
     }
 
     /// Waits until every dead letter is delivered or given up.
-    pub async fn flush(&mut self) -> anyhow::Result<()> {
+    pub async fn flush(&mut self) -> Result<(), PipelineError> {
         while let Some(r) = self.next().await {
             r?;
         }
@@ -96,7 +98,7 @@ impl Outbox {
         }));
     }
 
-    fn handle(&mut self, a: Attempted) -> anyhow::Result<()> {
+    fn handle(&mut self, a: Attempted) -> Result<(), PipelineError> {
         let Some((failure, error)) = a.failed else { return Ok(()) };
         let (d, attempts) = (a.d, a.before + 1);
         self.metrics.dead_letter_errors.with_label_values(&[failure.kind()]).inc();
@@ -121,10 +123,7 @@ impl Outbox {
                      this topic, partition and offset while the input topic retains it"
                 );
             }
-            Failure::Fatal => anyhow::bail!(
-                "the dead-letter producer failed for good ({error}): restart livefunnel; every partition \
-                 resumes from its last checkpoint and sends its dead letters again"
-            ),
+            Failure::Fatal => return Err(PipelineError::DeadLetters(error)),
             Failure::QueueFull | Failure::Retryable | Failure::TooLarge | Failure::Permanent => {
                 warn!(
                     topic = %d.source_topic, partition = d.source_partition, offset = d.source_offset,

@@ -7,10 +7,15 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use crate::PipelineError;
+
+fn thread_error(source: std::io::Error) -> PipelineError {
+    PipelineError::Thread { what: "an engine thread", source }
+}
 
 /// Threads each running a single-threaded runtime; a partition task stays on the
 /// thread it starts on, the one with the fewest tasks then.
@@ -43,17 +48,14 @@ impl Drop for Running {
 
 impl EnginePool {
     /// `threads` threads; 0 is one per core the process may use.
-    pub fn start(threads: usize) -> anyhow::Result<EnginePool> {
+    pub fn start(threads: usize) -> Result<EnginePool, PipelineError> {
         let n = match threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
         let threads = (0..n)
             .map(|i| {
-                let rt = Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("starting an engine thread")?;
+                let rt = Builder::new_current_thread().enable_all().build().map_err(thread_error)?;
                 let handle = rt.handle().clone();
                 let (stop, stopped) = oneshot::channel::<()>();
                 std::thread::Builder::new()
@@ -63,10 +65,10 @@ impl EnginePool {
                             let _ = stopped.await;
                         })
                     })
-                    .context("starting an engine thread")?;
+                    .map_err(thread_error)?;
                 Ok(EngineThread { handle, tasks: Arc::default(), _stop: stop })
             })
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<Result<_, PipelineError>>()?;
         Ok(EnginePool { threads })
     }
 

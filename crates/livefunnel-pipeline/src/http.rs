@@ -139,7 +139,7 @@ mod tests {
     async fn a_fatal_error_makes_the_instance_unready_naming_it() {
         assert_eq!(ready(healthy()).await.0, StatusCode::OK);
         let s = healthy();
-        *s.fatal.lock().unwrap() = Some("partition t/3: the task panicked".into());
+        *s.fatal.lock().unwrap() = Some(crate::Fatal::new("partition t/3: the task panicked", false));
         let (code, body) = ready(s).await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert!(body.contains("partition t/3: the task panicked"), "{body}");

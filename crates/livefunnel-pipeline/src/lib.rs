@@ -31,6 +31,7 @@ pub mod config;
 mod consumer;
 mod dead_letters;
 mod engines;
+mod error;
 mod fence;
 mod http;
 mod partition;
@@ -50,6 +51,7 @@ use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use error::{Fatal, PipelineError};
 pub use http::serve as serve_http;
 
 /// The git commit this build was made from (`unknown` when built outside a checkout
@@ -127,7 +129,7 @@ pub struct Status {
     pub top_rooms: PerPartition<Vec<(RoomKey, u64)>>,
     pub live_rooms: PerPartition<usize>,
     /// The first fatal error; set once, then the pipeline stops.
-    pub fatal: Mutex<Option<String>>,
+    pub fatal: Mutex<Option<Fatal>>,
 }
 
 impl Status {
@@ -174,13 +176,13 @@ impl Metrics {
 }
 
 /// Records the first fatal error (the one `run` returns) and stops the pipeline.
-fn fail(status: &Status, shutdown: &CancellationToken, msg: String) {
+fn fail(status: &Status, shutdown: &CancellationToken, fatal: Fatal) {
     let mut f = status.fatal.lock().expect("poisoned");
     if f.is_none() {
-        tracing::error!(error = %msg, "pipeline stopping on a fatal error");
-        *f = Some(msg);
+        tracing::error!(error = %fatal, retryable = fatal.retryable, "pipeline stopping on a fatal error");
+        *f = Some(fatal);
     } else {
-        tracing::debug!(error = %msg, "another error while stopping");
+        tracing::debug!(error = %fatal, "another error while stopping");
     }
     shutdown.cancel();
 }
@@ -195,11 +197,11 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// The sink task's end, as a fatal error when it is one.
-fn sink_failure(ended: Result<anyhow::Result<()>, tokio::task::JoinError>) -> Option<String> {
+fn sink_failure(ended: Result<Result<(), Fatal>, tokio::task::JoinError>) -> Option<Fatal> {
     match ended {
         Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(format!("{e:#}")),
-        Err(e) => Some(format!("the sink task failed: {e}")),
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(Fatal::new(format!("the sink task failed: {e}"), false)),
     }
 }
 
@@ -212,8 +214,9 @@ pub fn now_ms() -> i64 {
 
 /// Runs the pipeline until `world.shutdown` is cancelled (then drains and returns
 /// `Ok`) or a fatal error (returned).
-pub async fn run(settings: Settings, world: World, status: Arc<Status>) -> anyhow::Result<()> {
-    let metrics = Metrics::new(&world.registry, &settings)?;
+pub async fn run(settings: Settings, world: World, status: Arc<Status>) -> Result<(), Fatal> {
+    let metrics =
+        Metrics::new(&world.registry, &settings).map_err(|e| Fatal::of(None, &PipelineError::Metrics(e)))?;
     run_with_metrics(settings, world, status, metrics).await
 }
 
@@ -222,7 +225,7 @@ pub async fn run_with_metrics(
     world: World,
     status: Arc<Status>,
     metrics: Metrics,
-) -> anyhow::Result<()> {
+) -> Result<(), Fatal> {
     let shutdown = world.shutdown.clone();
     for (what, w) in [("compare", &settings.signals.compare), ("online", &settings.signals.online)] {
         match w {
@@ -241,12 +244,10 @@ pub async fn run_with_metrics(
         // its graceful shutdown open.
         let http_stop = CancellationToken::new();
         let wall = match settings.wall.enabled {
-            true => Some(crate::wall::Wall::start(
-                &settings.wall,
-                metrics.rooms.clone(),
-                &registry,
-                http_stop.clone(),
-            )?),
+            true => Some(
+                crate::wall::Wall::start(&settings.wall, metrics.rooms.clone(), &registry, http_stop.clone())
+                    .map_err(|e| Fatal::of(None, &e))?,
+            ),
             false => None,
         };
         let (rooms, render_seconds) =
@@ -262,7 +263,8 @@ pub async fn run_with_metrics(
             }
         });
     }
-    let engines = Arc::new(engines::EnginePool::start(settings.engine_threads)?);
+    let engines =
+        Arc::new(engines::EnginePool::start(settings.engine_threads).map_err(|e| Fatal::of(None, &e))?);
     tracing::info!(threads = engines.threads(), "engine threads");
     let (sink_tx, sink_rx) = tokio::sync::mpsc::channel(sink::CHANNEL_BATCHES);
     let mut sink_task = tokio::spawn(sink::run(
@@ -293,13 +295,14 @@ pub async fn run_with_metrics(
     let (consumer_result, sink_ended) = tokio::select! {
         r = &mut consumer => (r, None),
         ended = &mut sink_task => {
-            let why = sink_failure(ended).unwrap_or_else(|| "the sink stopped while the pipeline ran".into());
+            let why = sink_failure(ended)
+                .unwrap_or_else(|| Fatal::new("the sink stopped while the pipeline ran", false));
             fail(&status, &shutdown, why);
             (consumer.await, Some(()))
         }
     };
     if let Err(e) = &consumer_result {
-        fail(&status, &shutdown, format!("{e:#}"));
+        fail(&status, &shutdown, Fatal::of(None, e));
     }
     // The consumer loop has stopped every partition task; the sink drains what they sent.
     if sink_ended.is_none() {
@@ -315,7 +318,8 @@ pub async fn run_with_metrics(
                     SINK_STOP_LIMIT.as_secs(),
                     status.sink_detail.lock().expect("poisoned"),
                 );
-                fail(&status, &shutdown, why);
+                // The sink may be waiting for a server that comes back.
+                fail(&status, &shutdown, Fatal::new(why, true));
                 world.abort.cancel();
                 sink_task.await
             }
@@ -329,7 +333,7 @@ pub async fn run_with_metrics(
     shutdown.cancel();
     let fatal = status.fatal.lock().expect("poisoned").clone();
     match fatal {
-        Some(msg) => Err(anyhow::anyhow!(msg)),
+        Some(f) => Err(f),
         None => Ok(()),
     }
 }

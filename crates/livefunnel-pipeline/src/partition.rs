@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use futures::FutureExt;
 use livefunnel_clickhouse::Annotation;
 use livefunnel_core::{decode, Engine, Outcome, Reason, Row};
@@ -19,8 +18,8 @@ use tracing::{debug, info, warn};
 use super::batch::{Msg, MsgBatch};
 use super::dead_letters::Outbox;
 use super::fence::Fence;
-use super::sink::{SinkError, SinkMsg, SinkStopped};
-use super::{fail, now_ms, panic_message, Metrics, Settings, Status};
+use super::sink::{SinkError, SinkMsg};
+use super::{fail, now_ms, panic_message, Fatal, Metrics, PipelineError, Settings, Status};
 
 /// How often running values, idle partitions and series expiry are looked at: well
 /// inside the contract's 1 s for running values to show.
@@ -46,14 +45,14 @@ impl PartitionSetup {
         ck: Option<Checkpoint>,
         epoch: u32,
         state: Arc<dyn CheckpointStore>,
-    ) -> anyhow::Result<PartitionSetup> {
+    ) -> Result<PartitionSetup, PipelineError> {
         let path = state.location(&a.topic, a.partition);
+        let engine_state = |source| PipelineError::EngineState { path: path.clone(), source };
         let (mut engine, mut tracker, next_offset) = match ck {
             Some(ck) => {
-                let engine = Engine::restore(s.engine.clone(), &ck.engine)
-                    .with_context(|| format!("checkpoint {path}"))?;
+                let engine = Engine::restore(s.engine.clone(), &ck.engine).map_err(engine_state)?;
                 let tracker = RoomTracker::from_checkpoint(&ck.extra)
-                    .with_context(|| format!("checkpoint {path}: room counters"))?;
+                    .map_err(|source| PipelineError::RoomCounters { path: path.clone(), source })?;
                 (engine, tracker, Some(ck.next_offset))
             }
             None => (Engine::new(s.engine.clone()), RoomTracker::default(), None),
@@ -61,7 +60,7 @@ impl PartitionSetup {
         tracker.set_signal_windows(s.signals.clone());
         tracker.set_detectors(s.detectors.clone());
         tracker.set_product_window(livefunnel_metrics::ProductWindow::from_engine(&s.engine));
-        engine.set_version_epoch(epoch).with_context(|| format!("checkpoint {path}"))?;
+        engine.set_version_epoch(epoch).map_err(engine_state)?;
         Ok(PartitionSetup { a, engine, tracker, next_offset, epoch, state, privacy: s.privacy.clone() })
     }
 }
@@ -131,20 +130,17 @@ pub async fn supervise(
     ctx: Ctx,
     rx: mpsc::Receiver<MsgBatch>,
     stop: oneshot::Receiver<()>,
-) -> anyhow::Result<Option<i64>> {
+) -> Result<Option<i64>, PipelineError> {
     let a = setup.a.clone();
     let (status, shutdown) = (ctx.status.clone(), ctx.shutdown.clone());
     let result = match AssertUnwindSafe(run(setup, ctx, rx, stop)).catch_unwind().await {
         Ok(r) => r,
-        Err(panic) => Err(anyhow::anyhow!(
-            "the task panicked: {}: a bug in livefunnel, please report it with this log; a restart \
-             resumes the partition from its last checkpoint",
-            panic_message(&*panic)
-        )),
+        Err(panic) => Err(PipelineError::TaskPanicked(panic_message(&*panic))),
     };
     result.map_err(|e| {
-        if e.downcast_ref::<SinkStopped>().is_none() {
-            fail(&status, &shutdown, format!("partition {}/{}: {e:#}", a.topic, a.partition));
+        if !matches!(e, PipelineError::SinkStopped(_)) {
+            let partition = format!("partition {}/{}", a.topic, a.partition);
+            fail(&status, &shutdown, Fatal::of(Some(&partition), &e));
         }
         e
     })
@@ -157,7 +153,7 @@ async fn run(
     ctx: Ctx,
     mut rx: mpsc::Receiver<MsgBatch>,
     mut stop: oneshot::Receiver<()>,
-) -> anyhow::Result<Option<i64>> {
+) -> Result<Option<i64>, PipelineError> {
     setup.tracker.publish(&ctx.metrics.rooms);
     let partition_label = setup.a.partition.to_string();
     let (checkpoint_interval, partition) =
@@ -249,7 +245,7 @@ async fn run(
 }
 
 impl Task {
-    async fn process(&mut self, batch: MsgBatch) -> anyhow::Result<()> {
+    async fn process(&mut self, batch: MsgBatch) -> Result<(), PipelineError> {
         super::test_hooks::stall(&self.s.a.topic, self.s.a.partition);
         let now = now_ms();
         let m = self.ctx.metrics.clone();
@@ -382,7 +378,7 @@ impl Task {
         self.dead_letters.send(d);
     }
 
-    async fn flush_rows(&mut self) -> anyhow::Result<()> {
+    async fn flush_rows(&mut self) -> Result<(), PipelineError> {
         if self.rows.is_empty() && self.annotations.is_empty() {
             return Ok(());
         }
@@ -407,7 +403,7 @@ impl Task {
         send_to_sink(&self.ctx.sink, &self.ctx.metrics.pipeline, msg, "rows not handed over").await
     }
 
-    async fn on_tick(&mut self) -> anyhow::Result<()> {
+    async fn on_tick(&mut self) -> Result<(), PipelineError> {
         let now = now_ms();
         self.s.engine.tick(now, &mut self.rows);
         // Ticks end sessions by timeout too.
@@ -448,7 +444,7 @@ impl Task {
     /// Snapshots the state and sends a barrier behind the rows emitted so far; `drain`
     /// has the sink write them at once (a final checkpoint) rather than with its next
     /// batch.
-    async fn begin_checkpoint(&mut self, drain: bool) -> anyhow::Result<Option<Pending>> {
+    async fn begin_checkpoint(&mut self, drain: bool) -> Result<Option<Pending>, PipelineError> {
         let Some(next_offset) = self.s.next_offset else {
             self.last_checkpoint = Instant::now();
             self.checkpoint_succeeded();
@@ -468,7 +464,7 @@ impl Task {
             epoch: self.s.epoch,
             taken_at_ms: now_ms(),
             engine,
-            extra: self.s.tracker.to_checkpoint().context("encoding room counters")?,
+            extra: self.s.tracker.to_checkpoint().map_err(PipelineError::EncodeRoomCounters)?,
         };
         let m = &self.ctx.metrics.pipeline;
         m.snapshot_duration_seconds.observe(encoding.elapsed().as_secs_f64());
@@ -491,7 +487,7 @@ impl Task {
         &mut self,
         p: Pending,
         ack: Result<Result<(), Arc<SinkError>>, oneshot::error::RecvError>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), PipelineError> {
         let Saving { save, off, started } = self.start_save(p, ack)?;
         self.finish_save(off, started, save.await)
     }
@@ -502,14 +498,14 @@ impl Task {
         &mut self,
         p: Pending,
         ack: Result<Result<(), Arc<SinkError>>, oneshot::error::RecvError>,
-    ) -> anyhow::Result<Saving> {
+    ) -> Result<Saving, PipelineError> {
         match ack {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 self.ctx.metrics.pipeline.checkpoints.with_label_values(&["failed"]).inc();
-                return Err(SinkStopped(format!("checkpoint not acknowledged: {e}")).into());
+                return Err(PipelineError::SinkStopped(format!("checkpoint not acknowledged: {e}")));
             }
-            Err(_) => return Err(SinkStopped("checkpoint not acknowledged".into()).into()),
+            Err(_) => return Err(PipelineError::SinkStopped("checkpoint not acknowledged".into())),
         }
         let (state, fence) = (self.s.state.clone(), self.ctx.fence.clone());
         let ck = p.ck;
@@ -524,9 +520,9 @@ impl Task {
         off: i64,
         started: Instant,
         saved: Result<Option<Result<(), livefunnel_state::StateError>>, tokio::task::JoinError>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), PipelineError> {
         let topic = self.s.a.topic.clone();
-        match saved.context("checkpoint writer")? {
+        match saved.map_err(PipelineError::CheckpointWriter)? {
             // Given up on (its revoke timed out): the partition has another owner now.
             None => {
                 debug!(topic = %topic, partition = self.s.a.partition, "fenced: checkpoint not saved");
@@ -543,7 +539,9 @@ impl Task {
                 warn!(topic = %topic, partition = self.s.a.partition, error = %e, since_success_s, "checkpoint not saved; retrying at the next interval");
                 return Ok(());
             }
-            Some(Err(e)) => return Err(e.into()),
+            Some(Err(source)) => {
+                return Err(PipelineError::Store { what: "saving a checkpoint".into(), source })
+            }
         }
         let _ = self.ctx.commits.send((self.s.a.clone(), off));
         let m = &self.ctx.metrics.pipeline;
@@ -562,16 +560,16 @@ async fn send_to_sink(
     m: &livefunnel_metrics::PipelineMetrics,
     msg: SinkMsg,
     what: &'static str,
-) -> anyhow::Result<()> {
+) -> Result<(), PipelineError> {
     let msg = match sink.try_send(msg) {
         Ok(()) => return Ok(()),
-        Err(mpsc::error::TrySendError::Closed(_)) => return Err(SinkStopped(what.into()).into()),
+        Err(mpsc::error::TrySendError::Closed(_)) => return Err(PipelineError::SinkStopped(what.into())),
         Err(mpsc::error::TrySendError::Full(msg)) => msg,
     };
     let waited = Instant::now();
     let sent = sink.send(msg).await;
     m.sink_wait_seconds.inc_by(waited.elapsed().as_secs_f64());
-    sent.map_err(|_| SinkStopped(what.into()).into())
+    sent.map_err(|_| PipelineError::SinkStopped(what.into()))
 }
 
 /// When a partition's checkpoint clock starts: partitions assigned together take their

@@ -177,7 +177,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         let sim = tokio::spawn(produce_realtime(params, pacer, producer, shutdown.clone()));
         let summary = tokio::spawn(print_summary(status.clone(), shutdown.clone()));
         let world = World { registry: prometheus::Registry::new(), http: Some(listener), shutdown: shutdown.clone(), abort };
-        let result = pipeline::run(settings, world, status).await;
+        let result = pipeline::run(settings, world, status).await.map_err(anyhow::Error::from);
         shutdown.cancel();
         let _ = sim.await;
         let _ = summary.await;

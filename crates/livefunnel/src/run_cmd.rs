@@ -46,7 +46,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         let (shutdown, abort) = (CancellationToken::new(), CancellationToken::new());
         pipeline::stop_on_signals(shutdown.clone(), abort.clone());
         let world = World { registry: prometheus::Registry::new(), http: Some(listener), shutdown, abort };
-        pipeline::run(settings, world, Arc::new(Status::default())).await
+        Ok(pipeline::run(settings, world, Arc::new(Status::default())).await?)
     })
 }
 

@@ -30,8 +30,9 @@ mod row_sink;
 #[cfg(test)]
 mod tests;
 
+use super::error::chain;
 use super::fence::Fence;
-use super::{fail, panic_message, Metrics, Status};
+use super::{fail, panic_message, Fatal, Metrics, PipelineError, Status};
 use jsonl::JsonlSink;
 pub use row_sink::{NullSink, RowSink, SinkError};
 
@@ -72,12 +73,6 @@ pub enum SinkMsg {
 /// Answers a barrier: the rows before it are written, or why they never will be.
 pub type BarrierAck = oneshot::Sender<Result<(), Arc<SinkError>>>;
 
-/// A partition task could not hand something to the sink: the sink has stopped, and
-/// reports why itself (the pipeline's fatal error).
-#[derive(Debug, thiserror::Error)]
-#[error("the sink stopped: {0}")]
-pub struct SinkStopped(pub String);
-
 /// Writes what the partition tasks send until they all stop. A failure, or a panic,
 /// is the pipeline's fatal error: reported with [`fail`] before the channel closes, so
 /// it is the error `run` returns rather than a partition's "the sink stopped".
@@ -88,17 +83,19 @@ pub async fn run(
     status: Arc<Status>,
     abort: CancellationToken,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), Fatal> {
     let served = AssertUnwindSafe(serve(kind, &mut rx, metrics, &status, &abort)).catch_unwind().await;
-    let result = served.unwrap_or_else(|panic| {
-        Err(anyhow::anyhow!("it panicked: {}: a bug in livefunnel, please report it", panic_message(&*panic)))
-    });
-    if let Err(e) = &result {
+    let result = served.unwrap_or_else(|panic| Err(PipelineError::SinkPanicked(panic_message(&*panic))));
+    let result = result.map_err(|e| {
         let msg = format!(
-            "the sink stopped: {e:#}; nothing more is written: fix the cause and restart livefunnel, which \
-             resumes from its last checkpoints"
+            "the sink stopped: {}; nothing more is written: fix the cause and restart livefunnel, which \
+             resumes from its last checkpoints",
+            chain(&e)
         );
-        fail(&status, &shutdown, msg);
+        Fatal::new(msg, e.is_retryable())
+    });
+    if let Err(f) = &result {
+        fail(&status, &shutdown, f.clone());
     }
     drop(rx);
     result
@@ -110,7 +107,7 @@ async fn serve(
     metrics: Metrics,
     status: &Arc<Status>,
     abort: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), PipelineError> {
     let (out, name): (Box<dyn RowSink>, &'static str) = match &kind {
         SinkKind::ClickHouse(cfg) => {
             tokio::spawn(watch_clickhouse(
@@ -128,7 +125,7 @@ async fn serve(
         SinkKind::Jsonl(dir) => {
             status.sink_reachable.store(true, Ordering::Relaxed);
             *status.sink_detail.lock().expect("poisoned") = format!("jsonl files in {}", dir.display());
-            (Box::new(JsonlSink::open(dir)?), "jsonl files")
+            (Box::new(JsonlSink::open(dir).map_err(PipelineError::Jsonl)?), "jsonl files")
         }
         SinkKind::Null => {
             status.sink_reachable.store(true, Ordering::Relaxed);
@@ -164,7 +161,7 @@ async fn serve(
             _ = abort.cancelled(), if writer.busy() => {
                 let e = Arc::new(SinkError::Aborted(name));
                 writer.fail_barriers(&e);
-                return Err(anyhow::Error::new(ArcError(e)));
+                return Err(PipelineError::Sink(e));
             }
         }
         writer.seal_if_due();
@@ -239,7 +236,7 @@ impl Writer {
         self.writes.push_back(async move { (seq, write.await) }.boxed());
     }
 
-    fn written(&mut self, seq: u64, result: Result<FlushStats, SinkError>) -> anyhow::Result<()> {
+    fn written(&mut self, seq: u64, result: Result<FlushStats, SinkError>) -> Result<(), PipelineError> {
         debug_assert_eq!(seq, self.written, "batches are written in order");
         match result {
             Ok(stats) => {
@@ -261,7 +258,7 @@ impl Writer {
                 warn!(error = %e, retryable = e.is_retryable(), "sink write failed");
                 let e = Arc::new(e);
                 self.fail_barriers(&e);
-                Err(anyhow::Error::new(ArcError(e)))
+                Err(PipelineError::Sink(e))
             }
         }
     }
@@ -273,16 +270,11 @@ impl Writer {
     }
 }
 
-/// A shared sink error as the pipeline's error.
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-struct ArcError(Arc<SinkError>);
-
 async fn migrate_until_done(
     cfg: &ClickHouseConfig,
     status: &Status,
     abort: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), PipelineError> {
     let mut backoff = Duration::from_millis(200);
     loop {
         match livefunnel_clickhouse::migrate(cfg).await {
@@ -298,7 +290,7 @@ async fn migrate_until_done(
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = abort.cancelled() => anyhow::bail!("stopped before clickhouse was reachable"),
+            _ = abort.cancelled() => return Err(PipelineError::StoppedBeforeReachable),
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }

@@ -46,14 +46,15 @@ impl SinkError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SinkError::ClickHouse(e) => e.is_retryable(),
-            SinkError::Jsonl(e) => {
-                matches!(
-                    e.kind(),
-                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                )
-            }
+            SinkError::Jsonl(e) => SinkError::io_is_retryable(e),
             SinkError::Aborted(_) => false,
         }
+    }
+
+    /// Whether an IO error of the JSONL files may pass: not a missing directory or a
+    /// refused permission, which need the operator.
+    pub fn io_is_retryable(e: &io::Error) -> bool {
+        matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
     }
 }
 

@@ -100,7 +100,7 @@ impl Harness {
     }
 
     /// Hands the writer every write that has finished, in order, as the sink task does.
-    async fn settle(&mut self) -> anyhow::Result<()> {
+    async fn settle(&mut self) -> Result<(), crate::PipelineError> {
         use futures::StreamExt;
         while let Some(Some((seq, r))) = self.writer.writes.next().now_or_never() {
             self.writer.written(seq, r)?;
@@ -216,4 +216,31 @@ async fn a_failing_write_stops_the_intake_until_it_succeeds() {
     h.finish(0, Ok(FlushStats::default()));
     h.settle().await.unwrap();
     assert!(h.writer.takes_rows());
+}
+
+#[tokio::test]
+async fn a_sink_that_cannot_start_is_the_fatal_error_and_says_a_restart_alone_does_not_help() {
+    use livefunnel_clickhouse::ClickHouseMetrics;
+    use livefunnel_metrics::{PipelineMetrics, RoomMetrics};
+    use tokio_util::sync::CancellationToken;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file-not-a-directory");
+    std::fs::write(&file, b"x").unwrap();
+    let r = prometheus::Registry::new();
+    let metrics = crate::Metrics {
+        pipeline: PipelineMetrics::new(&r).unwrap(),
+        rooms: RoomMetrics::new(&r, Vec::new()).unwrap(),
+        clickhouse: ClickHouseMetrics::new(&r).unwrap(),
+    };
+    let status = Arc::new(crate::Status::default());
+    let (shutdown, abort) = (CancellationToken::new(), CancellationToken::new());
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    let run = super::run(super::SinkKind::Jsonl(file), rx, metrics, status.clone(), abort, shutdown.clone());
+    let err = run.await.unwrap_err();
+    assert!(err.message.starts_with("the sink stopped: the jsonl sink's directory: "), "{err}");
+    assert!(err.message.ends_with("restart livefunnel, which resumes from its last checkpoints"), "{err}");
+    assert!(!err.retryable, "the path is a file: {err:?}");
+    assert_eq!(status.fatal.lock().unwrap().as_ref(), Some(&err), "the pipeline's fatal error");
+    assert!(shutdown.is_cancelled(), "the pipeline stops");
 }

@@ -31,6 +31,8 @@ use prometheus::Registry;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::PipelineError;
+
 pub use api::routes;
 pub use config::WallConfig;
 
@@ -50,12 +52,12 @@ impl Wall {
         rooms: RoomMetrics,
         registry: &Registry,
         stop: CancellationToken,
-    ) -> anyhow::Result<Arc<Wall>> {
+    ) -> Result<Arc<Wall>, PipelineError> {
         let directory = match config.rooms_path() {
-            Some(path) => Some(directory::watch(path, stop.clone())?),
+            Some(path) => Some(directory::watch(path, stop.clone()).map_err(PipelineError::Directory)?),
             None => None,
         };
-        let info = RoomInfoMetrics::new(registry)?;
+        let info = RoomInfoMetrics::new(registry).map_err(PipelineError::Metrics)?;
         let snapshots = board::run(board::Builder::new(rooms, info, directory), stop);
         Ok(Arc::new(Wall { config: config.clone(), access: config.access(), snapshots }))
     }

@@ -25,7 +25,7 @@ pub struct Running {
     pub metrics: Metrics,
     pub registry: Registry,
     pub addr: Option<SocketAddr>,
-    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    handle: Option<tokio::task::JoinHandle<Result<(), pipeline::Fatal>>>,
 }
 
 impl Running {
@@ -86,7 +86,7 @@ impl Running {
         let Some(mut handle) = self.handle.take() else { return Ok(()) };
         self.shutdown.cancel();
         match tokio::time::timeout(STOP_TIMEOUT, &mut handle).await {
-            Ok(joined) => joined.context("the pipeline task failed")?,
+            Ok(joined) => Ok(joined.context("the pipeline task failed")??),
             Err(_) => {
                 self.abort.cancel();
                 let _ = handle.await;

@@ -242,7 +242,7 @@ pub struct Pipeline {
     pub shutdown: CancellationToken,
     /// Where it serves `/metrics` and `/readyz`.
     pub addr: SocketAddr,
-    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub handle: tokio::task::JoinHandle<Result<(), pipeline::Fatal>>,
 }
 
 /// Spawns the pipeline on the current runtime, serving on a loopback port.
