@@ -144,7 +144,7 @@ pub(crate) fn classify(err: clickhouse::error::Error, ctx: Context<'_>) -> Click
     match err {
         E::Network(e) => ClickHouseError::Unreachable {
             url: crate::secret::redact_url(ctx.url),
-            detail: source_chain(&*e),
+            detail: livefunnel_core::errors::chain(&*e),
         },
         E::TimedOut => ClickHouseError::Timeout { timeout_ms: ctx.timeout_ms },
         E::BadResponse(text) => classify_response(&text, ctx),
@@ -199,20 +199,6 @@ fn first_line(text: &str) -> String {
         end -= 1;
     }
     line[..end].to_string()
-}
-
-fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

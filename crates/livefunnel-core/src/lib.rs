@@ -7,6 +7,7 @@ pub mod config;
 pub mod decode;
 pub mod duration;
 pub mod engine;
+pub mod errors;
 pub mod event;
 mod json;
 pub mod row;

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+pub use livefunnel_core::errors::chain;
+
 use crate::sink::SinkError;
 use crate::wall::directory::DirectoryError;
 
@@ -141,22 +143,6 @@ impl Fatal {
         };
         Fatal { message, retryable: e.is_retryable() }
     }
-}
-
-/// An error and its sources, outermost first, joined by ": " (as `anyhow` prints
-/// `{:#}`), leaving out a source whose text the error before it already ends with.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
