@@ -19,6 +19,10 @@ use super::{EngineStats, Params};
 use crate::event::{Event, EventType, Source};
 use crate::row::{Identity, Row};
 
+/// Viewers' presence is folded when the room's horizon crosses a multiple of this
+/// (event time), at the room's first clean-up after it.
+const VIEWER_FOLD_MS: i64 = 60_000;
+
 /// A breakdown row's emission slot: (window def, window end, key).
 pub type BdSlot = (usize, i64, Key);
 
@@ -494,11 +498,17 @@ impl Room {
         self.slots.free_before(h.saturating_sub(p.max_size));
         self.slots.free_breakdowns_before(h.saturating_sub(p.max_breakdown_size));
         if gc {
+            // Folding visits every active viewer's record, a cache miss each: once a
+            // minute of event time instead of every pane. It only forgets what cannot
+            // change any more, so later is never a different answer, only more held.
+            let fold = h.div_euclid(VIEWER_FOLD_MS) != self.last_gc_horizon.div_euclid(VIEWER_FOLD_MS);
             self.last_gc_horizon = h;
             // An event at exactly `h` can still change `online_end` of a window ending there.
             self.emitted.retain(|&(_, end), _| end >= h);
             self.bd_emitted.retain(|&(_, end, _), _| end >= h);
-            self.fold_viewers(h, h.saturating_sub(p.max_size), p);
+            if fold {
+                self.fold_viewers(h, h.saturating_sub(p.max_size), p);
+            }
         }
     }
 

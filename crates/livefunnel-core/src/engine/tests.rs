@@ -429,3 +429,30 @@ fn incremental_snapshots_encode_only_the_rooms_changed_since_the_last() {
     let restored = Engine::restore_exact(cfg(&["1m"]), &fourth).expect("restores");
     assert_eq!(restored.snapshot(), fourth);
 }
+
+#[test]
+fn viewers_gone_for_good_are_forgotten_as_event_time_moves_on() {
+    let mut r = Run::new(cfg(&["1m"]));
+    r.push("r1", T::SessionStart, T0, None);
+    for i in 0..50 {
+        let u = format!("u{i}");
+        r.push("r1", T::Enter, T0 + S, Some(&u));
+        r.push("r1", T::Leave, T0 + 2 * S, Some(&u));
+    }
+    let held = |r: &Run| r.engine.rooms.iter().map(|room| room.viewers.active_len()).sum::<usize>();
+    assert_eq!(held(&r), 50, "their presence is held while windows can still change");
+    // One viewer keeps the room's event time moving.
+    let mut t = T0 + 3 * S;
+    let mut gone_at = None;
+    while t < T0 + 15 * M {
+        r.push("r1", T::Heartbeat, t, Some("keeper"));
+        if gone_at.is_none() && held(&r) <= 1 {
+            gone_at = Some(t);
+        }
+        t += 10 * S;
+    }
+    let gone_at = gone_at.expect("the 50 viewers who left are forgotten");
+    // Final once the horizon (2 minutes of lateness behind) passes their windows, and
+    // folded within a minute of event time after that.
+    assert!(gone_at <= T0 + 6 * M, "forgotten {} s in", (gone_at - T0) / S);
+}

@@ -146,6 +146,12 @@ impl Viewers {
         });
     }
 
+    /// Viewers whose presence is still held (folded from time to time).
+    #[cfg(test)]
+    pub fn active_len(&self) -> usize {
+        self.active.len()
+    }
+
     /// Rebuilds the table after a restore; false if a viewer is listed twice.
     pub fn rebuild(&mut self, k: &Keyed) -> bool {
         self.active.clear();
