@@ -541,7 +541,7 @@ impl Room {
         self.slots.free_before(before);
         // No window holding what is left can take an event again (`session_idle_timeout`
         // is above the largest window plus the horizon), and the keys start afresh.
-        self.slots.free_breakdowns_before(i64::MAX);
+        self.slots.free_all_breakdowns();
         for v in &mut self.viewers.list {
             for s in &mut v.sessions {
                 s.inherit = None;

@@ -206,11 +206,26 @@ pub struct Slots {
     session_base: Vec<i64>,
     /// The identity of the latest event in slots already freed.
     pub freed_identity: Option<Ident>,
+    /// Breakdowns of the slots before this are freed already: each clean-up looks only
+    /// at the slots since the last. From the first slot again after a restore.
+    #[serde(skip, default = "before_every_slot")]
+    bd_freed_before: i64,
+}
+
+fn before_every_slot() -> i64 {
+    i64::MIN
 }
 
 impl Slots {
     pub fn new(width: i64) -> Slots {
-        Slots { width, ring: VecDeque::new(), base: (0, 0), session_base: Vec::new(), freed_identity: None }
+        Slots {
+            width,
+            ring: VecDeque::new(),
+            base: (0, 0),
+            session_base: Vec::new(),
+            freed_identity: None,
+            bd_freed_before: before_every_slot(),
+        }
     }
 
     /// After a restore: the sums derived from the steps.
@@ -446,8 +461,11 @@ impl Slots {
 
     /// Frees the breakdown parts of slots that end at or before `before`.
     pub fn free_breakdowns_before(&mut self, before: i64) {
+        // No event lands before an earlier call's bound any more (it is behind the
+        // horizon): the slots there have nothing to free.
+        let from = self.position(self.number(self.bd_freed_before));
         let n = self.position(self.number(before));
-        for (_, slot) in self.ring.range_mut(..n) {
+        for (_, slot) in self.ring.range_mut(from.min(n)..n) {
             if let Some(e) = &mut slot.ev {
                 if !e.bd.is_empty() || !e.bd_uv.is_empty() {
                     e.bd = Vec::new();
@@ -455,6 +473,15 @@ impl Slots {
                 }
             }
         }
+        self.bd_freed_before = self.bd_freed_before.max(before);
+    }
+
+    /// Frees every slot's breakdowns (a room retiring: its next broadcast may put
+    /// events in the slots that are left, which are then looked at again).
+    pub fn free_all_breakdowns(&mut self) {
+        self.bd_freed_before = before_every_slot();
+        self.free_breakdowns_before(i64::MAX);
+        self.bd_freed_before = before_every_slot();
     }
 
     /// The identity for a row ending at `end`: the latest event before `end`.
