@@ -200,6 +200,10 @@ pub struct Slots {
     pub width: i64,
     /// (slot number: `ts / width` rounded down, slot).
     ring: VecDeque<(i64, Slot)>,
+    /// The ring's slot numbers alone, in order: the searches read these 8 bytes a slot
+    /// instead of a cache line of a 200-byte entry each; rebuilt on restore.
+    #[serde(skip)]
+    keys: VecDeque<i64>,
     /// Online counts (all, strangers) just before the first slot.
     base: (i64, i64),
     /// Per session, the count of its viewers online just before the first slot.
@@ -221,6 +225,7 @@ impl Slots {
         Slots {
             width,
             ring: VecDeque::new(),
+            keys: VecDeque::new(),
             base: (0, 0),
             session_base: Vec::new(),
             freed_identity: None,
@@ -231,6 +236,7 @@ impl Slots {
     /// After a restore: the sums derived from the steps.
     pub fn rebuild(&mut self, width: i64) {
         self.width = width;
+        self.keys = self.ring.iter().map(|(k, _)| *k).collect();
         for (_, s) in &mut self.ring {
             s.net = s.steps.iter().fold((0, 0), |(a, t), b| (a + i64::from(b.d), t + i64::from(b.sd)));
         }
@@ -238,7 +244,7 @@ impl Slots {
 
     /// Whether a slot starts in `[start, end)` (both slot-aligned).
     fn any_in(&self, start: i64, end: i64) -> bool {
-        self.ring.get(self.position(self.number(start))).is_some_and(|(k, _)| *k < self.number(end))
+        self.keys.get(self.position(self.number(start))).is_some_and(|k| *k < self.number(end))
     }
 
     /// The start of the slot holding `ts`.
@@ -256,27 +262,28 @@ impl Slots {
 
     /// The position of the first slot numbered `k` or more.
     fn position(&self, k: i64) -> usize {
-        let (Some(&(first, _)), Some(&(last, _))) = (self.ring.front(), self.ring.back()) else { return 0 };
+        debug_assert_eq!(self.keys.len(), self.ring.len());
+        let keys = &self.keys;
+        let (Some(&first), Some(&last)) = (keys.front(), keys.back()) else { return 0 };
         if k > last {
-            return self.ring.len();
+            return keys.len();
         }
         if k <= first {
             return 0;
         }
         // Where the slots are consecutive, the slot number says where it is.
         let guess = (k - first) as usize;
-        if self.ring.get(guess).is_some_and(|(n, _)| *n == k) {
+        if keys.get(guess).is_some_and(|n| *n == k) {
             return guess;
         }
         // Numbers are distinct and increasing: at most `k - first` slots come before
         // `k` and at most `last - k + 1` from it on, which leaves a short stretch to
         // search when `k` is near either end, as nearly every access is.
-        let (mut lo, mut hi) =
-            (self.ring.len().saturating_sub((last - k + 1) as usize), guess.min(self.ring.len()));
+        let (mut lo, mut hi) = (keys.len().saturating_sub((last - k + 1) as usize), guess.min(keys.len()));
         debug_assert!(lo <= hi);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.ring[mid].0 < k {
+            if keys[mid] < k {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -290,8 +297,9 @@ impl Slots {
     pub fn slot_mut(&mut self, ts: i64) -> &mut Slot {
         let k = self.number(ts);
         let i = self.position(k);
-        if self.ring.get(i).is_none_or(|(n, _)| *n != k) {
+        if self.keys.get(i).is_none_or(|n| *n != k) {
             self.ring.insert(i, (k, Slot::default()));
+            self.keys.insert(i, k);
         }
         &mut self.ring[i].1
     }
@@ -302,7 +310,8 @@ impl Slots {
     }
 
     fn get(&self, k: i64) -> Option<&Slot> {
-        self.ring.get(self.position(k)).filter(|(n, _)| *n == k).map(|(_, s)| s)
+        let i = self.position(k);
+        self.keys.get(i).filter(|n| **n == k).and_then(|_| self.ring.get(i)).map(|(_, s)| s)
     }
 
     /// Slots whose start is in `[start, end)` (both slot-aligned), with their start.
@@ -431,7 +440,7 @@ impl Slots {
                 return Some(end);
             }
             // Nobody online and no slot: nothing can exist before the next slot.
-            let &(next, _) = self.ring.get(self.position(self.number(end)))?;
+            let &next = self.keys.get(self.position(self.number(end)))?;
             end = end.max(floor_to(self.start_of(next), slide).checked_add(slide)?);
         }
     }
@@ -439,11 +448,12 @@ impl Slots {
     /// Frees slots that end at or before `before`, remembering their latest identity
     /// and the online counts they carried.
     pub fn free_before(&mut self, before: i64) {
-        while let Some(&(k, _)) = self.ring.front() {
+        while let Some(&k) = self.keys.front() {
             if self.start_of(k).saturating_add(self.width) > before {
                 break;
             }
             let (_, slot) = self.ring.pop_front().expect("peeked");
+            self.keys.pop_front();
             for b in &slot.steps {
                 self.base.0 += i64::from(b.d);
                 self.base.1 += i64::from(b.sd);
