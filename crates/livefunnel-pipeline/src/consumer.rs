@@ -258,10 +258,7 @@ pub async fn run(cs: ConsumerSettings) -> Result<(), PipelineError> {
             let props = props.clone();
             tokio::task::spawn_blocking(move || livefunnel_kafka::KafkaCheckpointStore::open(&props, store))
                 .await
-                .map_err(|e| PipelineError::Thread {
-                    what: "the checkpoint store",
-                    source: std::io::Error::other(e),
-                })?
+                .map_err(|source| PipelineError::Blocking { what: "opening the checkpoint store", source })?
                 .map(Arc::new)
                 .map_err(opening)?
         }

@@ -53,9 +53,14 @@ pub enum PipelineError {
     },
     #[error("encoding room counters")]
     EncodeRoomCounters(#[source] postcard::Error),
-    /// The blocking task that saves a checkpoint panicked or was cancelled.
-    #[error("checkpoint writer")]
-    CheckpointWriter(#[source] tokio::task::JoinError),
+    /// Work on a blocking thread (saving a checkpoint, opening the shared store)
+    /// panicked or was cancelled.
+    #[error("{what}")]
+    Blocking {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
     #[error(
         "the dead-letter producer failed for good ({0}): restart livefunnel; every partition resumes \
          from its last checkpoint and sends its dead letters again"
@@ -109,7 +114,7 @@ impl PipelineError {
             | E::EngineState { .. }
             | E::RoomCounters { .. }
             | E::EncodeRoomCounters(_)
-            | E::CheckpointWriter(_)
+            | E::Blocking { .. }
             | E::SinkStopped(_)
             | E::TaskPanicked(_)
             | E::SinkPanicked(_) => false,

@@ -522,7 +522,7 @@ impl Task {
         saved: Result<Option<Result<(), livefunnel_state::StateError>>, tokio::task::JoinError>,
     ) -> Result<(), PipelineError> {
         let topic = self.s.a.topic.clone();
-        match saved.map_err(PipelineError::CheckpointWriter)? {
+        match saved.map_err(|source| PipelineError::Blocking { what: "checkpoint writer", source })? {
             // Given up on (its revoke timed out): the partition has another owner now.
             None => {
                 debug!(topic = %topic, partition = self.s.a.partition, "fenced: checkpoint not saved");
