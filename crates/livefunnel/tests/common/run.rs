@@ -95,13 +95,15 @@ listen = "{http}"
     path
 }
 
-/// `livefunnel run --config CONFIG` logging at `info`, its output appended to `log`.
+/// `livefunnel run --config CONFIG` logging at `info` (or as `TESTKIT_RUST_LOG` says:
+/// `info,librdkafka=debug` with `LIVEFUNNEL_KAFKA__DEBUG=cgrp` shows librdkafka's view of
+/// a consumer group), its output appended to `log`.
 pub fn run_command(config: &Path, log: &Path) -> Command {
     let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_livefunnel"));
     cmd.args(["run", "--config"])
         .arg(config)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", std::env::var("TESTKIT_RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
         .stdout(file.try_clone().unwrap())
         .stderr(file);
     cmd
