@@ -13,7 +13,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use futures::StreamExt;
 use serde::Serialize;
+use tokio::sync::watch;
 
 use super::board::{RoomView, Snapshot};
 use super::config::Viewer;
@@ -345,25 +347,17 @@ async fn api_room(
 async fn api_stream(State(wall): State<Arc<Wall>>, ApiViewer(viewer): ApiViewer, Query(q): Q) -> Response {
     let (page, per_page) = page_param(&wall, &q);
     let room = q.get("room").cloned();
-    let mut rx = wall.snapshots.clone();
-    rx.mark_changed();
-    let events = futures::stream::unfold(rx, move |mut rx| {
-        let (viewer, room) = (viewer.clone(), room.clone());
-        async move {
-            // Ends with the server: the snapshot's sender is dropped at stop.
-            rx.changed().await.ok()?;
-            let snap = rx.borrow_and_update().clone();
-            let event = match &room {
-                Some(id) => match room_json(&snap, &viewer, id) {
-                    Some(body) => Event::default().event("room").data(body),
-                    None => Event::default().event("gone").data("{}"),
-                },
-                None => {
-                    Event::default().event("page").data(page_json(&snap, &viewer, page.or(Some(1)), per_page))
-                }
-            };
-            Some((Ok::<_, Infallible>(event), rx))
-        }
+    let events = paced(wall.snapshots.clone(), STREAM_GAP).map(move |snap| {
+        let event = match &room {
+            Some(id) => match room_json(&snap, &viewer, id) {
+                Some(body) => Event::default().event("room").data(body),
+                None => Event::default().event("gone").data("{}"),
+            },
+            None => {
+                Event::default().event("page").data(page_json(&snap, &viewer, page.or(Some(1)), per_page))
+            }
+        };
+        Ok::<_, Infallible>(event)
     });
     let mut r =
         Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response();
@@ -371,10 +365,30 @@ async fn api_stream(State(wall): State<Arc<Wall>>, ApiViewer(viewer): ApiViewer,
     r
 }
 
+/// The least time between two events of one stream.
+const STREAM_GAP: Duration = Duration::from_secs(1);
+
+/// The value of `rx` at once, then each newer one no sooner than `gap` after the one
+/// before. The snapshot is rebuilt every second, but a client that connects just before
+/// a rebuild would otherwise get two events within a moment, and delayed rebuilds can
+/// bunch up. Ends when the sender is dropped (the server stops).
+fn paced<T: Clone + Send + Sync + 'static>(
+    mut rx: watch::Receiver<T>,
+    gap: Duration,
+) -> impl futures::Stream<Item = T> + Send {
+    rx.mark_changed();
+    futures::stream::unfold((rx, None), move |(mut rx, last): (_, Option<tokio::time::Instant>)| async move {
+        if let Some(last) = last {
+            tokio::time::sleep_until(last + gap).await;
+        }
+        rx.changed().await.ok()?;
+        let value = rx.borrow_and_update().clone();
+        Some((value, (rx, Some(tokio::time::Instant::now()))))
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use tokio::sync::watch;
-
     use super::*;
     use crate::wall::config::{OrgAccess, WallConfig};
 
@@ -536,5 +550,25 @@ mod tests {
         assert_eq!((p["product_id"].as_str(), p["gmv_cents"].as_i64()), (Some("sku-9"), Some(19_900)));
         assert!(room_json(&s, &Viewer::Org("org-b".into()), "r2").is_some());
         assert!(room_json(&s, &org, "r2").is_none(), "another org's room does not exist for it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_sends_the_latest_value_at_most_once_a_second() {
+        let (tx, rx) = watch::channel(0u32);
+        let start = tokio::time::Instant::now();
+        // Values come ten times a second, for five seconds.
+        tokio::spawn(async move {
+            for i in 1..=50 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                tx.send(i).unwrap();
+            }
+        });
+        let got: Vec<(u32, Duration)> = paced(rx, STREAM_GAP).map(|v| (v, start.elapsed())).collect().await;
+        assert_eq!(got.first(), Some(&(0, Duration::ZERO)), "the current value at once: {got:?}");
+        for w in got.windows(2) {
+            assert!(w[1].1 - w[0].1 >= STREAM_GAP, "events closer than a second: {got:?}");
+            assert!(w[1].0 > w[0].0, "each event newer than the last: {got:?}");
+        }
+        assert_eq!(got.last().map(|g| g.0), Some(50), "the last value is not lost: {got:?}");
     }
 }
