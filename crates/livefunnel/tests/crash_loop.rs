@@ -30,12 +30,15 @@ fn faultsuite_kill_9_in_a_loop_loses_and_duplicates_nothing() {
         (0..INSTANCES).map(|i| c.start(&format!("i{i}"), "crash-loop")).collect();
     let logs = |inst: &[Instance]| inst.iter().map(|i| i.log_tail(80)).collect::<Vec<_>>().join("\n");
 
-    // About 170 s of stream; from 10 s in, a kill 1–4 s after the previous one has
-    // recovered.
+    // From 10 s in, a kill 1–4 s after the previous one has recovered. The stream is
+    // paced to last 260 s, longer than ten slow recoveries take (the mock broker's
+    // double rebalance makes one 12 – 14 s, a loaded machine more: ten of them
+    // outlasted a stream of 170 s in CI); once the kills are done, the rest goes at once.
+    let hurry = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let producing = {
-        let (brokers, inputs) = (brokers.clone(), inputs.clone());
-        let rate = inputs.len() as f64 / 170.0;
-        rt.spawn(async move { produce_paced(&brokers, &inputs, rate).await })
+        let (brokers, inputs, hurry) = (brokers.clone(), inputs.clone(), hurry.clone());
+        let rate = inputs.len() as f64 / 260.0;
+        rt.spawn(async move { produce_paced_until(&brokers, &inputs, rate, &hurry).await })
     };
     let mut recoveries = Vec::new();
     std::thread::sleep(Duration::from_secs(10));
@@ -72,6 +75,7 @@ fn faultsuite_kill_9_in_a_loop_loses_and_duplicates_nothing() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    hurry.store(true, std::sync::atomic::Ordering::Relaxed);
     let offsets = rt.block_on(producing).expect("producer task");
     let mut sorted = recoveries.clone();
     sorted.sort();

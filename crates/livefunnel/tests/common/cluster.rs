@@ -168,6 +168,16 @@ pub fn sim_inputs(rooms: u32, minutes: i64, min_events: usize, partitions: i32) 
 /// Produces `inputs` in order at about `per_second`; returns each input's
 /// (partition, offset).
 pub async fn produce_paced(brokers: &str, inputs: &[Input], per_second: f64) -> Vec<(i32, i64)> {
+    produce_paced_until(brokers, inputs, per_second, &std::sync::atomic::AtomicBool::new(false)).await
+}
+
+/// [`produce_paced`], the rest at once from when `hurry` is set.
+pub async fn produce_paced_until(
+    brokers: &str,
+    inputs: &[Input],
+    per_second: f64,
+    hurry: &std::sync::atomic::AtomicBool,
+) -> Vec<(i32, i64)> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         // Few large batches: the mock broker finds a fetch offset by walking a
@@ -180,7 +190,7 @@ pub async fn produce_paced(brokers: &str, inputs: &[Input], per_second: f64) -> 
     let mut out = Vec::with_capacity(inputs.len());
     let mut pending = Vec::new();
     for (n, i) in inputs.iter().enumerate() {
-        if n % 500 == 0 {
+        if n % 500 == 0 && !hurry.load(std::sync::atomic::Ordering::Relaxed) {
             let due = Duration::from_secs_f64(n as f64 / per_second);
             if let Some(wait) = due.checked_sub(start.elapsed()) {
                 tokio::time::sleep(wait).await;
